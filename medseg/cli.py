@@ -1,0 +1,327 @@
+"""The ``medseg`` command.
+
+Every subcommand prints one line ``medseg: error: ...`` naming the file or option
+on bad input (``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from medseg.errors import MedsegError
+
+EPILOG = "Docs: README.md and docs/ in the project. Model and loss names: `medseg list`."
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=34, width=100)
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run options (shortcuts for --set)")
+    g.add_argument("--config", "-c", type=Path, help="YAML preset, e.g. configs/unet_ph2.yaml")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set train.epochs=5 --set data.size=[128,128] "
+                        "(repeatable; values are YAML)")
+    g.add_argument("--data", type=Path, help="dataset folder (data.root)")
+    g.add_argument("--model", help="model name (model.name), see `medseg list models`")
+    g.add_argument("--loss", help="loss name or weighted sum, e.g. dice_ce or 'dice:1+focal:0.5' (loss.name)")
+    g.add_argument("--epochs", type=int, help="number of epochs (train.epochs)")
+    g.add_argument("--batch-size", type=int, help="batch size (train.batch_size)")
+    g.add_argument("--lr", type=float, help="peak learning rate (optim.lr)")
+    g.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="training size (data.size)")
+    g.add_argument("--budget", help="wall-time budget, e.g. 90s, 5m, 1h (train.budget_minutes)")
+    g.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision (train.amp)")
+    g.add_argument("--device", help="auto, cpu, cuda, cuda:N (train.device)")
+    g.add_argument("--seed", type=int, help="random seed (train.seed)")
+    g.add_argument("--out", type=Path, help="run folder (output_dir)")
+
+
+def parse_budget(text: str) -> float:
+    """'90s' / '5m' / '1.5h' / '10' (minutes) -> minutes."""
+    text = text.strip().lower()
+    try:
+        if text.endswith("s"):
+            return float(text[:-1]) / 60
+        if text.endswith("m"):
+            return float(text[:-1])
+        if text.endswith("h"):
+            return float(text[:-1]) * 60
+        return float(text)
+    except ValueError:
+        raise MedsegError(f"--budget {text!r}: expected e.g. 90s, 5m or 1h") from None
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    sets = []
+    pairs = [("data", "data.root"), ("model", "model.name"), ("loss", "loss.name"),
+             ("epochs", "train.epochs"), ("batch_size", "train.batch_size"), ("lr", "optim.lr"),
+             ("amp", "train.amp"), ("device", "train.device"), ("seed", "train.seed"), ("out", "output_dir")]
+    for attr, key in pairs:
+        value = getattr(args, attr, None)
+        if value is not None:
+            sets.append(f"{key}={json.dumps(str(value)) if isinstance(value, Path) else value}")
+    if getattr(args, "size", None):
+        sets.append(f"data.size=[{args.size[0]},{args.size[1]}]")
+    if getattr(args, "budget", None):
+        sets.append(f"train.budget_minutes={parse_budget(args.budget)}")
+    return sets + list(args.overrides)
+
+
+def _config(args: argparse.Namespace):
+    from medseg.config import load_config
+
+    return load_config(args.config, _overrides(args))
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from medseg.engine.evaluator import evaluate_checkpoint
+    from medseg.engine.progress import console
+    from medseg.engine.trainer import train
+
+    cfg = _config(args)
+    result = train(cfg, resume=args.resume)
+    if result["rank"] != 0:
+        return 0
+    best = result["best_val_dice"]
+    console.print(f"[green]done[/] ({result['stop_reason']}): best validation Dice "
+                  f"{'n/a' if best is None else f'{best:.4f}'}; checkpoint {result['checkpoint']}")
+    if args.evaluate:
+        ev = evaluate_checkpoint(result["checkpoint"], split="test")
+        _print_summary(ev)
+    return 0
+
+
+def _print_summary(result: dict) -> None:
+    from medseg.engine.progress import console
+    from medseg.metrics import report as rep
+
+    console.print(rep.summary_table(result["summary"]))
+    if "paths" in result:
+        console.print(f"report: {result['out_dir']}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from medseg.engine.evaluator import evaluate_checkpoint
+
+    overrides = list(args.overrides)
+    if args.window:
+        overrides.append(f"eval.window=[{args.window[0]},{args.window[1]}]")
+    result = evaluate_checkpoint(args.checkpoint, overrides=overrides, data_root=args.data, split=args.split,
+                                 out_dir=args.out, device=args.device, tta=args.tta or None,
+                                 crf=args.crf or None)
+    if args.per_case:
+        _print_per_case(result["records"])
+    _print_summary(result)
+    return 0
+
+
+def _print_per_case(records: list[dict]) -> None:
+    from rich.table import Table
+
+    from medseg.engine.progress import console
+
+    table = Table(title="per-case Dice")
+    classes = list(dict.fromkeys(r["class"] for r in records))
+    table.add_column("case")
+    for c in classes:
+        table.add_column(c, justify="right")
+    by_case: dict[str, dict[str, float]] = {}
+    for r in records:
+        by_case.setdefault(r["case"], {})[r["class"]] = r["dice"]
+    for case, vals in by_case.items():
+        table.add_row(case, *(f"{vals.get(c, float('nan')):.4f}" for c in classes))
+    console.print(table)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from medseg.engine.predictor import predict_folder
+    from medseg.engine.progress import console
+
+    overrides = list(args.overrides)
+    if args.window:
+        overrides.append(f"eval.window=[{args.window[0]},{args.window[1]}]")
+    written = predict_folder(args.checkpoint, args.input, args.out, overrides=overrides, device=args.device,
+                             tta=args.tta, crf=args.crf, overlays=not args.no_overlays)
+    console.print(f"wrote {written['count']} predictions to {written['masks']}"
+                  + (f", overlays in {written['overlays']}" if written.get("overlays") else ""))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from medseg.data.fingerprint import fingerprint, fingerprint_table
+    from medseg.engine.checkpoint import atomic_write_text
+    from medseg.engine.progress import console
+
+    cfg = _config(argparse.Namespace(**{**vars(args), "data": args.data_root}))
+    fp = fingerprint(cfg.data)
+    console.print(fingerprint_table(fp))
+    out = args.json or Path(cfg.data.root) / "fingerprint.json"
+    if not args.json and not os.access(Path(cfg.data.root), os.W_OK):
+        out = Path("fingerprint.json")
+    atomic_write_text(out, json.dumps(fp, indent=2, default=str))
+    console.print(f"fingerprint saved to {out}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from medseg.engine.progress import console
+
+    what = args.what
+    if what in ("models", "all"):
+        import torch
+
+        from medseg.models import MODELS, count_parameters
+
+        table = Table(title="models (parameters with in_channels=3, num_classes=2, default options)")
+        for col in ("name", "parameters", "input multiple", "summary", "paper"):
+            table.add_column(col, justify="right" if col == "parameters" else "left")
+        for entry in MODELS:
+            with torch.device("meta"):
+                model = entry.builder(in_channels=3, num_classes=2)
+            table.add_row(entry.name, f"{count_parameters(model) / 1e6:.2f} M", str(model.input_multiple),
+                          entry.meta.get("summary", ""), entry.meta.get("paper", ""))
+        console.print(table)
+    if what in ("losses", "all"):
+        from medseg.losses import LOSSES
+
+        table = Table(title="losses")
+        for col in ("name", "aliases", "summary", "paper"):
+            table.add_column(col)
+        for entry in LOSSES:
+            table.add_row(entry.name, ", ".join(LOSSES.aliases_of(entry.name)),
+                          entry.meta.get("summary", ""), entry.meta.get("paper", ""))
+        console.print(table)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from medseg.engine.progress import console
+    from medseg.metrics.report import compare_runs
+
+    out = args.out or Path(args.run_b) / f"compare_vs_{Path(args.run_a).name}"
+    result = compare_runs(args.run_a, args.run_b, out, metric=args.metric)
+    console.print_json(json.dumps(result, default=str))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from medseg.engine.demo import run_demo
+
+    run_demo(Path(args.out), epochs=args.epochs, kind=args.kind)
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medseg", formatter_class=_formatter, epilog=EPILOG,
+        description="Medical image segmentation: train, evaluate and compare models and losses.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"medseg {__import__('medseg').__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("demo", formatter_class=_formatter, help="train and evaluate a small U-Net on built-in phantoms",
+                       description="Generate phantom data, train a small U-Net, evaluate it, and print where the "
+                                   "report, checkpoint and overlays are. Needs no download; a few minutes on 2 cores.")
+    p.add_argument("--out", default="outputs/demo", help="run folder (default: outputs/demo)")
+    p.add_argument("--epochs", type=int, default=None, help="override the demo's number of epochs")
+    p.add_argument("--kind", choices=["binary", "multiclass"], default="binary",
+                   help="binary lesions or multi-class organs (default: binary)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", formatter_class=_formatter, help="train a model",
+                       description="Train a model from a YAML preset and/or command-line options. Checkpoints "
+                                   "(safetensors) are written atomically every epoch; --resume continues exactly.\n"
+                                   "Under torchrun the same command trains with DistributedDataParallel.",
+                       epilog="example: medseg train -c configs/unet_ph2.yaml --epochs 20 --out runs/ph2")
+    _add_run_options(p)
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                   help="continue from OUT/checkpoints/last.safetensors (or the given checkpoint)")
+    p.add_argument("--evaluate", action="store_true", help="evaluate the best checkpoint on the test split after")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", formatter_class=_formatter, help="evaluate a checkpoint",
+                       description="Evaluate a checkpoint on its test (or val) split, or on another folder: "
+                                   "per-case x per-class CSV/JSON, summary table, plots and overlays.")
+    p.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint written by medseg train")
+    p.add_argument("--data", type=Path, help="evaluate on this folder instead of the training data's split")
+    p.add_argument("--split", default="test", choices=["test", "val"], help="split of the training data")
+    p.add_argument("--out", type=Path, help="report folder (default: RUN/eval/SPLIT)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (flips)")
+    p.add_argument("--crf", action="store_true", help="dense-CRF post-processing")
+    p.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), help="sliding-window inference size")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--per-case", action="store_true", help="print the per-case Dice table")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override config fields, e.g. eval.empty=legacy")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", formatter_class=_formatter, help="segment new images or volumes",
+                       description="Segment a folder, an image or a volume. Masks are written at the original size: "
+                                   "PNG (binary 0/255, multi-class class indices) or NIfTI with the input's geometry.")
+    p.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint")
+    p.add_argument("input", type=Path, help="image file, folder of images, NIfTI/HDF5 volume or folder of them")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (flips)")
+    p.add_argument("--crf", action="store_true", help="dense-CRF post-processing")
+    p.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), help="sliding-window inference size")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override config fields")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("info", formatter_class=_formatter, help="dataset fingerprint",
+                       description="Counts, sizes, channels, intensity statistics, class frequencies, empty masks "
+                                   "and spacing of a dataset; printed and saved as JSON.")
+    p.add_argument("data_root", type=Path, help="dataset folder")
+    p.add_argument("--config", "-c", type=Path, help="YAML preset whose data section describes the dataset")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override data fields, e.g. data.mask_threshold=128")
+    p.add_argument("--json", type=Path, help="where to save the JSON (default: DATA/fingerprint.json)")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("list", formatter_class=_formatter, help="list models and losses")
+    p.add_argument("what", nargs="?", default="all", choices=["models", "losses", "all"])
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("compare", formatter_class=_formatter, help="paired comparison of two evaluations",
+                       description="Per-case paired differences of two evaluation folders with a Wilcoxon "
+                                   "signed-rank test, an effect size and a plot.")
+    p.add_argument("run_a", type=Path, help="evaluation folder A (RUN/eval/test)")
+    p.add_argument("run_b", type=Path, help="evaluation folder B")
+    p.add_argument("--metric", default="dice", help="metric to compare (default: dice)")
+    p.add_argument("--out", type=Path, help="output folder")
+    p.set_defaults(func=cmd_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MedsegError as exc:
+        if args.debug:
+            raise
+        print(f"medseg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medseg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

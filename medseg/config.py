@@ -1,0 +1,176 @@
+"""Typed, validated configuration: YAML in, clear errors out.
+
+A run is described by one :class:`Config`. Presets live in ``configs/*.yaml``; any
+field can be overridden on the command line with ``--set section.key=value`` (the
+value is parsed as YAML, so ``--set data.size=[128,128]`` works). Unknown keys and
+bad values are rejected with one line naming the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from medseg.data.config import AugmentConfig, DataConfig
+from medseg.errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Strict):
+    name: str = Field("unet", description="registered model name (`medseg list models`)")
+    options: dict[str, Any] = Field(default_factory=dict, description="builder options, e.g. base_width")
+    weights: Path | None = Field(None, description="local weights file to initialise from (never downloaded)")
+
+
+class LossConfig(Strict):
+    name: str = Field("dice_ce", description="loss name or weighted sum, e.g. 'dice:1+focal:0.5'")
+    mode: Literal["auto", "binary", "multiclass", "multilabel"] = Field(
+        "auto", description="auto: binary (one sigmoid output) for 2-class data, else multiclass")
+    options: dict[str, Any] = Field(default_factory=dict, description="loss keyword options")
+    aux_weight: float = Field(0.4, ge=0, description="weight of an auxiliary head's loss (PSPNet)")
+
+
+class OptimConfig(Strict):
+    name: Literal["adamw", "sgd"] = Field("adamw", description="optimizer")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(1e-4, ge=0, description="decoupled (AdamW) or L2 (SGD) weight decay")
+    momentum: float = Field(0.99, ge=0, lt=1, description="SGD momentum (the U-Net paper uses 0.99)")
+    nesterov: bool = Field(True, description="SGD Nesterov momentum")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+
+
+class ScheduleConfig(Strict):
+    name: Literal["poly", "cosine", "constant"] = Field("poly", description="learning-rate schedule")
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up length in epochs (fractions allowed)")
+    power: float = Field(0.9, gt=0, description="poly schedule exponent")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr as a fraction of the peak")
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(50, ge=1, description="number of epochs")
+    batch_size: int = Field(8, ge=1, description="images per step (per process under DDP)")
+    steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch (None: one pass)")
+    amp: Literal["none", "bf16", "fp16"] = Field("none", description="mixed precision (bf16 on CPU)")
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
+    val_every: int = Field(1, ge=1, description="validate every N epochs")
+    early_stopping: int | None = Field(None, ge=1, description="stop after N validations without improvement")
+    budget_minutes: float | None = Field(None, gt=0, description="stop training after this wall time")
+    seed: int = Field(0, description="seed for initialisation, data order and augmentation")
+    num_workers: int = Field(0, ge=0, description="data-loader worker processes")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
+    channels_last: bool = Field(False, description="use channels_last memory format")
+    log_tensorboard: bool = Field(True, description="also write TensorBoard event files")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v != "auto" and not (v == "cpu" or v.startswith("cuda") or v == "mps"):
+            raise ValueError("device must be auto, cpu, cuda, cuda:N or mps")
+        return v
+
+
+class EvalConfig(Strict):
+    window: tuple[int, int] | None = Field(
+        None, description="sliding-window size (None: whole image, resized as in training)")
+    overlap: float = Field(0.5, ge=0, lt=1, description="sliding-window overlap ratio")
+    blend: Literal["gaussian", "constant"] = Field("gaussian", description="window blending")
+    tta: bool = Field(False, description="test-time augmentation (flips, averaged probabilities)")
+    crf: bool = Field(False, description="dense-CRF post-processing")
+    surface: bool = Field(True, description="compute surface metrics (HD, HD95, ASSD, NSD)")
+    nsd_tolerance: float = Field(2.0, gt=0, description="NSD tolerance (mm, or pixels without spacing)")
+    empty: Literal["nan", "max", "legacy"] = Field(
+        "nan", description="rule for distances when one side is empty (see docs/metrics.md)")
+    overlays: int = Field(12, ge=0, description="number of overlay PNGs to write (worst cases first)")
+    batch_size: int = Field(8, ge=1, description="slices/windows per inference batch")
+
+
+class Config(Strict):
+    name: str = Field("run", description="run name")
+    output_dir: Path = Field(Path("outputs/run"), description="run folder")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    value = first.get("input")
+    shown = f" (got {value!r})" if first["type"] != "extra_forbidden" and not isinstance(value, dict) else ""
+    more = f" [+{err.error_count() - 1} more]" if err.error_count() > 1 else ""
+    return f"{source}: {loc}: {msg}{shown}{more}"
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=5")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set {item!r}: empty key")
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = raw
+        for p in parts[:-1]:
+            if node.get(p) is None:
+                node[p] = {}
+            if not isinstance(node[p], dict):
+                raise ConfigError(f"--set {item!r}: '{p}' is not a section")
+            node = node[p]
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(source: str | Path | dict | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML file (or a dict), apply ``key=value`` overrides, validate."""
+    name = "config"
+    if source is None:
+        raw: dict[str, Any] = {}
+    elif isinstance(source, dict):
+        raw = dict(source)
+    else:
+        path = Path(source)
+        name = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    import copy
+
+    raw = apply_overrides(copy.deepcopy(raw), overrides)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, name)) from None

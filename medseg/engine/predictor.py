@@ -1,0 +1,75 @@
+"""``medseg predict``: masks at the original size for new images or volumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medseg.config import load_config
+from medseg.engine.evaluator import _overlay_slice, _safe, predict_case
+from medseg.engine.progress import make_progress
+from medseg.errors import MedsegError
+
+
+def _check_channels(case: dict, in_channels: int) -> None:
+    image = case["image"]
+    c = image.shape[-3]
+    if c != in_channels:
+        raise MedsegError(f"{case.get('source', case['id'])}: image has {c} channels, "
+                          f"the model was trained on {in_channels}")
+
+
+def predict_folder(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path, *,
+                   overrides: list[str] | tuple[str, ...] = (), device: str = "auto", tta: bool = False,
+                   crf: bool = False, overlays: bool = True) -> dict:
+    """Predict every image/volume under ``inputs``; write masks (and overlays) to ``out_dir``.
+
+    Binary masks are written as 0/255 PNG, multi-class ones as class-index PNG; volumes
+    as NIfTI with the input's geometry (or ``.npy`` when the input had none).
+    """
+    from medseg.data import open_cases
+    from medseg.data.datasets import save_nifti_like
+    from medseg.engine.checkpoint import load_model
+    from medseg.engine.trainer import resolve_device
+
+    model, state = load_model(checkpoint)
+    cfg = load_config(state["config"], overrides)
+    dev = resolve_device(device if device != "auto" else cfg.train.device)
+    model.to(dev)
+    data_cfg = cfg.data.model_copy(update={"root": Path(inputs)})
+    cases = open_cases(data_cfg, require_masks=False)
+    if len(cases) == 0:
+        raise MedsegError(f"{inputs}: no images found")
+    out = Path(out_dir)
+    mask_dir = out / "masks"
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    overlay_dir = out / "overlays"
+    if overlays:
+        overlay_dir.mkdir(exist_ok=True)
+    binary = state["task_mode"] == "binary"
+    with make_progress() as progress:
+        bar = progress.add_task("predicting", total=len(cases))
+        for i in range(len(cases)):
+            case = cases[i]
+            _check_channels(case, state["in_channels"])
+            labels, _ = predict_case(model, case, cfg, dev, tta=tta, crf=crf)
+            name = _safe(case["id"])
+            if labels.ndim == 3:
+                if case.get("geometry") is not None:
+                    save_nifti_like(labels.astype(np.uint8), case["geometry"], mask_dir / f"{name}.nii.gz")
+                else:
+                    tmp = mask_dir / f".{name}.npy.tmp"
+                    with open(tmp, "wb") as fh:
+                        np.save(fh, labels.astype(np.uint8))
+                    tmp.replace(mask_dir / f"{name}.npy")
+            else:
+                png = (labels * 255 if binary else labels).astype(np.uint8)
+                tmp = mask_dir / f".{name}.png.tmp"
+                Image.fromarray(png).save(tmp, format="PNG")
+                tmp.replace(mask_dir / f"{name}.png")
+            if overlays:
+                Image.fromarray(_overlay_slice(case, labels, None)).save(overlay_dir / f"{name}.png")
+            progress.advance(bar)
+    return {"count": len(cases), "masks": str(mask_dir), "overlays": str(overlay_dir) if overlays else None}

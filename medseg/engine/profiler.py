@@ -1,0 +1,235 @@
+"""Model cost on the current device: parameters, FLOPs, throughput, peak memory.
+
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (one multiply-add
+= 2 FLOPs; convolutions, matrix products and attention are counted, element-wise ops
+are not). Throughput is the median over timed steps after warm-up, in images per
+second. Peak memory is ``torch.cuda.max_memory_allocated`` above the level before
+the phase on CUDA; on CPU it is the peak resident-set size above the level before
+the phase, sampled every millisecond from ``/proc/self/statm`` (an approximation:
+the C allocator may keep freed memory).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_flops(model: nn.Module, x: torch.Tensor, *, backward: bool = False) -> int:
+    """FLOPs of one forward pass (plus the backward pass when ``backward``) on ``x``."""
+    was_training = model.training
+    model.train(backward)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            if backward:
+                model(x).float().sum().backward()
+            else:
+                with torch.no_grad():
+                    model(x)
+    finally:
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@contextmanager
+def peak_memory(device: torch.device):
+    """Yields a dict whose ``"mb"`` is set, on exit, to the peak memory above the start level."""
+    box: dict[str, Any] = {"mb": None, "method": None}
+    if device.type == "cuda":
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        try:
+            yield box
+        finally:
+            _sync(device)
+            box["mb"] = (torch.cuda.max_memory_allocated(device) - start) / 2**20
+            box["method"] = "cuda.max_memory_allocated"
+        return
+    if not os.path.exists("/proc/self/statm"):
+        yield box
+        return
+    start = _rss_bytes()
+    peak = [start]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            stop.wait(0.001)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield box
+    finally:
+        stop.set()
+        thread.join()
+        peak[0] = max(peak[0], _rss_bytes())
+        box["mb"] = (peak[0] - start) / 2**20
+        box["method"] = "rss sampled (approximate)"
+
+
+def _random_target(logits_shape: torch.Size, device: torch.device) -> torch.Tensor:
+    b, k, h, w = logits_shape
+    if k == 1:
+        return torch.randint(0, 2, (b, 1, h, w), device=device).float()
+    return torch.randint(0, k, (b, h, w), device=device)
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if logits.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(logits.float(), target)
+    return F.cross_entropy(logits.float(), target)
+
+
+def _time_steps(step, device: torch.device, warmup: int, steps: int) -> list[float]:
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def profile_module(model: nn.Module, *, size: tuple[int, int] = (256, 256), batch: int = 2,
+                   device: str | torch.device | None = None, steps: int = 10, warmup: int = 3,
+                   train: bool = True, amp: bool = False) -> dict[str, Any]:
+    """Profile ``model`` on random inputs ``[batch, in_channels, *size]``.
+
+    Inference: ``model.eval()`` under ``torch.inference_mode``. Training: one AdamW step
+    on cross-entropy (BCE for one output channel) per timed step, so the numbers include
+    the backward pass and the optimiser update. ``amp`` uses bfloat16 autocast on CPU,
+    float16 on CUDA.
+    """
+    if steps < 1 or warmup < 0 or batch < 1:
+        raise ValueError("profile_module needs steps >= 1, warmup >= 0, batch >= 1")
+    device = torch.device(device) if device is not None else (
+        torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    m = int(getattr(model, "input_multiple", 1) or 1)
+    if size[0] % m or size[1] % m:
+        raise ValueError(f"{type(model).__name__} needs H and W divisible by {m}, got {tuple(size)}")
+    channels = int(getattr(model, "in_channels", 3))
+    model = model.to(device)
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    one = torch.randn(1, channels, *size, device=device)
+    flops = count_flops(model, one)
+    train_flops = count_flops(model, one, backward=True) if train else None
+    x = torch.randn(batch, channels, *size, device=device)
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype, enabled=amp)
+
+    model.eval()
+
+    def infer_step() -> None:
+        with torch.inference_mode(), autocast():
+            model(x)
+
+    with peak_memory(device) as infer_mem:
+        infer_times = _time_steps(infer_step, device, warmup, steps)
+    out: dict[str, Any] = {
+        "model": type(model).__name__, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "amp": amp,
+        "input_shape": [batch, channels, *size], "params": params, "trainable_params": trainable,
+        "gflops_per_image": flops / 1e9,
+        "train_gflops_per_image": train_flops / 1e9 if train_flops is not None else None,
+        "infer_ms_per_batch": 1e3 * statistics.median(infer_times),
+        "infer_images_per_s": batch / statistics.median(infer_times),
+        "infer_peak_memory_mb": infer_mem["mb"], "memory_method": infer_mem["method"],
+        "steps": steps, "warmup": warmup,
+    }
+    if train:
+        model.train()
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        with torch.no_grad():
+            target = _random_target(model(x).shape, device)
+
+        def train_step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            with autocast():
+                logits = model(x)
+            _loss(logits, target).backward()
+            optimizer.step()
+
+        # Train on a copy of the weights so profiling never changes the caller's model.
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        try:
+            with peak_memory(device) as train_mem:
+                train_times = _time_steps(train_step, device, warmup, steps)
+        finally:
+            model.load_state_dict(state)
+            model.zero_grad(set_to_none=True)
+        out.update({
+            "train_ms_per_batch": 1e3 * statistics.median(train_times),
+            "train_images_per_s": batch / statistics.median(train_times),
+            "train_peak_memory_mb": train_mem["mb"],
+        })
+    model.eval()
+    return out
+
+
+def profile_model(name: str, *, size: tuple[int, int] = (256, 256), in_channels: int = 3, num_classes: int = 2,
+                  batch: int = 2, device: str | torch.device | None = None, options: dict[str, Any] | None = None,
+                  steps: int = 10, warmup: int = 3, train: bool = True, amp: bool = False) -> dict[str, Any]:
+    """Build the registered model ``name`` (random weights) and :func:`profile_module` it."""
+    from medseg.models import build_model
+
+    model = build_model(name, in_channels, num_classes, **(options or {}))
+    result = profile_module(model, size=size, batch=batch, device=device, steps=steps, warmup=warmup,
+                            train=train, amp=amp)
+    result.update({"model": name, "options": dict(options or {}), "num_classes": num_classes})
+    return result
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def profile_table(results: list[dict[str, Any]] | dict[str, Any]):
+    """A ``rich`` table with one row per profiled model."""
+    from rich.table import Table
+
+    if isinstance(results, dict):
+        results = [results]
+    first = results[0] if results else {}
+    title = (f"{first.get('device_name', '')} ({first.get('device', '')}, {first.get('threads', '')} threads), "
+             f"input {first.get('input_shape', '')}")
+    table = Table(title=title)
+    for col in ("model", "params (M)", "GFLOPs/img", "train img/s", "infer img/s",
+                "train peak MB", "infer peak MB"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in results:
+        table.add_row(str(r["model"]), _fmt(r["params"] / 1e6, ".3f"), _fmt(r["gflops_per_image"], ".3f"),
+                      _fmt(r.get("train_images_per_s"), ".2f"), _fmt(r["infer_images_per_s"], ".2f"),
+                      _fmt(r.get("train_peak_memory_mb"), ".0f"), _fmt(r["infer_peak_memory_mb"], ".0f"))
+    table.caption = ("FLOPs by torch.utils.flop_counter (multiply-add = 2); throughput = median of "
+                     f"{first.get('steps', '')} steps; memory: {first.get('memory_method', '')}")
+    return table
