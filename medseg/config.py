@@ -8,6 +8,8 @@ bad values are rejected with one line naming the key.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,7 +101,8 @@ class Config(Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
+    data: DataConfig = Field(default_factory=lambda: DataConfig(format="synthetic"),
+                             description="dataset (default: the built-in phantoms)")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,6 +152,25 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
     return raw
 
 
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str) -> str:
+    """``${VAR}`` and ``${VAR:-default}`` in paths, so presets can say ``${MEDSEG_DATA:-../shared/data}/ph2``."""
+    return _ENV.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), text)
+
+
+def _expand_paths(raw: dict[str, Any]) -> None:
+    if isinstance(raw.get("output_dir"), str):
+        raw["output_dir"] = expand_env(raw["output_dir"])
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("root"), str):
+        data["root"] = expand_env(data["root"])
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("weights"), str):
+        model["weights"] = expand_env(model["weights"])
+
+
 def load_config(source: str | Path | dict | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load a YAML file (or a dict), apply ``key=value`` overrides, validate."""
     name = "config"
@@ -170,6 +192,7 @@ def load_config(source: str | Path | dict | None = None, overrides: list[str] | 
     import copy
 
     raw = apply_overrides(copy.deepcopy(raw), overrides)
+    _expand_paths(raw)
     try:
         return Config.model_validate(raw)
     except ValidationError as err:

@@ -5,7 +5,7 @@ from medseg.errors import ConfigError
 
 
 def test_defaults_and_overrides():
-    cfg = load_config(None, ["train.epochs=3", "data.size=[64,48]", "model.options={base_width: 8}",
+    cfg = load_config(None, ["train.epochs=3", "data.format=synthetic", "data.size=[64,48]", "model.options={base_width: 8}",
                              "optim.lr=0.01", "loss.name=dice:1+focal:0.5"])
     assert cfg.train.epochs == 3
     assert tuple(cfg.data.size) == (64, 48)
