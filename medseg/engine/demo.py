@@ -29,7 +29,7 @@ def demo_config(out: Path, kind: str = "binary", epochs: int | None = None) -> d
                   "log_tensorboard": True},
         "data": {"root": str(out / "data"), "format": "folder", "size": [96, 96], "resize_policy": "resize",
                  "split": {"val_fraction": 0.15, "test_fraction": 0.15, "seed": 0}},
-        "augment": {"preset": "light"},
+        "augment": {"hflip": 0.5, "vflip": 0.5, "rot90": 0.5, "affine": 0.3},
         "eval": {"overlays": 12},
     }
 

@@ -356,7 +356,7 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
             over_budget = cfg.train.budget_minutes is not None and \
                 (time.monotonic() - t_start) / 60 >= cfg.train.budget_minutes
             patience_out = cfg.train.early_stopping is not None and stale >= cfg.train.early_stopping
-            finished = epoch == cfg.train.epochs or over_budget or patience_out
+            finished = epoch == cfg.train.epochs or patience_out  # a budget stop can be resumed
             if dd.main:
                 saved_state = {**state, "epoch": epoch, "step": step, "best": best, "stale": stale,
                                "history": history, "finished": finished}
