@@ -156,8 +156,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from medseg.data.fingerprint import fingerprint, fingerprint_table
-    from medseg.engine.checkpoint import atomic_write_text
+    from medseg.data.fingerprint import fingerprint, fingerprint_table, save_fingerprint
     from medseg.engine.progress import console
 
     cfg = _config(argparse.Namespace(**{**vars(args), "data": args.data_root}))
@@ -166,7 +165,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     out = args.json or Path(cfg.data.root) / "fingerprint.json"
     if not args.json and not os.access(Path(cfg.data.root), os.W_OK):
         out = Path("fingerprint.json")
-    atomic_write_text(out, json.dumps(fp, indent=2, default=str))
+    save_fingerprint(fp, out)
     console.print(f"fingerprint saved to {out}")
     return 0
 
@@ -186,7 +185,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         for col in ("name", "parameters", "input multiple", "summary", "paper"):
             table.add_column(col, justify="right" if col == "parameters" else "left")
         for entry in MODELS:
-            with torch.device("meta"):
+            try:  # meta tensors: count parameters without allocating them
+                with torch.device("meta"):
+                    model = entry.builder(in_channels=3, num_classes=2)
+            except (NotImplementedError, RuntimeError):
                 model = entry.builder(in_channels=3, num_classes=2)
             table.add_row(entry.name, f"{count_parameters(model) / 1e6:.2f} M", str(model.input_multiple),
                           entry.meta.get("summary", ""), entry.meta.get("paper", ""))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +42,12 @@ def run_demo(out: Path, *, epochs: int | None = None, kind: str = "binary") -> d
 
     out = Path(out)
     data_dir = out / "data"
-    if not (data_dir / "images").is_dir():
+    if not data_dir.is_dir():
         console.print(f"generating {DEMO_SETTINGS[kind]['n']} {kind} phantoms in {data_dir}")
-        write_synthetic_dataset(data_dir, kind=kind, n=DEMO_SETTINGS[kind]["n"], size=(96, 96), seed=0)
+        tmp = out / ".data.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        write_synthetic_dataset(tmp, kind=kind, n=DEMO_SETTINGS[kind]["n"], size=96, seed=0)
+        tmp.rename(data_dir)  # complete or absent, never half-written
     cfg = load_config(demo_config(out, kind, epochs))
     result = train(cfg, resume=_resumable(out))
     ev = evaluate_checkpoint(result["checkpoint"], split="test")

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from medseg.config import Config, load_config
@@ -52,20 +51,20 @@ def labels_from_proba(proba: torch.Tensor) -> torch.Tensor:
 
 def _predict_slices(model: torch.nn.Module, x: torch.Tensor, cfg: Config, device: torch.device,
                     tta: bool) -> torch.Tensor:
-    """Probabilities ``[N, K, H, W]`` (on CPU) for images ``[N, C, H, W]`` at native size."""
-    h, w = x.shape[-2:]
+    """Probabilities ``[N, K, H, W]`` (on CPU) for images ``[N, C, H, W]`` at native size.
+
+    Images are brought to the scale the model was trained at (``data.resize_policy``),
+    predicted whole or by sliding window, and the probabilities mapped back.
+    """
+    from medseg.data.transforms import to_model_space
+
     ev = cfg.eval
-    resize = cfg.data.resize_policy == "resize" and ev.window is None
     out = []
     for i in range(0, x.shape[0], ev.batch_size):
-        chunk = x[i:i + ev.batch_size].to(device)
-        if resize and tuple(chunk.shape[-2:]) != tuple(cfg.data.size):
-            chunk = F.interpolate(chunk, size=tuple(cfg.data.size), mode="bilinear", align_corners=False)
+        chunk, undo = to_model_space(x[i:i + ev.batch_size].to(device), cfg.data)
         proba = predict_proba(model, chunk, window=ev.window, overlap=ev.overlap, blend=ev.blend,
                               batch_size=ev.batch_size, tta=tta, device=device)
-        if tuple(proba.shape[-2:]) != (h, w):
-            proba = F.interpolate(proba, size=(h, w), mode="bilinear", align_corners=False)
-        out.append(proba.float().cpu())
+        out.append(undo(proba).float().cpu())
     return torch.cat(out)
 
 
@@ -183,8 +182,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, overrides: list[str] | tuple[
     model.to(dev)
     task = Task(state["task_mode"], state["num_classes"], tuple(state["class_names"]))
     if data_root is not None:
-        data_cfg = cfg.data.model_copy(update={"root": Path(data_root)})
-        cases = open_cases(data_cfg)
+        cases = open_cases(Path(data_root), cfg=cfg.data, masks=True)
         label = Path(data_root).name
     else:
         data = build_data(cfg.data, cfg.augment, seed=cfg.train.seed)

@@ -30,7 +30,7 @@ def predict_folder(checkpoint: str | Path, inputs: str | Path, out_dir: str | Pa
     as NIfTI with the input's geometry (or ``.npy`` when the input had none).
     """
     from medseg.data import open_cases
-    from medseg.data.datasets import save_nifti_like
+    from medseg.data import save_nifti_like
     from medseg.engine.checkpoint import load_model
     from medseg.engine.trainer import resolve_device
 
@@ -38,8 +38,7 @@ def predict_folder(checkpoint: str | Path, inputs: str | Path, out_dir: str | Pa
     cfg = load_config(state["config"], overrides)
     dev = resolve_device(device if device != "auto" else cfg.train.device)
     model.to(dev)
-    data_cfg = cfg.data.model_copy(update={"root": Path(inputs)})
-    cases = open_cases(data_cfg, require_masks=False)
+    cases = open_cases(Path(inputs), cfg=cfg.data, masks=False)
     if len(cases) == 0:
         raise MedsegError(f"{inputs}: no images found")
     out = Path(out_dir)

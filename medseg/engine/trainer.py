@@ -231,7 +231,6 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
     loss_fn = build_loss(cfg.loss.name, mode=task.mode, ignore_index=IGNORE_INDEX, **cfg.loss.options)
     model = build_model(cfg.model.name, data.in_channels, task.out_channels, weights=cfg.model.weights,
                         **cfg.model.options).to(device)
-    aux_names: tuple[str, ...] = ()
     if not getattr(loss_fn, "uses_aux", False) and cfg.loss.aux_weight > 0:
         # Models with an auxiliary head (PSPNet) get its loss added at cfg.loss.aux_weight.
         with torch.no_grad():
@@ -243,7 +242,6 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
             from medseg.losses import with_auxiliary
 
             loss_fn = with_auxiliary(loss_fn, aux_weight=cfg.loss.aux_weight)
-            aux_names = ("aux",)
     uses_aux = bool(getattr(loss_fn, "uses_aux", False))
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
