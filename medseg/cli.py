@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -162,9 +161,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     cfg = _config(argparse.Namespace(**{**vars(args), "data": args.data_root}))
     fp = fingerprint(cfg.data)
     console.print(fingerprint_table(fp))
-    out = args.json or Path(cfg.data.root) / "fingerprint.json"
-    if not args.json and not os.access(Path(cfg.data.root), os.W_OK):
-        out = Path("fingerprint.json")
+    # never write into the dataset folder (it may be shared or read-only)
+    out = args.json or Path(f"{Path(cfg.data.root).name}.fingerprint.json")
     save_fingerprint(fp, out)
     console.print(f"fingerprint saved to {out}")
     return 0
@@ -292,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", type=Path, help="YAML preset whose data section describes the dataset")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override data fields, e.g. data.mask_threshold=128")
-    p.add_argument("--json", type=Path, help="where to save the JSON (default: DATA/fingerprint.json)")
+    p.add_argument("--json", type=Path, help="where to save the JSON (default: ./NAME.fingerprint.json)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("list", formatter_class=_formatter, help="list models and losses")

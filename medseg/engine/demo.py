@@ -12,7 +12,7 @@ from medseg.config import load_config
 from medseg.engine.progress import console
 
 DEMO_SETTINGS = {
-    "binary": {"n": 160, "epochs": 12, "classes": 2},
+    "binary": {"n": 160, "epochs": 8, "classes": 2},
     "multiclass": {"n": 160, "epochs": 14, "classes": 4},
 }
 

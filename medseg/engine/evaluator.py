@@ -59,10 +59,13 @@ def _predict_slices(model: torch.nn.Module, x: torch.Tensor, cfg: Config, device
     from medseg.data.transforms import to_model_space
 
     ev = cfg.eval
+    # Models trained on native-resolution crops see whole images through a window of the
+    # training size (the context they were trained with); others run on the whole image.
+    window = ev.window or (tuple(cfg.data.size) if cfg.data.resize_policy == "crop" else None)
     out = []
     for i in range(0, x.shape[0], ev.batch_size):
         chunk, undo = to_model_space(x[i:i + ev.batch_size].to(device), cfg.data)
-        proba = predict_proba(model, chunk, window=ev.window, overlap=ev.overlap, blend=ev.blend,
+        proba = predict_proba(model, chunk, window=window, overlap=ev.overlap, blend=ev.blend,
                               batch_size=ev.batch_size, tta=tta, device=device)
         out.append(undo(proba).float().cpu())
     return torch.cat(out)
@@ -144,16 +147,19 @@ def evaluate_cases(model: torch.nn.Module, cases, task: Task, cfg: Config, *, ou
                 surface=cfg.eval.surface, nsd_tolerance=cfg.eval.nsd_tolerance)
             records.extend(rep.case_records(case["id"], per_class, list(task.class_names)))
             if out_dir is not None and cfg.eval.overlays:
-                kept[case["id"]] = (case, labels, target) if len(kept) < 4096 else kept.get(case["id"])
+                kept[case["id"]] = (case, labels, target)
             progress.advance(bar)
     summary = rep.summarize(records)
     result: dict[str, Any] = {"records": records, "summary": summary}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        paths = rep.write_report(records, out_dir, list(task.class_names))
+        paths = rep.write_report(records, out_dir, list(task.class_names), meta={
+            "empty_policy": cfg.eval.empty, "nsd_tolerance": cfg.eval.nsd_tolerance,
+            "tta": cfg.eval.tta if tta is None else tta, "crf": cfg.eval.crf if crf is None else crf,
+            "window": cfg.eval.window, "model": cfg.model.name, "cases": len(cases)})
         overlay_dir = out_dir / "overlays"
         overlay_dir.mkdir(exist_ok=True)
-        worst = rep.worst_cases(records, metric="dice", k=cfg.eval.overlays)
+        worst = [w["case"] for w in rep.worst_cases(records, metric="dice", k=cfg.eval.overlays)]
         for rank, case_id in enumerate(worst):
             if case_id in kept:
                 case, labels, target = kept[case_id]

@@ -29,8 +29,7 @@ def predict_folder(checkpoint: str | Path, inputs: str | Path, out_dir: str | Pa
     Binary masks are written as 0/255 PNG, multi-class ones as class-index PNG; volumes
     as NIfTI with the input's geometry (or ``.npy`` when the input had none).
     """
-    from medseg.data import open_cases
-    from medseg.data import save_nifti_like
+    from medseg.data import open_cases, save_nifti_like
     from medseg.engine.checkpoint import load_model
     from medseg.engine.trainer import resolve_device
 

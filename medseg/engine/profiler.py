@@ -133,8 +133,22 @@ def profile_module(model: nn.Module, *, size: tuple[int, int] = (256, 256), batc
     m = int(getattr(model, "input_multiple", 1) or 1)
     if size[0] % m or size[1] % m:
         raise ValueError(f"{type(model).__name__} needs H and W divisible by {m}, got {tuple(size)}")
-    channels = int(getattr(model, "in_channels", 3))
     model = model.to(device)
+    was_training = model.training
+    # training steps (and train-mode FLOP counting) change weights and BatchNorm statistics:
+    # work on the caller's model and put its state back at the end
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    try:
+        return _profile(model, size, batch, device, steps, warmup, train, amp)
+    finally:
+        model.load_state_dict(state)
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+
+
+def _profile(model: nn.Module, size: tuple[int, int], batch: int, device: torch.device, steps: int,
+             warmup: int, train: bool, amp: bool) -> dict[str, Any]:
+    channels = int(getattr(model, "in_channels", 3))
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     one = torch.randn(1, channels, *size, device=device)
@@ -179,20 +193,13 @@ def profile_module(model: nn.Module, *, size: tuple[int, int] = (256, 256), batc
             _loss(logits, target).backward()
             optimizer.step()
 
-        # Train on a copy of the weights so profiling never changes the caller's model.
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        try:
-            with peak_memory(device) as train_mem:
-                train_times = _time_steps(train_step, device, warmup, steps)
-        finally:
-            model.load_state_dict(state)
-            model.zero_grad(set_to_none=True)
+        with peak_memory(device) as train_mem:
+            train_times = _time_steps(train_step, device, warmup, steps)
         out.update({
             "train_ms_per_batch": 1e3 * statistics.median(train_times),
             "train_images_per_s": batch / statistics.median(train_times),
             "train_peak_memory_mb": train_mem["mb"],
         })
-    model.eval()
     return out
 
 

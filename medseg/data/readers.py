@@ -1,0 +1,293 @@
+"""File readers: 2D images and masks, HDF5 / npz arrays, NIfTI volumes.
+
+Every reader turns a failure into a one-line :class:`~medseg.errors.DataError` that
+names the file and the problem. Arrays come back as ``[H, W, C]`` images and
+``[H, W]`` masks (2D) or ``[D, H, W, C]`` / ``[D, H, W]`` (3D).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import DataError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+ARRAY_EXTS = (".h5", ".hdf5", ".npz")
+NIFTI_EXTS = (".nii.gz", ".nii")
+
+
+def file_id(path: Path) -> str:
+    """Case id of a file: its name without the (possibly double) extension."""
+    name = path.name
+    for ext in (".npy.h5", ".nii.gz", *NIFTI_EXTS, *ARRAY_EXTS, *IMAGE_EXTS):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return path.stem
+
+
+def _pil_array(path: Path, what: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode == "1":
+                im = im.convert("L")
+            elif im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and what == "image"):
+                im = im.convert("RGB" if im.mode != "LA" else "L")
+            elif im.mode in ("CMYK", "YCbCr", "HSV", "LAB"):
+                im = im.convert("RGB")
+            elif im.mode.startswith("I;16") or im.mode == "I":
+                return np.asarray(im).astype(np.int32)
+            return np.asarray(im).copy()
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} file not found") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not a readable {what} (unknown or corrupt image format)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: cannot read {what} (truncated or corrupt file: {e})") from None
+
+
+def _tiff_array(path: Path, what: str) -> np.ndarray:
+    import tifffile
+
+    try:
+        arr = tifffile.imread(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} file not found") from None
+    except Exception as e:  # tifffile raises many types for corrupt files
+        raise DataError(f"{path}: cannot read {what} (truncated or corrupt TIFF: {e})") from None
+    arr = np.asarray(arr)
+    # planar (C, H, W) TIFFs with few channels -> (H, W, C)
+    if arr.ndim == 3 and arr.shape[0] <= 4 < min(arr.shape[1:]):
+        arr = np.moveaxis(arr, 0, -1)
+    return arr
+
+
+def _tiff_or_pil(path: Path, what: str) -> np.ndarray:
+    """tifffile reads most TIFFs; Pillow decodes LZW/deflate ones when the imagecodecs package is missing."""
+    try:
+        return _tiff_array(path, what)
+    except DataError as first:
+        try:
+            return _pil_array(path, what)
+        except DataError:
+            raise first from None
+
+
+def read_image_2d(path: Path) -> np.ndarray:
+    """Read a PNG/JPG/BMP/TIFF image as ``[H, W, C]`` in its native dtype."""
+    path = Path(path)
+    arr = _tiff_or_pil(path, "image") if path.suffix.lower() in (".tif", ".tiff") else _pil_array(path, "image")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[0] < 2 or arr.shape[1] < 2:
+        raise DataError(f"{path}: expected a 2D grey or colour image, got an array of shape {arr.shape}")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    check_finite(arr, path)
+    return arr
+
+
+def read_mask_2d(path: Path, what: str = "mask") -> np.ndarray:
+    """Read a label image as ``[H, W]`` raw values; colour masks must be grey (R = G = B)."""
+    path = Path(path)
+    arr = _tiff_or_pil(path, what) if path.suffix.lower() in (".tif", ".tiff") else _pil_array(path, what)
+    if arr.ndim == 3:
+        if arr.shape[2] == 1 or all(np.array_equal(arr[..., 0], arr[..., c]) for c in range(1, arr.shape[2])):
+            arr = arr[..., 0]
+        else:
+            raise DataError(f"{path}: {what} has {arr.shape[2]} different colour channels; expected a "
+                            f"single-channel label image (or R = G = B)")
+    if arr.ndim != 2:
+        raise DataError(f"{path}: expected a 2D {what}, got an array of shape {arr.shape}")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    check_finite(arr, path)
+    return arr
+
+
+def check_finite(arr: np.ndarray, path: Path | str) -> None:
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        n = int(arr.size - np.isfinite(arr).sum())
+        raise DataError(f"{path}: contains {n} NaN or infinite values")
+
+
+# --------------------------------------------------------------------------- HDF5 / npz
+
+def _match_image_to_label(image: np.ndarray, label_shape: tuple[int, ...] | None, path: Path) -> np.ndarray:
+    """Return the image as ``[..., C]`` with spatial shape equal to the label's."""
+    if label_shape is None:  # unlabelled: [H, W], [H, W, C<=4] slice, or [D, H, W] volume
+        return image if image.ndim == 3 and image.shape[-1] <= 4 else image[..., None]
+    if image.shape == label_shape:
+        return image[..., None]
+    if image.shape[:-1] == label_shape and image.ndim == len(label_shape) + 1:
+        return image
+    if image.shape[1:] == label_shape and image.ndim == len(label_shape) + 1:
+        return np.moveaxis(image, 0, -1)
+    raise DataError(f"{path}: image shape {image.shape} does not match label shape {label_shape}")
+
+
+def array_shape(path: Path) -> tuple[tuple[int, ...], bool]:
+    """Spatial shape of an HDF5/npz case (from the label, or the image) and whether it has a label."""
+    keys = _keys(path)
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path) as z:
+                if keys[1] is not None:
+                    return tuple(z[keys[1]].shape), True
+                return tuple(z[keys[0]].shape), False
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            if keys[1] is not None:
+                return tuple(f[keys[1]].shape), True
+            return tuple(f[keys[0]].shape), False
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+
+
+def _keys(path: Path) -> tuple[str, str | None]:
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path) as z:
+                names = list(z.files)
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                names = list(f.keys())
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except Exception as e:
+        raise DataError(f"{path}: cannot open (truncated or not an HDF5/npz file: {e})") from None
+    img = next((k for k in ("image", "img", "data") if k in names), None)
+    if img is None:
+        raise DataError(f"{path}: no 'image' array (found: {', '.join(names) or 'nothing'})")
+    lab = next((k for k in ("label", "mask", "seg", "gt") if k in names), None)
+    return img, lab
+
+
+def read_array_case(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read an SSL4MIS/TransUNet HDF5 or Synapse npz case: ``image`` (+ ``label``).
+
+    Returns image ``[H, W, C]`` (2D) or ``[D, H, W, C]`` (3D) and label ``[H, W]`` / ``[D, H, W]`` or None.
+    """
+    path = Path(path)
+    img_key, lab_key = _keys(path)
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path) as z:
+                image = np.asarray(z[img_key])
+                label = None if lab_key is None else np.asarray(z[lab_key])
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                image = np.asarray(f[img_key][()])
+                label = None if lab_key is None else np.asarray(f[lab_key][()])
+    except Exception as e:
+        raise DataError(f"{path}: cannot read arrays (truncated or corrupt file: {e})") from None
+    if label is not None and label.ndim not in (2, 3):
+        raise DataError(f"{path}: label must be 2D (slice) or 3D (volume), got shape {label.shape}")
+    if label is None and image.ndim not in (2, 3):
+        raise DataError(f"{path}: image must be 2D (slice) or 3D (volume), got shape {image.shape}")
+    image = _match_image_to_label(image, None if label is None else label.shape, path)
+    check_finite(image, path)
+    if label is not None:
+        check_finite(label, path)
+    return image, label
+
+
+# --------------------------------------------------------------------------- NIfTI
+
+def _load_nifti(path: Path, what: str) -> Any:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} file not found") from None
+    except Exception as e:
+        raise DataError(f"{path}: cannot read NIfTI {what} (truncated or corrupt: {e})") from None
+    return img, data
+
+
+def _xyz_to_zyx(data: np.ndarray, path: Path) -> np.ndarray:
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim == 3:
+        return np.ascontiguousarray(data.transpose(2, 1, 0))
+    if data.ndim == 4:
+        return np.ascontiguousarray(data.transpose(2, 1, 0, 3))
+    raise DataError(f"{path}: expected a 3D or 4D NIfTI array, got shape {data.shape}")
+
+
+def read_nifti_image(paths: list[Path]) -> tuple[np.ndarray, tuple[float, float, float], dict]:
+    """Read one NIfTI volume (4D = channels last, MSD) or several single-channel files (nnU-Net
+    ``_0000``, ``_0001``...). Returns ``[D, H, W, C]`` (D = z, H = y, W = x), spacing (sz, sy, sx)
+    and the geometry needed by :func:`save_nifti_like`."""
+    chans = []
+    first = None
+    for p in paths:
+        img, data = _load_nifti(p, "image")
+        arr = _xyz_to_zyx(data, p)
+        if arr.ndim == 3:
+            arr = arr[..., None]
+        if first is None:
+            first = img
+        elif arr.shape[:3] != chans[0].shape[:3]:
+            raise DataError(f"{p}: channel volume shape {arr.shape[:3]} differs from {paths[0].name} "
+                            f"{chans[0].shape[:3]}")
+        chans.append(arr)
+    image = chans[0] if len(chans) == 1 else np.concatenate(chans, axis=-1)
+    if np.issubdtype(image.dtype, np.floating):
+        image = image.astype(np.float32, copy=False)
+    check_finite(image, paths[0])
+    zooms = tuple(float(z) for z in first.header.get_zooms()[:3])
+    zooms = zooms + (1.0,) * (3 - len(zooms))
+    spacing = (zooms[2], zooms[1], zooms[0])
+    geometry = {"source": str(paths[0]), "affine": np.asarray(first.affine, dtype=float).tolist(),
+                "shape_xyz": [int(s) for s in first.shape[:3]], "layout": "zyx"}
+    return image, spacing, geometry
+
+
+def read_nifti_label(path: Path) -> np.ndarray:
+    _, data = _load_nifti(path, "label")
+    arr = _xyz_to_zyx(data, path)
+    if arr.ndim != 3:
+        raise DataError(f"{path}: label volume must be 3D, got shape {data.shape}")
+    check_finite(arr, path)
+    return arr
+
+
+def save_nifti_like(labels: np.ndarray, geometry: dict, path: str | Path) -> Path:
+    """Write a ``[D, H, W]`` label map as NIfTI with the affine and header of the source image."""
+    import nibabel as nib
+
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"labels must be [D, H, W], got shape {labels.shape}")
+    arr = np.ascontiguousarray(labels.transpose(2, 1, 0)).astype(np.uint8 if labels.max() < 256 else np.int16)
+    expected = tuple(geometry.get("shape_xyz", arr.shape))
+    if tuple(arr.shape) != expected:
+        raise ValueError(f"labels shape (x, y, z) {arr.shape} does not match the source image {expected}")
+    header = None
+    src = geometry.get("source")
+    if src and Path(src).exists():
+        header = nib.load(src).header.copy()
+        if len(header.get_data_shape()) > 3:
+            header = None  # a 4D (multi-channel) source header does not fit a 3D label map
+    out = nib.Nifti1Image(arr, np.asarray(geometry["affine"], dtype=float), header=header)
+    out.set_data_dtype(arr.dtype)
+    out.header.set_slope_inter(1.0, 0.0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(out, str(path))
+    return path
