@@ -86,10 +86,19 @@ class EvalConfig(Strict):
     crf: bool = Field(False, description="dense-CRF post-processing")
     surface: bool = Field(True, description="compute surface metrics (HD, HD95, ASSD, NSD)")
     nsd_tolerance: float = Field(2.0, gt=0, description="NSD tolerance (mm, or pixels without spacing)")
-    empty: Literal["nan", "max", "legacy"] = Field(
-        "nan", description="rule for distances when one side is empty (see docs/metrics.md)")
+    empty: str = Field(
+        "nan", description="empty-mask rule: nan | max | max:<mm> | legacy (see docs/metrics.md)")
     overlays: int = Field(12, ge=0, description="number of overlay PNGs to write (worst cases first)")
     batch_size: int = Field(8, ge=1, description="slices/windows per inference batch")
+
+
+    @field_validator("empty")
+    @classmethod
+    def _empty(cls, v: str) -> str:
+        from medseg.metrics.empty import resolve_empty
+
+        resolve_empty(v)  # raises ValueError with the accepted forms
+        return v
 
 
 class Config(Strict):
