@@ -1,0 +1,118 @@
+"""Build losses from names and weighted-sum specs: ``"dice_ce"``, ``"dice:1+focal:0.5"``."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+from torch import nn
+
+from medseg.errors import ConfigError
+from medseg.losses.compound import DeepSupervision, WeightedSum, with_auxiliary
+from medseg.losses.registry import LOSSES
+
+
+def parse_spec(spec: str) -> list[tuple[str, float]]:
+    """``"dice:1 + focal:0.5"`` -> ``[("dice", 1.0), ("focal", 0.5)]``; a bare name has weight 1."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(
+            f"loss spec must be a non-empty string such as 'dice_ce' or 'dice:1+focal:0.5'; got {spec!r}"
+        )
+    terms = []
+    for raw in spec.split("+"):
+        term = raw.strip()
+        if not term:
+            raise ConfigError(f"loss spec {spec!r} has an empty term (check the '+' signs)")
+        name, sep, weight = term.partition(":")
+        name = name.strip()
+        if sep:
+            try:
+                w = float(weight)
+            except ValueError:
+                raise ConfigError(
+                    f"loss spec {spec!r}: weight {weight.strip()!r} of '{name}' is not a number"
+                ) from None
+            if not math.isfinite(w):
+                raise ConfigError(f"loss spec {spec!r}: weight of '{name}' must be finite")
+        else:
+            w = 1.0
+        LOSSES.get(name)  # unknown names fail here with a suggestion
+        terms.append((name, w))
+    return terms
+
+
+def _accepted(name: str) -> set[str] | None:
+    """Keyword names the builder of ``name`` accepts (None: it takes ``**kwargs``)."""
+    params = inspect.signature(LOSSES.get(name).builder).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def build_loss(
+    spec: str,
+    mode: str = "multiclass",
+    *,
+    aux_weight: float | None = None,
+    deep_supervision: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a loss from a registry name or a weighted sum ``"name:w + name:w"``.
+
+    Keyword options go to every component that accepts them (``mode``, ``ignore_index`` and
+    ``from_logits`` go to all); a key written ``"<name>.<option>"`` (e.g. ``"focal.gamma"``)
+    goes to that component only. An option no component accepts is an error.
+    ``aux_weight`` wraps the result with :func:`with_auxiliary` (PSPNet auxiliary head) and
+    ``deep_supervision=True`` with :class:`DeepSupervision`.
+    """
+    terms = parse_spec(spec)
+    names = [n for n, _ in terms]
+    canonical = {n: LOSSES.get(n).name for n in names}
+    qualified: dict[str, dict[str, Any]] = {}
+    shared: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        if "." in key:
+            target, _, option = key.partition(".")
+            if target not in names and target not in canonical.values():
+                raise ConfigError(
+                    f"loss option {key!r} names '{target}', which is not in the loss spec {spec!r}"
+                )
+            qualified.setdefault(target, {})[option] = value
+        else:
+            shared[key] = value
+    used: set[str] = set()
+    modules = []
+    for name, weight in terms:
+        accepted = _accepted(name)
+        options = {"mode": mode}
+        for key, value in shared.items():
+            if accepted is None or key in accepted:
+                options[key] = value
+                used.add(key)
+        options.update(qualified.get(name, {}))
+        if canonical[name] != name:
+            options.update(qualified.get(canonical[name], {}))
+        modules.append((name, weight, LOSSES.build(name, **options)))
+    unused = sorted(set(shared) - used)
+    if unused:
+        valid = sorted(set().union(*((_accepted(n) or set()) for n in names)))
+        raise ConfigError(
+            f"loss {spec!r} has no option {', '.join(repr(u) for u in unused)}; valid options: {', '.join(valid)}"
+        )
+    if len(modules) == 1 and modules[0][1] == 1.0:
+        loss: nn.Module = modules[0][2]
+    else:
+        loss = WeightedSum(modules)
+    if deep_supervision and aux_weight is not None:
+        raise ConfigError("choose either aux_weight (auxiliary head) or deep_supervision, not both")
+    if deep_supervision:
+        loss = DeepSupervision(loss)
+    if aux_weight is not None:
+        loss = with_auxiliary(loss, aux_weight=aux_weight)
+    return loss
+
+
+def list_losses() -> list[str]:
+    """Registered loss names (aliases such as ``bce`` and ``jaccard`` not included)."""
+    return LOSSES.names()
