@@ -1,0 +1,229 @@
+"""BEFUnet speed: medseg's ``befunet`` against the official implementation (Omid-Nejati/BEFUnet).
+
+Training (forward + backward + SGD step, the official trainer's optimiser; loss CE + soft Dice,
+plus the per-stage edge BCE for medseg, which trains with edge supervision as the paper does)
+and inference (``eval()``, ``torch.no_grad()``) throughput, same input and batch, every
+contender in its own worker process, measured in one run with interleaved repeats
+(``bench/common.py``). Also prints parameters and forward GFLOP (torch FLOP counter) per image.
+
+The official code is read from a local copy that is never committed::
+
+    # fetched snapshot -> bench/_peers/BEFUnet (git-ignored), or pass --official PATH
+    git --git-dir=<mirror> archive HEAD | tar -x -C bench/_peers/BEFUnet
+    .venv-bench/bin/python -m bench.befunet --official bench/_peers/BEFUnet
+
+How the official model is built without network access: its configuration values
+(``configs/BEFUnet_configs.py``: Swin-T 96/2-2-6-2, PiDiNet-small "carv4" 30-60-120-120,
+DLF depth [1, 2, 0], heads (6, 12), MLP ratios (2, 2, 1)) are passed as a namespace (the
+config module itself downloads weights with ``wget`` on import); the ImageNet Swin file it
+insists on loading is replaced by a randomly initialised state dict of its own Swin class
+(written to a temporary file), the PiDiNet weights come from the repository. Speed does not
+depend on the weight values. Its ``utils.py`` imports medpy/SimpleITK for evaluation only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import MALLOC_ENVS, Timing, Worker, interleave, log_stderr, machine_summary  # noqa: E402
+
+DEFAULT_OFFICIAL = Path(__file__).resolve().parent / "_peers" / "BEFUnet"
+
+
+def build_official(path: str | Path, img_size: int, num_classes: int):
+    """The official ``BEFUnet`` (random Swin weights, repository PiDiNet weights)."""
+    import tempfile
+
+    import torch
+
+    path = Path(path).resolve()
+    if not (path / "models" / "BEFUnet.py").is_file():
+        raise FileNotFoundError(f"no official BEFUnet checkout at {path} (see bench/befunet.py docstring)")
+    sys.path.insert(0, str(path))
+    from models.BEFUnet import BEFUnet  # noqa: PLC0415 - the official package
+    from models.Encoder import SwinTransformer  # official Swin class (downsample=None layers)
+
+    swin = SwinTransformer(img_size)
+    state = dict(swin.state_dict())
+    for i, d in enumerate((96, 192, 384)):  # the patch-merging weights it copies from the file
+        state[f"layers.{i}.downsample.reduction.weight"] = torch.randn(2 * d, 4 * d) * 0.02
+        state[f"layers.{i}.downsample.norm.weight"] = torch.ones(4 * d)
+        state[f"layers.{i}.downsample.norm.bias"] = torch.zeros(4 * d)
+    ckpt = Path(tempfile.mkdtemp()) / "swin_tiny_patch4_window7_224.pth"
+    torch.save({"model": state}, ckpt)
+    cfg = SimpleNamespace(
+        swin_pyramid_fm=[96, 192, 384, 768], image_size=img_size, patch_size=4, num_classes=num_classes,
+        swin_pretrained_path=str(ckpt), cnn_backbone="pidinet_small_converted", pdcs="carv4",
+        cnn_pyramid_fm=[30, 60, 120, 120], pidinet_pretrained=False,
+        PDC_pretrained_path=str(path / "weights" / "table5_pidinet-small.pth"),
+        depth=[[1, 2, 0]], num_heads=(6, 12), mlp_ratio=(2.0, 2.0, 1.0), drop_rate=0.0, attn_drop_rate=0.0,
+        drop_path_rate=0.0, qkv_bias=True, qk_scale=None, cross_pos_embed=True,
+    )
+    return BEFUnet(config=cfg, img_size=img_size, in_chans=3, n_classes=num_classes)
+
+
+def build(model: str, img_size: int, num_classes: int, official: str, options: dict[str, Any]):
+    if model == "official":
+        return build_official(official, img_size, num_classes)
+    from medseg.models import build_model
+
+    return build_model(model, 3, num_classes, img_size=img_size, **options)
+
+
+def soft_dice(logits, target, num_classes: int):
+    import torch.nn.functional as F
+
+    prob = logits.softmax(1)
+    onehot = F.one_hot(target, num_classes).permute(0, 3, 1, 2).float()
+    inter = (prob * onehot).sum((0, 2, 3))
+    return 1 - ((2 * inter + 1e-5) / (prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1e-5)).mean()
+
+
+def make_step(model: str, mode: str, batch: int, size: int, num_classes: int, official: str,
+              options: dict[str, Any], variant: str = "base", seed: int = 0):
+    """Runs in a worker process: build the contender and return its zero-argument step."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    net = build(model, size, num_classes, official, options)
+    x = torch.randn(batch, 3, size, size)
+    y = torch.randint(0, num_classes, (batch, size, size))
+    # a cheap edge target for medseg's edge supervision: label changes between 4-neighbours
+    edge = torch.zeros(batch, 1, size, size)
+    edge[:, 0, 1:] += (y[:, 1:] != y[:, :-1]).float()
+    edge[:, 0, :, 1:] += (y[:, :, 1:] != y[:, :, :-1]).float()
+    edge = edge.clamp(max=1)
+    if variant == "reparam":
+        net.reparameterize()
+    if mode == "train":
+        net.train()
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            if model == "official":
+                logits = net(x)
+                loss = F.cross_entropy(logits, y) + soft_dice(logits, y, num_classes)
+            else:
+                logits, aux = net.forward_aux(x)
+                loss = F.cross_entropy(logits, y) + soft_dice(logits, y, num_classes)
+                for e in aux["edges"]:
+                    e = F.interpolate(e, size=(size, size), mode="bilinear", align_corners=False)
+                    loss = loss + F.binary_cross_entropy_with_logits(e, edge)
+            loss.backward()
+            opt.step()
+
+        return step
+    if mode == "infer":
+        net.eval()
+
+        def step() -> None:
+            with torch.no_grad():
+                net(x)
+
+        return step
+    raise ValueError(f"unknown mode {mode!r}; choose train or infer")
+
+
+def describe(model: str, size: int, num_classes: int, official: str, options: dict[str, Any]) -> dict:
+    """Parameters (M), forward GFLOP per image (2 x multiply-adds), parameters without gradient."""
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    net = build(model, size, num_classes, official, options)
+    params = sum(p.numel() for p in net.parameters())
+    net.eval()
+    # the math backend decomposes attention into counted matmuls (fused kernels are not counted)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
+        net(torch.zeros(1, 3, size, size))
+    # which parameters never influence the logits: backward from the logits only (eval: no drop-path)
+    logits = net(torch.randn(1, 3, size, size))
+    F.cross_entropy(logits, torch.zeros(1, size, size, dtype=torch.long)).backward()
+    dead = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.any()]
+    dead_count = sum(p.numel() for n, p in net.named_parameters() if n in set(dead))
+    return {"params_M": params / 1e6, "gflop_per_image": fc.get_total_flops() / 1e9,
+            "no_grad_params_M": dead_count / 1e6, "no_grad_examples": dead[:6]}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--official", default=str(DEFAULT_OFFICIAL), help="checkout of Omid-Nejati/BEFUnet")
+    p.add_argument("--models", default="befunet,official", help="befunet, befunet_small, official")
+    p.add_argument("--modes", default="train,infer")
+    p.add_argument("--malloc", default="default", help="glibc malloc settings: default, tuned")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--size", type=int, default=224, help="the official code needs 224")
+    p.add_argument("--classes", type=int, default=9)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--json", type=Path)
+    p.add_argument("--no-describe", action="store_true", help="skip the parameter / FLOP / gradient census")
+    args = p.parse_args(argv)
+
+    models, modes, mallocs = args.models.split(","), args.modes.split(","), args.malloc.split(",")
+    nan = float("nan")
+    info = {m: ({"params_M": nan, "gflop_per_image": nan} if args.no_describe
+                else describe(m, args.size, args.classes, args.official, {})) for m in models}
+    for m, d in info.items():
+        log_stderr(f"{m}: {d}")
+    workers = []
+    for mode in modes:
+        for m in models:
+            for mal in mallocs:
+                kwargs = dict(model=m, mode=mode, batch=args.batch, size=args.size, num_classes=args.classes,
+                              official=args.official, options={})
+                workers.append(Worker(f"{m} {mode} malloc={mal}", make_step, kwargs, env=MALLOC_ENVS[mal],
+                                      warmup=args.warmup))
+    log_stderr(f"{len(workers)} contenders, {args.repeats} repeats x {args.steps} steps; {machine_summary()}")
+    try:
+        timings: dict[str, Timing] = interleave(workers, args.repeats, args.steps, log=log_stderr)
+    finally:
+        for w in workers:
+            w.stop()
+    rows = []
+    for w in workers:
+        t = timings[w.name]
+        kw = w._args[1]
+        rows.append({"name": w.name, "model": kw["model"], "mode": kw["mode"], "malloc": w.name.rsplit("=", 1)[1],
+                     **info[kw["model"]], "img_per_s": t.per_second(args.batch), "s_per_step_median": t.median,
+                     "s_per_step_min": min(t.seconds), "s_per_step_max": max(t.seconds),
+                     "peak_rss_mb": t.peak_rss_mb, "base_rss_mb": t.base_rss_mb, "samples": t.seconds})
+    result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "machine": machine_summary(), "rows": rows}
+    print(markdown(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def markdown(result: dict) -> str:
+    a = result["args"]
+    lines = [f"batch {a['batch']}, input 3x{a['size']}x{a['size']}, {a['classes']} classes, "
+             f"{a['repeats']} interleaved repeats x {a['steps']} steps; {result['machine']}", "",
+             "| contender | params (M) | GFLOP/img (fwd) | img/s (median) | s/step min-max | x official | "
+             "peak RSS (MiB) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    ref = {(r["mode"], r["malloc"]): r["img_per_s"] for r in result["rows"] if r["model"] == "official"}
+    for r in result["rows"]:
+        base = ref.get((r["mode"], r["malloc"]))
+        ratio = f"{r['img_per_s'] / base:.2f}" if base else "-"
+        lines.append(f"| {r['name']} | {r['params_M']:.2f} | {r['gflop_per_image']:.2f} | {r['img_per_s']:.2f} | "
+                     f"{r['s_per_step_min']:.2f}-{r['s_per_step_max']:.2f} | {ratio} | {r['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

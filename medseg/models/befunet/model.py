@@ -1,0 +1,154 @@
+"""BEFUnet (Manzari et al., "BEFUnet: A Hybrid CNN-Transformer Architecture for Precise
+Medical Image Segmentation", arXiv:2402.08793, 2024).
+
+Data flow (paper Fig. 1):
+
+    image -> edge encoder (PDC, 4 stages)        E_1 .. E_4 ----------+--> edge heads (aux)
+          -> Swin body encoder: stage s blocks -> B_s --LCAF(E_s, B_s)-> F_s -> patch merging -> stage s+1
+    DLF(F_1, F_4) -> decoder -> logits at the input size
+
+``forward`` returns logits; ``forward_aux`` also returns ``{"edges": [E_s logits
+[B, 1, H/2**(s+1), W/2**(s+1)] for s = 1..4]}`` for the edge supervision (paper eq. 14),
+computed by the ``befunet`` loss.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medseg.models.base import SegmentationModel
+from medseg.models.befunet.decoder import BEFUnetDecoder
+from medseg.models.befunet.dlf import DLF
+from medseg.models.befunet.lcaf import LCAF
+from medseg.models.befunet.pdc import EdgeEncoder, reparameterize_pdc
+from medseg.models.befunet.swin import SwinTransformer, _init_weights, load_swin_weights
+from medseg.models.registry import MODELS
+
+PAPER = "Manzari et al., BEFUnet, arXiv:2402.08793 (2024)"
+
+
+class BEFUnet(SegmentationModel):
+    """Body/edge dual-branch encoder with LCAF at every level, DLF and a conv decoder.
+
+    H and W must be multiples of 32 (``input_multiple``); windows that do not tile a
+    stage's map are padded and masked inside the attention.
+    """
+
+    input_multiple = 32
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        embed_dim: int = 96,
+        depths: tuple[int, ...] = (2, 2, 6, 2),
+        num_heads: tuple[int, ...] = (3, 6, 12, 24),
+        window_size: int = 7,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.1,
+        edge_blocks: int = 4,
+        lcaf_window: int | None = 7,
+        lcaf_mlp_ratio: float = 2.0,
+        dlf_depths: tuple[int, int] = (1, 2),
+        dlf_heads: tuple[int, int] | None = None,
+        dlf_mlp_ratio: float = 2.0,
+        decoder_channels: int = 128,
+        img_size: int = 224,
+        swin_weights: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        if len(depths) != 4 or len(num_heads) != 4:
+            raise ValueError("BEFUnet has 4 stages: give 4 depths and 4 head counts")
+        if img_size % 32:
+            raise ValueError(f"img_size must be a multiple of 32, got {img_size}")
+        self.in_channels, self.num_classes = in_channels, num_classes
+        self.body = SwinTransformer(in_channels, embed_dim, tuple(depths), tuple(num_heads), window_size,
+                                    mlp_ratio, drop_path_rate)
+        dims = self.body.dims
+        self.edge = EdgeEncoder(in_channels, dims, blocks=edge_blocks)
+        self.lcaf = nn.ModuleList(LCAF(d, h, lcaf_window, lcaf_mlp_ratio) for d, h in zip(dims, num_heads))
+        if dlf_heads is None:  # the official configuration (6, 12) for the tiny model
+            dlf_heads = (num_heads[0] * 2, num_heads[-1] // 2)
+        grids = ((img_size // 4,) * 2, (img_size // 32,) * 2)
+        self.dlf = DLF((dims[0], dims[-1]), grids, tuple(dlf_depths), tuple(dlf_heads), dlf_mlp_ratio)
+        self.decoder = BEFUnetDecoder(dims[0], dims[-1], num_classes, channels=decoder_channels)
+        self.lcaf.apply(_init_weights)
+        self.dlf.apply(_init_weights)
+        if swin_weights is not None:
+            load_swin_weights(self.body, swin_weights)
+
+    def _encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Edge features (channels-first) and fused LCAF levels (channels-last)."""
+        edges = self.edge(x)
+        fused = []
+        b = self.body.patch_embed(x)
+        for s, layer in enumerate(self.body.layers):
+            b = layer.forward_blocks(b)
+            b = self.lcaf[s](edges[s].permute(0, 2, 3, 1), b)
+            fused.append(b)
+            if layer.downsample is not None:
+                b = layer.downsample(b)
+        return edges, fused
+
+    def _decode(self, fused: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        small, large = self.dlf(fused[0], fused[-1])
+        return self.decoder(small.permute(0, 3, 1, 2), large.permute(0, 3, 1, 2), size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        _, fused = self._encode(x)
+        return self._decode(fused, x.shape[-2:])
+
+    def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        self.check_input(x)
+        edges, fused = self._encode(x)
+        return self._decode(fused, x.shape[-2:]), {"edges": self.edge.edge_logits(edges)}
+
+    def reparameterize(self) -> BEFUnet:
+        """Turn every pixel-difference convolution into its equivalent vanilla convolution
+        (for inference / export; the outputs do not change). Returns ``self``."""
+        reparameterize_pdc(self.edge)
+        return self
+
+
+
+
+@MODELS.register(
+    "befunet", paper=PAPER,
+    summary="BEFUnet-T: PDC edge encoder + Swin-T body encoder (96, 2-2-6-2), LCAF, DLF, edge supervision",
+)
+def befunet(in_channels: int, num_classes: int, embed_dim: int = 96, depths: tuple[int, ...] = (2, 2, 6, 2),
+            num_heads: tuple[int, ...] = (3, 6, 12, 24), window_size: int = 7, mlp_ratio: float = 4.0,
+            drop_path_rate: float = 0.1, edge_blocks: int = 4, lcaf_window: int | None = 7,
+            lcaf_mlp_ratio: float = 2.0, dlf_depths: tuple[int, int] = (1, 2),
+            dlf_heads: tuple[int, int] | None = None, dlf_mlp_ratio: float = 2.0, decoder_channels: int = 128,
+            img_size: int = 224, swin_weights: str | None = None) -> BEFUnet:
+    """BEFUnet with a Swin-Tiny body encoder (the paper's configuration)."""
+    return BEFUnet(in_channels, num_classes, embed_dim=embed_dim, depths=tuple(depths),
+                   num_heads=tuple(num_heads), window_size=window_size, mlp_ratio=mlp_ratio,
+                   drop_path_rate=drop_path_rate, edge_blocks=edge_blocks, lcaf_window=lcaf_window,
+                   lcaf_mlp_ratio=lcaf_mlp_ratio, dlf_depths=tuple(dlf_depths),
+                   dlf_heads=None if dlf_heads is None else tuple(dlf_heads), dlf_mlp_ratio=dlf_mlp_ratio,
+                   decoder_channels=decoder_channels, img_size=img_size, swin_weights=swin_weights)
+
+
+@MODELS.register(
+    "befunet_small", paper=PAPER,
+    summary="BEFUnet, CPU-friendly: width 48, Swin depths 2-2-2-2, decoder 64 (about 1/4 of the FLOPs)",
+)
+def befunet_small(in_channels: int, num_classes: int, embed_dim: int = 48, depths: tuple[int, ...] = (2, 2, 2, 2),
+                  num_heads: tuple[int, ...] = (3, 6, 12, 24), window_size: int = 7, mlp_ratio: float = 4.0,
+                  drop_path_rate: float = 0.1, edge_blocks: int = 4, lcaf_window: int | None = 7,
+                  lcaf_mlp_ratio: float = 2.0, dlf_depths: tuple[int, int] = (1, 2),
+                  dlf_heads: tuple[int, int] | None = None, dlf_mlp_ratio: float = 2.0,
+                  decoder_channels: int = 64, img_size: int = 224, swin_weights: str | None = None) -> BEFUnet:
+    """A smaller BEFUnet for CPU training and tests (same architecture, narrower and shallower)."""
+    return befunet(in_channels, num_classes, embed_dim=embed_dim, depths=depths, num_heads=num_heads,
+                   window_size=window_size, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate,
+                   edge_blocks=edge_blocks, lcaf_window=lcaf_window, lcaf_mlp_ratio=lcaf_mlp_ratio,
+                   dlf_depths=dlf_depths, dlf_heads=dlf_heads, dlf_mlp_ratio=dlf_mlp_ratio,
+                   decoder_channels=decoder_channels, img_size=img_size, swin_weights=swin_weights)
