@@ -311,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None:  # a real command-line run, not a call from Python code
+        from medseg.engine.runtime import tune_glibc_malloc
+
+        tune_glibc_malloc()
     try:
         return int(args.func(args) or 0)
     except MedsegError as exc:
