@@ -221,6 +221,60 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from medseg.engine.progress import console
+    from medseg.export import export_checkpoint, format_report
+
+    result = export_checkpoint(args.checkpoint, args.out, format=args.format,
+                               size=tuple(args.size) if args.size else None, opset=args.opset, atol=args.atol)
+    console.print(format_report(result))
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    import yaml
+
+    from medseg.engine.profiler import profile_model, profile_table
+    from medseg.engine.progress import console
+
+    options = {}
+    for item in args.option:
+        if "=" not in item:
+            raise MedsegError(f"--option {item!r}: expected key=value, e.g. base_width=32")
+        key, value = item.split("=", 1)
+        options[key] = yaml.safe_load(value)
+    results = [profile_model(name, size=tuple(args.size), in_channels=args.in_channels,
+                             num_classes=args.num_classes, batch=args.batch, device=args.device,
+                             options=options, steps=args.steps, train=not args.no_train, amp=args.amp)
+               for name in args.model.split(",")]
+    console.print(profile_table(results))
+    if args.json:
+        from medseg.engine.checkpoint import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(results, indent=2, default=str))
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from medseg.benchmark import tables
+    from medseg.benchmark.runner import run_benchmark
+    from medseg.engine.progress import console
+
+    result = run_benchmark(args.out, models=args.models, losses=args.losses, config=args.config,
+                           data=args.data, budget_s=args.budget, epochs=args.epochs, folds=args.folds,
+                           seed=args.seed, overrides=args.overrides, workers=args.workers,
+                           devices=args.devices.split(",") if args.devices else None,
+                           profile=not args.no_profile, log=console.print)
+    if result.get("report"):
+        console.print(tables.to_rich(result["report"]["board"]))
+        console.print(f"report: {args.out}")
+    if result.get("failed"):
+        for name, err in result["failed"].items():
+            console.print(f"[red]cell {name} failed:[/] {err}")
+        return 1
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -305,6 +359,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="dice", help="metric to compare (default: dice)")
     p.add_argument("--out", type=Path, help="output folder")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("benchmark", formatter_class=_formatter, help="train and rank models x losses",
+                       description="Train every model x loss cell under the same budget and seed, evaluate on the "
+                                   "held-out split, and write a leaderboard (Markdown, CSV, HTML), paired "
+                                   "Wilcoxon statistics against the best cell and plots. Resumable: a killed "
+                                   "benchmark skips finished cells when started again.",
+                       epilog="example: medseg benchmark --data ../shared/data/ph2 --models unet,deeplabv3plus,"
+                              "befunet_small --losses dice_ce,focal_tversky,lovasz_hinge --budget 10m --out runs/b")
+    p.add_argument("--models", required=True, help="comma list; options as name:key=value:key=value")
+    p.add_argument("--losses", required=True, help="comma list of loss names or weighted sums")
+    p.add_argument("--data", type=Path, help="dataset folder (data.root of every cell)")
+    p.add_argument("--config", "-c", type=Path, help="base YAML preset of every cell")
+    p.add_argument("--budget", help="training wall time per cell, e.g. 90s, 10m")
+    p.add_argument("--epochs", type=int, help="epochs per cell (with or instead of --budget)")
+    p.add_argument("--folds", type=int, help="K-fold cross-validation (or K repeated hold-out splits)")
+    p.add_argument("--seed", type=int, default=0, help="seed shared by every cell")
+    p.add_argument("--workers", type=int, default=1, help="cells run in parallel processes")
+    p.add_argument("--devices", help="comma list of devices, one cell per device, e.g. cuda:0,cuda:1")
+    p.add_argument("--no-profile", action="store_true", help="skip the speed/FLOPs columns")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override config fields of every cell")
+    p.add_argument("--out", type=Path, required=True, help="benchmark folder")
+    p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("profile", formatter_class=_formatter, help="parameters, FLOPs, speed and memory of models",
+                       description="Parameters, FLOPs (torch.utils.flop_counter), measured training and inference "
+                                   "throughput and peak memory on the current device.")
+    p.add_argument("model", help="model name, or a comma list")
+    p.add_argument("--size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"), help="input size")
+    p.add_argument("--batch", type=int, default=2, help="batch size")
+    p.add_argument("--in-channels", type=int, default=3, help="input channels")
+    p.add_argument("--num-classes", type=int, default=2, help="output classes")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option")
+    p.add_argument("--steps", type=int, default=10, help="timed steps")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU)")
+    p.add_argument("--no-train", action="store_true", help="inference only")
+    p.add_argument("--json", type=Path, help="also save the results as JSON")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("export", formatter_class=_formatter, help="export a checkpoint to ONNX or TorchScript",
+                       description="Export with dynamic batch/height/width where the model allows it, run the "
+                                   "exported model and compare it with PyTorch; the difference and tolerance "
+                                   "are printed.")
+    p.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--out", type=Path, help="output file (default: next to the checkpoint)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="example input size")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    p.add_argument("--atol", type=float, default=1e-4, help="max abs difference allowed in the check")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

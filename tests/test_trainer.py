@@ -53,20 +53,45 @@ def test_loss_decreases_on_phantoms(tmp_path):
     assert losses[-1] < 0.9 * losses[0], losses
 
 
-def test_resume_continues_exactly(tmp_path):
-    """An interrupted run resumed from its last checkpoint reproduces the uninterrupted losses."""
+def test_resume_continues_exactly(tmp_path, monkeypatch):
+    """A run that crashes after epoch 2 and is resumed reproduces the uninterrupted losses."""
+    from medseg.engine import trainer as trainer_mod
+
     full = load_config(None, TINY + ["train.epochs=4", f"output_dir={tmp_path / 'full'}"])
     train(full)
-    part = load_config(None, TINY + ["train.epochs=4", f"output_dir={tmp_path / 'part'}",
-                                     "train.budget_minutes=0.00001"])  # stops after epoch 1
-    train(part)
-    assert len(_log(tmp_path / "part")) == 1
-    resumed = load_config(None, TINY + ["train.epochs=4", f"output_dir={tmp_path / 'part'}"])
-    train(resumed, resume=True)
+    write_log = trainer_mod._write_log
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_epoch_2(path, history):
+        write_log(path, history)
+        if len(history) == 2:
+            raise Crash
+
+    monkeypatch.setattr(trainer_mod, "_write_log", crash_after_epoch_2)
+    part = load_config(None, TINY + ["train.epochs=4", f"output_dir={tmp_path / 'part'}"])
+    with pytest.raises(Crash):
+        train(part)
+    monkeypatch.undo()
+    assert len(_log(tmp_path / "part")) == 2
+    torch.manual_seed(999)  # the resumed run must not depend on the RNG state it starts with
+    train(part, resume=True)
     a = [float(r["train_loss"]) for r in _log(tmp_path / "full")]
     b = [float(r["train_loss"]) for r in _log(tmp_path / "part")]
     assert len(b) == 4
     assert b == pytest.approx(a, rel=1e-6, abs=1e-7)
+
+
+def test_budget_stops_training_and_decays_the_schedule(tmp_path):
+    cfg = load_config(None, TINY + ["train.epochs=1000", "train.budget_minutes=0.05",
+                                    f"output_dir={tmp_path}"])
+    result = train(cfg)
+    assert result["stop_reason"] == "budget"
+    rows = _log(tmp_path)
+    assert 1 <= len(rows) < 1000
+    # the schedule follows the budget: the last learning rate is well below the peak
+    assert float(rows[-1]["lr"]) < 0.5 * 0.01
 
 
 def test_sigkill_mid_training_then_resume(tmp_path):

@@ -83,6 +83,15 @@ def lr_factor(step: int, total: int, warmup: int, cfg) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def _schedule_step(step: int, t_start: float, budget_s: float | None, total_steps: int) -> int:
+    """Under a time budget the schedule follows whichever runs out first, steps or time, so
+    the learning rate decays to its floor when the budget ends."""
+    if budget_s is None:
+        return step
+    by_time = int((time.monotonic() - t_start) / budget_s * total_steps)
+    return max(step, min(by_time, total_steps))
+
+
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     o = cfg.optim
     # No weight decay on biases and normalisation parameters.
@@ -200,6 +209,23 @@ def validate(model: torch.nn.Module, cases, task: Task, cfg: Config, device: tor
     return float(np.mean(scores)) if scores else float("nan")
 
 
+def _loss_needs(cfg: Config) -> tuple[str, ...]:
+    """Which extra batch keys the loss consumes (asked before the data is built, so the
+    pipeline computes weight maps / edge targets only when needed)."""
+    from medseg.losses import build_loss
+
+    modes = [cfg.loss.mode] if cfg.loss.mode != "auto" else ["multiclass", "binary"]
+    error: Exception | None = None
+    for mode in modes:  # some losses exist in one mode only (e.g. lovasz_hinge: binary)
+        try:
+            probe = build_loss(cfg.loss.name, mode=mode, ignore_index=IGNORE_INDEX, **cfg.loss.options)
+            return tuple(getattr(probe, "needs", ()))
+        except (MedsegError, ValueError) as exc:
+            error = exc
+    assert error is not None
+    raise error
+
+
 def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
     """Train ``cfg.model`` on ``cfg.data``; returns a summary dict (``out_dir``, ``best_val_dice``,
     ``checkpoint``, ``history``). Checkpoints go to ``OUT/checkpoints/{last,best}.safetensors``."""
@@ -223,9 +249,7 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
             raise MedsegError(f"{resume_path}: nothing to resume from (no checkpoint)")
 
     seed_everything(cfg.train.seed)
-    loss_probe = build_loss(cfg.loss.name, mode="multiclass" if cfg.loss.mode == "auto" else cfg.loss.mode,
-                            ignore_index=IGNORE_INDEX, **cfg.loss.options)
-    extra = tuple(k for k in getattr(loss_probe, "needs", ()) if k in ("weight_map", "edge"))
+    extra = tuple(k for k in _loss_needs(cfg) if k in ("weight_map", "edge"))
     data = build_data(cfg.data, cfg.augment, seed=cfg.train.seed, extra_targets=extra)
     task = make_task(cfg.loss.mode, data.num_classes, data.class_names)
     loss_fn = build_loss(cfg.loss.name, mode=task.mode, ignore_index=IGNORE_INDEX, **cfg.loss.options)
@@ -292,6 +316,7 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
                       f"{task.mode} with {task.num_classes} classes, loss {cfg.loss.name}")
 
     t_start = time.monotonic()
+    budget_s = None if cfg.train.budget_minutes is None else cfg.train.budget_minutes * 60
     stop_reason = "epochs"
     net.train()
     with make_progress(transient=False) as progress:
@@ -306,7 +331,8 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
                 if i >= steps_per_epoch:
                     break
                 for g in optimizer.param_groups:
-                    g["lr"] = cfg.optim.lr * lr_factor(step, total_steps, warmup, cfg.schedule)
+                    g["lr"] = cfg.optim.lr * lr_factor(_schedule_step(step, t_start, budget_s, total_steps),
+                                                       total_steps, warmup, cfg.schedule)
                 x = batch["image"].to(device, non_blocking=True)
                 if cfg.train.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -335,6 +361,8 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
                 seen += x.shape[0]
                 progress.update(bar, advance=1, description=f"epoch {epoch}/{cfg.train.epochs} "
                                 f"loss {running / seen:.4f}")
+                if budget_s is not None and dd.broadcast(time.monotonic() - t_start >= budget_s):
+                    break  # out of time mid-epoch: validate and checkpoint below, then stop
             seconds = time.monotonic() - t0
             train_loss = dd.mean(running / max(seen, 1))
             row: dict[str, Any] = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
@@ -351,8 +379,7 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
             elif dd.main and not len(data.val):
                 improved = True  # without a validation split the latest model is the best we know
             history.append(row)
-            over_budget = cfg.train.budget_minutes is not None and \
-                (time.monotonic() - t_start) / 60 >= cfg.train.budget_minutes
+            over_budget = budget_s is not None and time.monotonic() - t_start >= budget_s
             patience_out = cfg.train.early_stopping is not None and stale >= cfg.train.early_stopping
             finished = epoch == cfg.train.epochs or patience_out  # a budget stop can be resumed
             if dd.main:

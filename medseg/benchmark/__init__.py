@@ -1,0 +1,1 @@
+"""Benchmark models x losses on one dataset: the grid runner, leaderboard maths, tables, plots, HTML."""

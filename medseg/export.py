@@ -1,0 +1,306 @@
+"""Export a segmentation model to ONNX or TorchScript, with a numerical check.
+
+The exported graph takes ``image [B, C, H, W]`` and returns ``logits [B, K, H, W]``
+with batch, height and width dynamic (H, W multiples of the model's
+``input_multiple``). After writing the file, the exported model is run on random
+inputs at two different sizes (onnxruntime for ONNX, ``torch.jit.load`` for
+TorchScript) and compared with the PyTorch model; the largest absolute difference
+and the tolerance are reported, and a difference above the tolerance is an error.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import re
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medseg.errors import CheckpointError, MedsegError
+
+FORMATS = ("onnx", "torchscript")
+EXPORTERS = ("auto", "torchscript", "dynamo", "static")
+DEFAULT_ATOL = 1e-4
+_SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
+class ExportError(MedsegError):
+    """The model could not be exported, or the exported model disagrees with PyTorch."""
+
+
+def export_sizes(model: nn.Module, size: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+    """The example size used for tracing, then a second, non-square size for the check.
+
+    A model with a ``fixed_input_size`` attribute (H, W) is exported and checked at that
+    size only. A model with ``valid_input_size(min_output)`` (valid-convolution U-Net)
+    gets two valid sizes. Otherwise sizes are rounded up to the model's ``input_multiple``.
+    """
+    fixed = getattr(model, "fixed_input_size", None)
+    if fixed is not None:
+        return [tuple(int(s) for s in fixed)]
+    valid = getattr(model, "valid_input_size", None)
+    if callable(valid):
+        h, w = size or (64, 64)
+        first = (valid(int(h)), valid(int(w)))
+        out_h = model.output_size(first[0]) if hasattr(model, "output_size") else first[0]
+        out_w = model.output_size(first[1]) if hasattr(model, "output_size") else first[1]
+        return [first, (valid(out_h + 1), valid(out_w + 9))]
+    m = int(getattr(model, "input_multiple", 1) or 1)
+    if size is None:
+        base = m * math.ceil(64 / m)
+        size = (base, base)
+    h, w = (m * math.ceil(int(s) / m) for s in size)
+    return [(h, w), (h + m, w + 2 * m)]
+
+
+@contextmanager
+def _quiet():
+    """The exporters warn loudly about tracing and deprecations; the numerical check
+    below is what tells whether the export is right."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+def _random_input(batch: int, channels: int, size: tuple[int, int], seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, channels, *size, generator=gen)
+
+
+def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, exporter: str, opset: int) -> None:
+    names = {"input_names": ["image"], "output_names": ["logits"]}
+    if exporter == "torchscript":
+        axes = {0: "batch", 2: "height", 3: "width"}
+        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset,
+                          dynamic_axes={"image": axes, "logits": axes}, do_constant_folding=True, **names)
+        return
+    # torch.export first, so that a model it cannot capture fails in seconds instead of going
+    # through torch.onnx's slower fallback strategies. Dim.AUTO lets the exporter keep the
+    # model's own size constraints (or specialise, which the numerical check then catches).
+    auto = torch.export.Dim.AUTO
+    shapes = {0: auto, 2: auto, 3: auto} if exporter == "dynamo" else {0: auto}
+    try:
+        program = torch.export.export(model, (example,), dynamic_shapes=(shapes,), strict=False)
+        torch.onnx.export(program, (example,), str(path), dynamo=True, opset_version=opset, verbose=False,
+                          external_data=False, **names)
+    except Exception:
+        if exporter != "static":
+            raise
+        axes = {0: "batch"}  # last resort: the tracing exporter at a fixed size
+        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset,
+                          dynamic_axes={"image": axes, "logits": axes}, do_constant_folding=True, **names)
+
+
+def _onnx_runner(path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x.numpy()})[0]
+
+
+def _torchscript_runner(path: Path):
+    with _quiet():
+        loaded = torch.jit.load(str(path), map_location="cpu")
+    loaded.eval()
+
+    def run(x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad(), _quiet():
+            return loaded(x).numpy()
+
+    return run
+
+
+def _add_onnx_metadata(path: Path, meta: dict[str, Any]) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    onnx.save(proto, str(path))
+
+
+def compare_outputs(runner, model: nn.Module, inputs: list[torch.Tensor]) -> list[dict[str, Any]]:
+    """Run ``runner`` (exported model) and ``model`` on each input; max abs / rel difference."""
+    rows = []
+    for x in inputs:
+        with torch.no_grad():
+            ref = model(x).float().numpy()
+        out = np.asarray(runner(x), dtype=np.float32)
+        if out.shape != ref.shape:
+            raise ExportError(f"exported model returned shape {out.shape} for input {tuple(x.shape)}, "
+                              f"PyTorch returned {ref.shape}")
+        diff = np.abs(out - ref)
+        rows.append({
+            "input_shape": list(x.shape),
+            "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+            "max_rel_diff": float((diff / np.maximum(np.abs(ref), 1e-6)).max()) if diff.size else 0.0,
+            "finite": bool(np.isfinite(out).all()),
+        })
+    return rows
+
+
+def export_model(model: nn.Module, out: str | Path, *, format: str = "onnx", size: tuple[int, int] | None = None,
+                 batch: int = 1, exporter: str = "auto", opset: int = 18, check: bool = True,
+                 atol: float = DEFAULT_ATOL, seed: int = 0, metadata: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """Export ``model`` (put in eval mode, on CPU) to ``out``.
+
+    ``exporter`` (ONNX only): ``"torchscript"`` is the tracing exporter
+    (``torch.onnx.export(dynamo=False)``), ``"dynamo"`` the ``torch.export``-based one,
+    ``"static"`` exports with only the batch axis dynamic (H, W fixed at the example size). ``"auto"`` tries
+    tracing, then dynamo, when an export fails or disagrees with PyTorch at the second
+    (unseen) size, and last the static export (``result["note"]`` then says so).
+    TorchScript is traced; when the trace does not generalise to the second size it is
+    kept as a fixed-size model with the same note.
+
+    Returns a dict: ``path, format, exporter, opset, sizes, checks`` (one row per checked
+    input: shape, max abs / rel difference), ``max_abs_diff``, ``tolerance``, ``passed``.
+    Raises :class:`ExportError` when the check fails.
+    """
+    if format not in FORMATS:
+        raise ExportError(f"unknown export format '{format}'; choose one of {', '.join(FORMATS)}")
+    if exporter not in EXPORTERS:
+        raise ExportError(f"unknown exporter '{exporter}'; choose one of {', '.join(EXPORTERS)}")
+    out = Path(out)
+    if out.suffix == "":
+        out = out.with_suffix(_SUFFIX[format])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
+    reference = model
+    if callable(getattr(model, "reparameterize", None)):
+        # e.g. BEFUnet's pixel-difference convolutions folded into plain ones; the check
+        # below compares the folded copy against the original model
+        model = copy.deepcopy(model).reparameterize().eval()
+    channels = int(getattr(model, "in_channels", 3))
+    sizes = export_sizes(model, size)
+    batch = max(batch, 2)  # torch.export specialises a dimension of size 1: trace with 2
+    inputs = [_random_input(batch, channels, sizes[0], seed)]
+    inputs += [_random_input(batch + 1, channels, s, seed + i + 1) for i, s in enumerate(sizes[1:])]
+    meta = {"producer": "medseg", "input": "image [B, C, H, W] float32, normalised",
+            "output": "logits [B, K, H, W]", "in_channels": str(channels),
+            "num_classes": str(getattr(model, "num_classes", "")),
+            "input_multiple": str(getattr(model, "input_multiple", 1))}
+    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()})
+
+    start = time.perf_counter()
+    if format == "torchscript":
+        attempts = ["trace", "static"]
+    else:
+        attempts = ["torchscript", "dynamo", "static"] if exporter == "auto" else [exporter]
+    errors: list[str] = []
+    result: dict[str, Any] | None = None
+    for how in attempts:
+        static = how == "static" or len(sizes) == 1
+        # a static export is only promised (and checked) at the example size
+        check_inputs = [inputs[0], _random_input(batch + 1, channels, sizes[0], seed + 7)] if static else inputs
+        try:
+            with torch.no_grad(), _quiet():
+                if format == "torchscript":
+                    traced = torch.jit.trace(model, inputs[0], check_trace=False)
+                    torch.jit.save(traced, str(out), _extra_files={"medseg.json": json.dumps(meta)})
+                else:
+                    _export_onnx(model, inputs[0], out, how, opset)
+            if format == "onnx":
+                _add_onnx_metadata(out, meta)
+        except Exception as exc:  # reported below with the exporter's name
+            errors.append(f"{how}: {type(exc).__name__}: {_first_line(exc)}")
+            continue
+        checks = []
+        if check:
+            runner = _onnx_runner(out) if format == "onnx" else _torchscript_runner(out)
+            try:
+                checks = compare_outputs(runner, reference, check_inputs)
+            except Exception as exc:  # e.g. a shape baked into the graph
+                errors.append(f"{how}: exported model failed to run: {type(exc).__name__}: {_first_line(exc)}")
+                continue
+        worst = max((c["max_abs_diff"] for c in checks), default=float("nan"))
+        passed = (not check) or (all(c["finite"] for c in checks) and worst <= atol)
+        result = {"path": str(out), "format": format, "exporter": "trace" if format == "torchscript" else how,
+                  "opset": opset if format == "onnx" else None, "sizes": [list(s) for s in sizes[:1 if static else None]],
+                  "dynamic_axes": ["batch"] if static else ["batch", "height", "width"],
+                  "checks": checks, "max_abs_diff": worst, "tolerance": atol, "passed": passed,
+                  "checked": check, "seconds": round(time.perf_counter() - start, 2),
+                  "file_mb": round(out.stat().st_size / 2**20, 3)}
+        if static and len(sizes) > 1:
+            result["note"] = (f"height and width are fixed at {sizes[0][0]}x{sizes[0][1]}: no exporter produced a "
+                              "graph that matches PyTorch at other sizes (e.g. adaptive pooling)")
+        if passed or how == attempts[-1]:
+            break
+        errors.append(f"{how}: max abs difference {worst:.3g} > tolerance {atol:g} at "
+                      f"{', '.join(str(c['input_shape']) for c in checks if c['max_abs_diff'] > atol)}")
+    if result is None:
+        raise ExportError(f"could not export {type(model).__name__} to {format}: " + "; ".join(errors))
+    result["attempts"] = errors
+    if not result["passed"]:
+        raise ExportError(
+            f"exported {format} model differs from PyTorch: max abs difference "
+            f"{result['max_abs_diff']:.3g} > tolerance {atol:g} (inputs "
+            f"{', '.join(str(c['input_shape']) for c in result['checks'])}); file kept at {out}"
+        )
+    return result
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, format: str = "onnx",
+                      size: tuple[int, int] | None = None, batch: int = 1, exporter: str = "auto",
+                      opset: int = 18, check: bool = True, atol: float = DEFAULT_ATOL) -> dict[str, Any]:
+    """Export a medseg checkpoint (``.safetensors``) next to it or to ``out``.
+
+    The model is rebuilt from the checkpoint's metadata (``model_name``,
+    ``model_options``, ``in_channels``, ``num_classes``) by
+    ``medseg.engine.checkpoint.load_model``. See :func:`export_model` for the result.
+    """
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise CheckpointError(f"checkpoint not found: {checkpoint}")
+    from medseg.engine.checkpoint import load_model
+
+    model, meta = load_model(checkpoint)
+    if out is None:
+        out = checkpoint.with_suffix(_SUFFIX.get(format, ""))
+    info = {k: meta[k] for k in ("model_name", "model_options", "in_channels", "num_classes", "out_channels",
+                                 "task_mode", "class_names") if k in meta}
+    info["checkpoint"] = checkpoint.name
+    return export_model(model, out, format=format, size=size, batch=batch, exporter=exporter, opset=opset,
+                        check=check, atol=atol, metadata=info)
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """A few lines for the CLI: file, exporter, and the numerical check with its tolerance."""
+    lines = [f"wrote {result['path']} ({result['format']}, exporter {result['exporter']}, "
+             f"{result['file_mb']} MB, dynamic axes: {', '.join(result['dynamic_axes'])})"]
+    for c in result["checks"]:
+        lines.append(f"  input {c['input_shape']}: max |exported - pytorch| = {c['max_abs_diff']:.3g}")
+    if result["checked"]:
+        verdict = "OK" if result["passed"] else "FAILED"
+        lines.append(f"  check {verdict}: max abs difference {result['max_abs_diff']:.3g} "
+                     f"<= tolerance {result['tolerance']:g}" if result["passed"] else
+                     f"  check {verdict}: max abs difference {result['max_abs_diff']:.3g} "
+                     f"> tolerance {result['tolerance']:g}")
+    if result.get("note"):
+        lines.append(f"  note: {result['note']}")
+    return "\n".join(lines)
