@@ -54,7 +54,7 @@ def run_demo(out: Path, *, epochs: int | None = None, kind: str = "binary") -> d
     dice = [r["dice"] for r in ev["records"] if not math.isnan(r["dice"])]
     from medseg.metrics.report import summary_table
 
-    console.print(summary_table(ev["summary"]))
+    console.print(summary_table(ev["summary"], metrics=["dice", "iou", "hd95", "assd", "nsd"]))
     console.print(f"\n[bold green]Demo finished.[/] Mean foreground Dice on {len(set(r['case'] for r in ev['records']))} "
                   f"held-out phantoms: [bold]{np.mean(dice):.4f}[/]")
     console.print(f"  report:     {ev['out_dir']}")

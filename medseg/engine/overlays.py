@@ -50,7 +50,11 @@ def overlay(display: np.ndarray, pred: np.ndarray, target: np.ndarray | None = N
 
 
 def side_by_side(display: np.ndarray, pred: np.ndarray, target: np.ndarray | None) -> np.ndarray:
-    """Image | overlay, for a quick look."""
+    """Image | overlay, for a quick look (small images are enlarged, nearest-neighbour)."""
     base = to_rgb(display)
+    k = max(1, 256 // max(base.shape[:2]))
+    if k > 1:
+        base, pred = base.repeat(k, 0).repeat(k, 1), pred.repeat(k, 0).repeat(k, 1)
+        target = None if target is None else target.repeat(k, 0).repeat(k, 1)
     pad = np.full((base.shape[0], 4, 3), 255, np.uint8)
     return np.concatenate([base, pad, overlay(base, pred, target)], axis=1)
