@@ -1,0 +1,93 @@
+"""PSPNet (Zhao, Shi, Qi, Wang & Jia, CVPR 2017, arXiv:1612.01105).
+
+A dilated ResNet (output stride 8) feeds the pyramid pooling module (Sec. 3.2,
+Fig. 3): average pooling to 1x1, 2x2, 3x3 and 6x6 bins, each reduced by a 1x1
+convolution to 1/N of the channels (N = 4 levels), bilinear upsampling back,
+concatenation with the features, then a 3x3 convolution and the classifier. The
+deep-supervision head on stage 4 (``layer3``) is returned by ``forward_aux`` as
+``aux["aux"]`` (loss weight 0.4 in the paper, Sec. 3.3).
+
+The 1x1 bin holds a single value per channel, so BatchNorm over it fails for batch
+size 1 in training; that branch uses a biased convolution without normalisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medseg.models.backbones import build_backbone
+from medseg.models.base import SegmentationModel
+from medseg.models.blocks import ConvNormAct
+from medseg.models.registry import MODELS
+
+
+class PyramidPooling(nn.Module):
+    """Pyramid pooling module: ``[x, up(conv(pool_b(x))) for b in bins]`` concatenated."""
+
+    def __init__(self, in_ch: int, bins: Sequence[int] = (1, 2, 3, 6), norm: str = "batch") -> None:
+        super().__init__()
+        self.bins = tuple(bins)
+        red = in_ch // len(self.bins)
+        self.stages = nn.ModuleList(
+            ConvNormAct(in_ch, red, 1, norm="none" if b == 1 else norm) for b in self.bins
+        )
+        self.out_channels = in_ch + red * len(self.bins)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        outs = [x]
+        for b, stage in zip(self.bins, self.stages):
+            y = stage(F.adaptive_avg_pool2d(x, b))
+            outs.append(F.interpolate(y, size=size, mode="bilinear", align_corners=False))
+        return torch.cat(outs, dim=1)
+
+
+class PSPNet(SegmentationModel):
+    def __init__(self, in_channels: int, num_classes: int, *, backbone: str = "resnet50",
+                 output_stride: int = 8, width_mult: float = 1.0, bins: Sequence[int] = (1, 2, 3, 6),
+                 head_width: int = 512, dropout: float = 0.1, norm: str = "batch",
+                 backbone_weights: str | None = None) -> None:
+        super().__init__()
+        self.in_channels, self.num_classes = in_channels, num_classes
+        self.input_multiple = output_stride
+        self.backbone = build_backbone(backbone, in_channels, output_stride=output_stride,
+                                       width_mult=width_mult, weights=backbone_weights)
+        ch = self.backbone.channels
+        self.ppm = PyramidPooling(ch["layer4"], bins, norm)
+        hw = max(8, int(head_width * width_mult))
+        self.head = nn.Sequential(ConvNormAct(self.ppm.out_channels, hw, 3, norm=norm), nn.Dropout2d(dropout),
+                                  nn.Conv2d(hw, num_classes, 1))
+        aw = max(8, ch["layer3"] // 4)
+        self.aux_head = nn.Sequential(ConvNormAct(ch["layer3"], aw, 3, norm=norm), nn.Dropout2d(dropout),
+                                      nn.Conv2d(aw, num_classes, 1))
+
+    def _run(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, dict]:
+        self.check_input(x)
+        size = x.shape[-2:]
+        feats = self.backbone.forward_features(x)
+        logits = F.interpolate(self.head(self.ppm(feats["layer4"])), size=size, mode="bilinear",
+                               align_corners=False)
+        if not with_aux:
+            return logits, {}
+        aux = F.interpolate(self.aux_head(feats["layer3"]), size=size, mode="bilinear", align_corners=False)
+        return logits, {"aux": aux}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, False)[0]
+
+    def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        return self._run(x, True)
+
+
+@MODELS.register("pspnet", paper="Zhao et al., CVPR 2017 (arXiv:1612.01105)",
+                 summary="PSPNet: dilated ResNet + pyramid pooling (bins 1/2/3/6), aux head on stage 4")
+def build_pspnet(in_channels: int, num_classes: int, backbone: str = "resnet50", output_stride: int = 8,
+                 width_mult: float = 1.0, bins: tuple[int, ...] = (1, 2, 3, 6), head_width: int = 512,
+                 dropout: float = 0.1, norm: str = "batch", backbone_weights: str | None = None) -> PSPNet:
+    return PSPNet(in_channels, num_classes, backbone=backbone, output_stride=output_stride,
+                  width_mult=width_mult, bins=bins, head_width=head_width, dropout=dropout, norm=norm,
+                  backbone_weights=backbone_weights)
