@@ -34,3 +34,23 @@ def test_befunet_trains_with_edge_loss(tmp_path):
                                     f"output_dir={tmp_path}"])
     train(cfg)
     assert all(math.isfinite(v) for v in _losses(tmp_path))
+
+
+def test_valid_unet_trains_on_cropped_targets(tmp_path):
+    """unet_valid's output is smaller than its input: the trainer crops targets to match."""
+    cfg = load_config(None, TINY + ["model.name=unet_valid", "model.options={depth: 2, base_width: 4}",
+                                    "data.size=[68,68]", "data.synthetic.size=68",
+                                    f"output_dir={tmp_path}"])
+    train(cfg)
+    assert all(math.isfinite(v) for v in _losses(tmp_path))
+
+
+def test_valid_unet_rejects_an_invalid_training_size(tmp_path):
+    import pytest
+
+    from medseg.errors import MedsegError
+
+    cfg = load_config(None, TINY + ["model.name=unet_valid", "model.options={depth: 2, base_width: 4}",
+                                    "data.size=[66,66]", "data.synthetic.size=66", f"output_dir={tmp_path}"])
+    with pytest.raises(MedsegError, match="valid input"):
+        train(cfg)

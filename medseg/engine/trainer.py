@@ -255,6 +255,14 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
     loss_fn = build_loss(cfg.loss.name, mode=task.mode, ignore_index=IGNORE_INDEX, **cfg.loss.options)
     model = build_model(cfg.model.name, data.in_channels, task.out_channels, weights=cfg.model.weights,
                         **cfg.model.options).to(device)
+    margin = int(getattr(model, "output_margin", 0))
+    if margin:
+        for side in cfg.data.size:
+            if model.output_size(int(side)) is None:
+                near = model.valid_input_size(max(1, int(side) - 2 * margin))
+                raise MedsegError(f"data.size {list(cfg.data.size)} is not a valid input of {cfg.model.name} "
+                                  f"(valid convolutions); use e.g. data.size=[{near},{near}] "
+                                  f"(output {model.output_size(near)})")
     if not getattr(loss_fn, "uses_aux", False) and cfg.loss.aux_weight > 0:
         # Models with an auxiliary head (PSPNet) get its loss added at cfg.loss.aux_weight.
         with torch.no_grad():
@@ -340,6 +348,9 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
                 if "roi" in batch:
                     target = target.masked_fill(~batch["roi"].to(device), IGNORE_INDEX)
                 extras = {k: batch[k].to(device) for k in getattr(loss_fn, "needs", ())}
+                if margin:  # valid-convolution models predict the centre of their input only
+                    target = model.crop_target(target)
+                    extras = {k: model.crop_target(v) for k, v in extras.items()}
                 with _autocast(device, cfg.train.amp):
                     if uses_aux:
                         logits, aux = net(x)
