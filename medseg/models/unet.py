@@ -24,6 +24,31 @@ class DoubleConv(nn.Sequential):
         )
 
 
+def _build_layers(model: nn.Module, in_channels: int, num_classes: int, depth: int, base_width: int,
+                  norm: str, upsample: str, dropout: float, padding: int) -> None:
+    """Encoder, decoder and head shared by the padded (``padding=1``) and valid (``padding=0``) U-Nets."""
+    if depth < 1:
+        raise ValueError("U-Net depth must be >= 1")
+    if upsample not in ("transpose", "bilinear"):
+        raise ValueError("upsample must be 'transpose' or 'bilinear'")
+    widths = [base_width * 2**i for i in range(depth + 1)]
+    model.encoders = nn.ModuleList([DoubleConv(in_channels, widths[0], norm, padding)])
+    model.encoders.extend(DoubleConv(widths[i], widths[i + 1], norm, padding) for i in range(depth))
+    model.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+    model.ups = nn.ModuleList()
+    model.decoders = nn.ModuleList()
+    for i in reversed(range(depth)):
+        if upsample == "transpose":
+            model.ups.append(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2))
+        else:
+            model.ups.append(nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                nn.Conv2d(widths[i + 1], widths[i], 1),
+            ))
+        model.decoders.append(DoubleConv(2 * widths[i], widths[i], norm, padding))
+    model.head = nn.Conv2d(widths[0], num_classes, 1)
+
+
 class UNet(SegmentationModel):
     """Encoder of ``depth`` max-pool stages, widths ``base_width * 2**i``; decoder of
     2x2 up-convolutions (or bilinear upsampling) and skip concatenation."""
@@ -40,28 +65,9 @@ class UNet(SegmentationModel):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if depth < 1:
-            raise ValueError("U-Net depth must be >= 1")
-        if upsample not in ("transpose", "bilinear"):
-            raise ValueError("upsample must be 'transpose' or 'bilinear'")
         self.in_channels, self.num_classes = in_channels, num_classes
         self.input_multiple = 2**depth
-        widths = [base_width * 2**i for i in range(depth + 1)]
-        self.encoders = nn.ModuleList([DoubleConv(in_channels, widths[0], norm)])
-        self.encoders.extend(DoubleConv(widths[i], widths[i + 1], norm) for i in range(depth))
-        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
-        self.ups = nn.ModuleList()
-        self.decoders = nn.ModuleList()
-        for i in reversed(range(depth)):
-            if upsample == "transpose":
-                self.ups.append(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2))
-            else:
-                self.ups.append(nn.Sequential(
-                    nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                    nn.Conv2d(widths[i + 1], widths[i], 1),
-                ))
-            self.decoders.append(DoubleConv(2 * widths[i], widths[i], norm))
-        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        _build_layers(self, in_channels, num_classes, depth, base_width, norm, upsample, dropout, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -109,32 +115,13 @@ class UNetValid(SegmentationModel):
     def __init__(self, in_channels: int, num_classes: int, *, depth: int = 4, base_width: int = 64,
                  norm: str = "batch", upsample: str = "transpose", dropout: float = 0.0) -> None:
         super().__init__()
-        if depth < 1:
-            raise ValueError("U-Net depth must be >= 1")
-        if upsample not in ("transpose", "bilinear"):
-            raise ValueError("upsample must be 'transpose' or 'bilinear'")
         self.in_channels, self.num_classes, self.depth = in_channels, num_classes, depth
         self.input_multiple = 1  # sizes are checked by valid-size rules instead
         # each level loses 4 px (two 3x3 valid convs) at its resolution, on the way down and up
         self.output_margin = 2 * (3 * 2**depth - 2)
         # tiles must start on the deepest pooling grid for their outputs to agree seamlessly
         self.tile_alignment = 2**depth
-        widths = [base_width * 2**i for i in range(depth + 1)]
-        self.encoders = nn.ModuleList([DoubleConv(in_channels, widths[0], norm, padding=0)])
-        self.encoders.extend(DoubleConv(widths[i], widths[i + 1], norm, padding=0) for i in range(depth))
-        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
-        self.ups = nn.ModuleList()
-        self.decoders = nn.ModuleList()
-        for i in reversed(range(depth)):
-            if upsample == "transpose":
-                self.ups.append(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2))
-            else:
-                self.ups.append(nn.Sequential(
-                    nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                    nn.Conv2d(widths[i + 1], widths[i], 1),
-                ))
-            self.decoders.append(DoubleConv(2 * widths[i], widths[i], norm, padding=0))
-        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        _build_layers(self, in_channels, num_classes, depth, base_width, norm, upsample, dropout, padding=0)
 
     def output_size(self, size: int) -> int | None:
         """Output length for an input length, or None when ``size`` is not valid."""
