@@ -102,7 +102,8 @@ def _print_summary(result: dict) -> None:
     from medseg.engine.progress import console
     from medseg.metrics import report as rep
 
-    console.print(rep.summary_table(result["summary"]))
+    console.print(rep.summary_table(
+        result["summary"], metrics=["dice", "iou", "sensitivity", "precision", "hd95", "assd", "nsd"]))
     if "paths" in result:
         console.print(f"report: {result['out_dir']}")
 
