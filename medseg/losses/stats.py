@@ -23,6 +23,17 @@ def _bins(idx: Tensor, c: int, per_image: bool) -> Tensor:
     return idx.reshape(-1)
 
 
+def _class_sums(pv: Tensor, idx: Tensor, v: Tensor | None, per_image: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Masks ``pv`` in place by ``v``; returns p at the true class, per-class TP (Σ p·g) and Σ p."""
+    b, c, _ = pv.shape
+    if v is not None:
+        pv.mul_(v.unsqueeze(1))
+    pv_at = pv.gather(1, idx.unsqueeze(1)).squeeze(1)
+    n = b * c if per_image else c
+    tp = torch.zeros(n, dtype=pv.dtype, device=pv.device).scatter_add_(0, _bins(idx, c, per_image), pv_at.reshape(-1))
+    return pv_at, tp, pv.sum(2)
+
+
 class SoftmaxCounts(torch.autograd.Function):
     """``p = softmax(z)``; returns ``TP_c = Σ_x v·p_c·[y = c]`` and ``SP_{b,c} = Σ_x v·p_c``.
 
@@ -40,13 +51,7 @@ class SoftmaxCounts(torch.autograd.Function):
     def forward(ctx, z: Tensor, idx: Tensor, v: Tensor | None, per_image: bool) -> tuple[Tensor, Tensor]:
         b, c, _ = z.shape
         pv = torch.softmax(z, 1)
-        if v is not None:
-            pv.mul_(v.unsqueeze(1))
-        pv_at = pv.gather(1, idx.unsqueeze(1)).squeeze(1)
-        bins = _bins(idx, c, per_image)
-        n = b * c if per_image else c
-        tp = torch.zeros(n, dtype=pv.dtype, device=pv.device).scatter_add_(0, bins, pv_at.reshape(-1))
-        sp = pv.sum(2)
+        pv_at, tp, sp = _class_sums(pv, idx, v, per_image)
         ctx.per_image = per_image
         ctx.save_for_backward(pv, idx, pv_at)
         return (tp.view(b, c) if per_image else tp), sp
@@ -83,13 +88,7 @@ class SoftmaxCountsCE(torch.autograd.Function):
         logp_y = logp.gather(1, idx.unsqueeze(1)).squeeze(1)
         ce = -(logp_y.sum() if u is None else torch.dot(logp_y.reshape(-1), u.reshape(-1)))
         pv = logp.exp_()  # logp is not needed any more: p in place
-        if v is not None:
-            pv.mul_(v.unsqueeze(1))
-        pv_at = pv.gather(1, idx.unsqueeze(1)).squeeze(1)
-        bins = _bins(idx, c, per_image)
-        n = b * c if per_image else c
-        tp = torch.zeros(n, dtype=pv.dtype, device=pv.device).scatter_add_(0, bins, pv_at.reshape(-1))
-        sp = pv.sum(2)
+        pv_at, tp, sp = _class_sums(pv, idx, v, per_image)
         ctx.per_image = per_image
         ctx.save_for_backward(pv, idx, pv_at, u)
         return (tp.view(b, c) if per_image else tp), sp, ce
