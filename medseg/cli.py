@@ -250,7 +250,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
                for name in args.model.split(",")]
     console.print(profile_table(results))
     if args.json:
-        from medseg.engine.checkpoint import atomic_write_text
+        from medseg.atomic import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(results, indent=2, default=str))
     return 0

@@ -4,10 +4,10 @@ the accuracy-versus-speed Pareto chart, and the training curves of all cells."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
+from medseg.atomic import atomic_write
 from medseg.benchmark.leaderboard import pareto_front
 
 
@@ -20,13 +20,10 @@ def _plt():
     return plt
 
 
+
 def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    path = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
     _plt().close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -69,10 +69,10 @@ def build_report(out_dir: str | Path, *, primary: str | None = None, metrics: tu
                  title: str | None = None) -> dict[str, Any]:
     """Write ``leaderboard.{md,csv,json,html}``, ``bars.png``, ``pareto.png``, ``curves.png``
     into ``out_dir`` from its finished cells. Returns ``{"board": ..., "paths": {...}}``."""
+    from medseg.atomic import atomic_write_text
     from medseg.benchmark.html import render_html
     from medseg.benchmark.plots import bar_chart, pareto_chart, training_curves
     from medseg.benchmark.runner import STATE_FILE, load_cells
-    from medseg.engine.checkpoint import atomic_write_text
 
     out_dir = Path(out_dir)
     state = json.loads((out_dir / STATE_FILE).read_text()) if (out_dir / STATE_FILE).is_file() else {}

@@ -194,7 +194,7 @@ def is_finished(out_dir: Path, cell: Cell) -> bool:
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    from medseg.engine.checkpoint import atomic_write_text
+    from medseg.atomic import atomic_write_text
 
     atomic_write_text(path, json.dumps(obj, indent=1, default=_json_default, allow_nan=True))
 

@@ -174,10 +174,9 @@ def fingerprint(source: DataConfig | str | Path, *, max_cases: int | None = None
 
 
 def save_fingerprint(fp: dict[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(fp, indent=2) + "\n")
-    return path
+    from medseg.atomic import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(fp, indent=2) + "\n")
 
 
 def _rng(s: dict | None, fmt: str = "{:g}") -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from medseg.atomic import atomic_write, atomic_write_text
 from medseg.config import Config, load_config
 from medseg.engine.overlays import side_by_side
 from medseg.engine.progress import make_progress
@@ -163,10 +164,15 @@ def evaluate_cases(model: torch.nn.Module, cases, task: Task, cfg: Config, *, ou
         for rank, case_id in enumerate(worst):
             if case_id in kept:
                 case, labels, target = kept[case_id]
-                Image.fromarray(_overlay_slice(case, labels, target)).save(
-                    overlay_dir / f"{rank:02d}_{_safe(case_id)}.png")
+                save_png(overlay_dir / f"{rank:02d}_{_safe(case_id)}.png", _overlay_slice(case, labels, target))
         result["paths"] = {k: str(v) for k, v in paths.items()} | {"overlays": str(overlay_dir)}
     return result
+
+
+def save_png(path: Path, array: np.ndarray) -> None:
+    """Write an image array as PNG, atomically."""
+    image = Image.fromarray(array)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def _safe(name: str) -> str:
@@ -202,7 +208,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, overrides: list[str] | tuple[
     result = evaluate_cases(model, cases, task, cfg, out_dir=out, device=dev, tta=tta, crf=crf,
                             description=f"evaluating {label}")
     result["out_dir"] = str(out)
-    (out / "run.json").write_text(json.dumps({"checkpoint": str(checkpoint), "split": label,
+    atomic_write_text(out / "run.json", json.dumps({"checkpoint": str(checkpoint), "split": label,
                                               "tta": cfg.eval.tta if tta is None else tta,
                                               "crf": cfg.eval.crf if crf is None else crf}, indent=2))
     return result

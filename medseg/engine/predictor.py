@@ -5,12 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from medseg.atomic import atomic_write
 from medseg.config import load_config
-from medseg.engine.evaluator import _overlay_slice, _safe, predict_case
+from medseg.engine.evaluator import _overlay_slice, _safe, predict_case, save_png
 from medseg.engine.progress import make_progress
 from medseg.errors import MedsegError
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.save would append .npy to a path
+            np.save(fh, array)
+
+    atomic_write(path, write)
 
 
 def _check_channels(case: dict, in_channels: int) -> None:
@@ -58,16 +66,10 @@ def predict_folder(checkpoint: str | Path, inputs: str | Path, out_dir: str | Pa
                 if case.get("geometry") is not None:
                     save_nifti_like(labels.astype(np.uint8), case["geometry"], mask_dir / f"{name}.nii.gz")
                 else:
-                    tmp = mask_dir / f".{name}.npy.tmp"
-                    with open(tmp, "wb") as fh:
-                        np.save(fh, labels.astype(np.uint8))
-                    tmp.replace(mask_dir / f"{name}.npy")
+                    _save_npy(mask_dir / f"{name}.npy", labels.astype(np.uint8))
             else:
-                png = (labels * 255 if binary else labels).astype(np.uint8)
-                tmp = mask_dir / f".{name}.png.tmp"
-                Image.fromarray(png).save(tmp, format="PNG")
-                tmp.replace(mask_dir / f"{name}.png")
+                save_png(mask_dir / f"{name}.png", (labels * 255 if binary else labels).astype(np.uint8))
             if overlays:
-                Image.fromarray(_overlay_slice(case, labels, None)).save(overlay_dir / f"{name}.png")
+                save_png(overlay_dir / f"{name}.png", _overlay_slice(case, labels, None))
             progress.advance(bar)
     return {"count": len(cases), "masks": str(mask_dir), "overlays": str(overlay_dir) if overlays else None}

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
+from medseg.atomic import atomic_write, atomic_write_text
 from medseg.config import Config
 from medseg.engine import checkpoint as ckpt
 from medseg.engine.evaluator import Task, make_task, predict_case, quick_dice
@@ -159,7 +160,7 @@ def _write_log(path: Path, history: list[dict]) -> None:
     writer.writeheader()
     for row in history:
         writer.writerow({k: row.get(k, "") for k in LOG_FIELDS})
-    ckpt.atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
@@ -179,10 +180,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
     for a in ax:
         a.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _model_state(cfg: Config, task: Task, in_channels: int) -> dict:
@@ -310,7 +309,7 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
     writer = None
     if dd.main:
         out.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_text(out / "config.yaml", cfg.to_yaml())
+        atomic_write_text(out / "config.yaml", cfg.to_yaml())
         if cfg.train.log_tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter

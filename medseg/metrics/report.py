@@ -16,13 +16,13 @@ import io
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medseg.atomic import atomic_write, atomic_write_text  # noqa: F401 (re-exported for compare.py)
 from medseg.errors import DataError
 from medseg.metrics.case import HIGHER_IS_BETTER, METRICS
 from medseg.metrics.overlap import OVERLAP_METRICS, overlap_from_counts
@@ -312,26 +312,6 @@ def worst_cases(
 
 
 # ---------------------------------------------------------------- files
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def _jsonable(x: Any) -> Any:
