@@ -4,9 +4,17 @@ Run in the bench environment (peers installed there, CPU torch):
 
     /work/main/.venv-bench/bin/python bench/models.py [--size 256] [--batch 2] [--repeats 5]
 
+Each group compares models of the same design at the same backbone and input: medseg's
+matched-design configuration comes first (the reference of the ratios), then, where the
+paper's design differs, medseg's paper configuration, then the peers. ``--shipped`` runs
+medseg as shipped (its preferred memory format; Conv-BN folded by ``fuse_conv_bn`` for
+inference) against each peer twice, in its default format and in channels_last, so that
+medseg meets the best each peer can do; ``--channels-last`` instead puts every model in
+channels_last.
+
 Timings are interleaved (every repeat runs every model once, in turn) so that the
 noise of a shared machine hits all models alike; medians are reported, with the ratio
-peer time / medseg time (> 1: medseg faster). Peak memory is measured in a fresh
+time / matched medseg time (> 1: medseg faster). Peak memory is measured in a fresh
 subprocess per model: the growth of the resident set size (sampled every millisecond)
 over the built model, during two inference steps and then two training steps.
 
@@ -22,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -63,58 +72,95 @@ def _tv(fn: str):
     return make
 
 
-# group -> [(label, builder)]; the first entry of each group is medseg's
-MODELS: dict[str, list[tuple[str, object]]] = {
+# group -> [(label, kind, builder)]; kind "medseg" or "peer"; the first entry is the reference
+MODELS: dict[str, list[tuple[str, str, object]]] = {
     "DeepLab v3, ResNet-50, OS 8": [
-        ("medseg deeplabv3", _medseg("deeplabv3", backbone="resnet50", output_stride=8, multi_grid=None)),
-        ("torchvision deeplabv3_resnet50", _tv("deeplabv3_resnet50")),
-        ("smp DeepLabV3", _smp("DeepLabV3", encoder_name="resnet50")),
+        ("medseg deeplabv3 (matched: OS 8, no multi-grid)", "medseg",
+         _medseg("deeplabv3", backbone="resnet50", output_stride=8, multi_grid=None)),
+        ("torchvision deeplabv3_resnet50", "peer", _tv("deeplabv3_resnet50")),
+        ("smp DeepLabV3", "peer", _smp("DeepLabV3", encoder_name="resnet50")),
     ],
     "DeepLab v3+, ResNet-50, OS 16": [
-        ("medseg deeplabv3plus", _medseg("deeplabv3plus", backbone="resnet50")),
-        ("smp DeepLabV3Plus", _smp("DeepLabV3Plus", encoder_name="resnet50", encoder_output_stride=16)),
+        ("medseg deeplabv3plus (matched)", "medseg", _medseg("deeplabv3plus", backbone="resnet50")),
+        ("smp DeepLabV3Plus", "peer", _smp("DeepLabV3Plus", encoder_name="resnet50", encoder_output_stride=16)),
     ],
     "PSPNet, ResNet-50": [
-        ("medseg pspnet (OS 8, dilated)", _medseg("pspnet", backbone="resnet50")),
-        ("smp PSPNet (encoder_depth 3)", _smp("PSPNet", encoder_name="resnet50")),
+        ("medseg pspnet (matched: layer2 features, 1x1 head)", "medseg",
+         _medseg("pspnet", backbone="resnet50", feature_layer="layer2", head_kernel=1, dropout=0.2)),
+        ("medseg pspnet (paper design: OS 8 dilated, aux head)", "medseg", _medseg("pspnet", backbone="resnet50")),
+        ("smp PSPNet (encoder_depth 3)", "peer", _smp("PSPNet", encoder_name="resnet50")),
     ],
     "FCN, ResNet-50": [
-        ("medseg fcn8s (ResNet-50, OS 32 + skips)", _medseg("fcn8s", backbone="resnet50")),
-        ("torchvision fcn_resnet50 (OS 8, dilated)", _tv("fcn_resnet50")),
+        ("medseg fcn32s (matched: OS 8 dilated, 3x3 head 512)", "medseg",
+         _medseg("fcn32s", backbone="resnet50", output_stride=8, head_conv=512, dropout=0.1)),
+        ("medseg fcn8s (paper design: OS 32 + skips)", "medseg", _medseg("fcn8s", backbone="resnet50")),
+        ("torchvision fcn_resnet50 (OS 8, dilated)", "peer", _tv("fcn_resnet50")),
     ],
-    "U-Net": [
-        ("medseg unet (paper, BN)", _medseg("unet")),
-        ("smp Unet (ResNet-34 encoder)", _smp("Unet", encoder_name="resnet34")),
+    "U-Net, ResNet-34 encoder": [
+        ("medseg unet_resnet (matched: ResNet-34)", "medseg", _medseg("unet_resnet", backbone="resnet34")),
+        ("smp Unet (ResNet-34 encoder)", "peer", _smp("Unet", encoder_name="resnet34")),
+    ],
+    "U-Net, paper design": [
+        ("medseg unet (paper design, BN)", "medseg", _medseg("unet")),
     ],
 }
-ALL = {label: make for group in MODELS.values() for label, make in group}
 
 
-def _prepare(make, classes: int, channels_last: bool):
+@dataclass(frozen=True)
+class Entry:
+    label: str
+    make: object
+    memory_format: bool | str  # resolved per model by medseg.models.base.resolve_memory_format
+    fuse: bool  # fold Conv-BN for inference (medseg.models.fuse.fuse_conv_bn)
+
+
+def entries(shipped: bool, channels_last: bool) -> dict[str, list[Entry]]:
+    """The runs of each group. ``shipped``: medseg in its preferred format with folded BN at
+    inference, each peer in its default format and in channels_last. Otherwise every model in
+    channels_last or in the default format, as ``channels_last`` says."""
+    out: dict[str, list[Entry]] = {}
+    for group, items in MODELS.items():
+        runs = out.setdefault(group, [])
+        for label, kind, make in items:
+            if not shipped:
+                runs.append(Entry(label, make, channels_last, False))
+            elif kind == "medseg":
+                runs.append(Entry(f"{label} [shipped]", make, "auto", True))
+            else:
+                runs.append(Entry(label, make, False, False))
+                runs.append(Entry(f"{label} [channels_last]", make, True, False))
+    return out
+
+
+def _prepare(entry: Entry, classes: int):
+    """(training model, inference model, memory format); the inference model is a Conv-BN folded
+    copy taken at build time when ``entry.fuse`` (its weights do not follow training: timing only)."""
+    from medseg.models.base import resolve_memory_format
+    from medseg.models.fuse import fuse_conv_bn
+
     torch.manual_seed(0)
-    model = make(classes)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    model = entry.make(classes)
+    fmt = resolve_memory_format(model, entry.memory_format)
+    model = model.to(memory_format=fmt)
+    infer = fuse_conv_bn(model).to(memory_format=fmt) if entry.fuse else model
+    return model, infer, fmt
 
 
-def _step(model, opt, x, y, train: bool) -> None:
+def _step(model, infer, opt, x, y, train: bool) -> None:
     if train:
         model.train()
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         opt.step()
     else:
-        model.eval()
+        infer.eval()
         with torch.inference_mode():
-            model(x)
+            infer(x)
 
 
-def _inputs(batch: int, size: int, classes: int, channels_last: bool):
+def _inputs(batch: int, size: int, classes: int):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, size, size, generator=g)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, classes, (batch, size, size), generator=g)
     return x, y
 
@@ -155,16 +201,18 @@ def _rss_peak_during(fn) -> tuple[float, float]:
     return base / 2**20, peak[0] / 2**20
 
 
-def memory_child(label: str, batch: int, size: int, classes: int, channels_last: bool) -> None:
+def memory_child(label: str, args) -> None:
     """Peak RSS growth over the built model, for two inference steps, then two training steps
     (SGD with momentum: gradients and momentum buffers count as training memory)."""
-    model = _prepare(ALL[label], classes, channels_last)
+    entry = {e.label: e for runs in entries(args.shipped, args.channels_last).values() for e in runs}[label]
+    model, infer, fmt = _prepare(entry, args.classes)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    x, y = _inputs(batch, size, classes, channels_last)
+    x, y = _inputs(args.batch, args.size, args.classes)
+    x = x.contiguous(memory_format=fmt)
     out = {}
     for mode in ("infer", "train"):
         train = mode == "train"
-        base, peak = _rss_peak_during(lambda t=train: [_step(model, opt, x, y, t) for _ in range(2)])
+        base, peak = _rss_peak_during(lambda t=train: [_step(model, infer, opt, x, y, t) for _ in range(2)])
         out[mode] = peak - base
     print(json.dumps(out))
 
@@ -174,49 +222,53 @@ def run(args) -> None:
     import gc
 
     torch.set_num_threads(args.threads)
-    x, y = _inputs(args.batch, args.size, args.classes, args.channels_last)
+    x0, y = _inputs(args.batch, args.size, args.classes)
+    mode = ("shipped (medseg: preferred format + folded BN at inference; peers: default and channels_last)"
+            if args.shipped else f"channels_last {args.channels_last}")
     print(f"input {args.batch}x3x{args.size}x{args.size}, {args.classes} classes, threads {args.threads}, "
-          f"repeats {args.repeats}, channels_last {args.channels_last}, torch {torch.__version__}\n")
+          f"repeats {args.repeats}, {mode}, torch {torch.__version__}\n")
     print("| model | params (M) | inference img/s | train img/s | peak mem infer / train (MiB) "
-          "| peer time / medseg time (infer, train) |")
+          "| time / matched medseg time (infer, train) |")
     print("|---|---:|---:|---:|---:|---:|", flush=True)
-    for group, entries in MODELS.items():
-        labels = [lab for lab, _ in entries if not args.only or any(o in lab for o in args.only)]
-        if not labels:
+    for group, runs in entries(args.shipped, args.channels_last).items():
+        runs = [e for e in runs if not args.only or any(o in e.label for o in args.only)]
+        if not runs:
             continue
-        models, opts, params = {}, {}, {}
-        for lab in labels if not args.memory_only else []:
-            models[lab] = _prepare(ALL[lab], args.classes, args.channels_last)
+        labels = [e.label for e in runs]
+        models, infers, opts, params, xs = {}, {}, {}, {}, {}
+        for e in runs if not args.memory_only else []:
+            lab = e.label
+            models[lab], infers[lab], fmt = _prepare(e, args.classes)
+            xs[lab] = x0.contiguous(memory_format=fmt)
             opts[lab] = torch.optim.SGD(models[lab].parameters(), lr=1e-3, momentum=0.9)
             params[lab] = sum(p.numel() for p in models[lab].parameters())
             for train in (False, True):  # warm-up
-                _step(models[lab], opts[lab], x, y, train)
+                _step(models[lab], infers[lab], opts[lab], xs[lab], y, train)
         times: dict[tuple[str, str], list[float]] = {(lab, m): [] for lab in labels for m in ("infer", "train")}
         for _ in range(0 if args.memory_only else args.repeats):
             for lab in labels:
-                for mode in ("infer", "train"):
+                for m in ("infer", "train"):
                     t = time.perf_counter()
-                    _step(models[lab], opts[lab], x, y, mode == "train")
-                    times[lab, mode].append(time.perf_counter() - t)
-        del models, opts
+                    _step(models[lab], infers[lab], opts[lab], xs[lab], y, m == "train")
+                    times[lab, m].append(time.perf_counter() - t)
+        del models, infers, opts
         gc.collect()
         mem = {}
         if not args.no_memory:
             for lab in labels:
                 cmd = [sys.executable, __file__, "--memory-child", lab, "--batch", str(args.batch),
                        "--size", str(args.size), "--classes", str(args.classes), "--threads", str(args.threads)]
-                if args.channels_last:
-                    cmd.append("--channels-last")
+                cmd += ["--channels-last"] * args.channels_last + ["--shipped"] * args.shipped
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
                 mem[lab] = json.loads(out.strip().splitlines()[-1])
+        print(f"| **{group}** | | | | | |")
         if args.memory_only:
-            print(f"| **{group}** | | | | | |")
             for lab in labels:
                 print(f"| {lab} | | | | {mem[lab]['infer']:.0f} / {mem[lab]['train']:.0f} | |", flush=True)
             continue
         med = {k: statistics.median(v) for k, v in times.items()}
-        print(f"| **{group}** | | | | | |")
-        ref = entries[0][0] if entries[0][0] in labels else None
+        first = next(iter(entries(args.shipped, args.channels_last)[group])).label
+        ref = first if first in labels else None
         for lab in labels:
             ips = {m: args.batch / med[lab, m] for m in ("infer", "train")}
             ratio = ""
@@ -309,7 +361,10 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--channels-last", action="store_true", help="every model (and input) in channels_last")
+    ap.add_argument("--shipped", action="store_true",
+                    help="medseg as shipped (preferred memory format, Conv-BN folded at inference) against "
+                         "each peer in its default format and in channels_last")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--memory-only", action="store_true", help="skip the timings")
     ap.add_argument("--only", nargs="*", help="substrings of model labels to keep")
@@ -322,9 +377,11 @@ def main() -> None:
     ap.add_argument("--crf-sxy", type=float, default=40.0)
     ap.add_argument("--crf-srgb", type=float, default=13.0)
     args = ap.parse_args()
+    if args.shipped and args.channels_last:
+        ap.error("--shipped already runs every peer in both formats; drop --channels-last")
     if args.memory_child:
         torch.set_num_threads(args.threads)
-        memory_child(args.memory_child, args.batch, args.size, args.classes, args.channels_last)
+        memory_child(args.memory_child, args)
     elif args.crf:
         run_crf(args)
     else:

@@ -66,7 +66,9 @@ class TrainConfig(Strict):
     seed: int = Field(0, description="seed for initialisation, data order and augmentation")
     num_workers: int = Field(0, ge=0, description="data-loader worker processes")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
-    channels_last: bool = Field(False, description="use channels_last memory format")
+    channels_last: bool | Literal["auto"] = Field(
+        "auto", description="memory format: auto = the model's preferred_memory_format (channels_last for the "
+        "convolutional zoo, contiguous for BEFUnet); true / false force channels_last / contiguous")
     log_tensorboard: bool = Field(True, description="also write TensorBoard event files")
 
     @field_validator("device")

@@ -27,6 +27,7 @@ from medseg.engine import checkpoint as ckpt
 from medseg.engine.evaluator import Task, make_task, predict_case, quick_dice
 from medseg.engine.progress import console, make_progress
 from medseg.errors import MedsegError
+from medseg.models.base import format_input, to_preferred_format
 
 IGNORE_INDEX = 255
 
@@ -274,8 +275,7 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
 
             loss_fn = with_auxiliary(loss_fn, aux_weight=cfg.loss.aux_weight)
     uses_aux = bool(getattr(loss_fn, "uses_aux", False))
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = to_preferred_format(model, cfg.train.channels_last)
     optimizer = build_optimizer(cfg, model)
     state = _model_state(cfg, task, data.in_channels)
 
@@ -341,8 +341,7 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
                     g["lr"] = cfg.optim.lr * lr_factor(_schedule_step(step, t_start, budget_s, total_steps),
                                                        total_steps, warmup, cfg.schedule)
                 x = batch["image"].to(device, non_blocking=True)
-                if cfg.train.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x = format_input(x, model, cfg.train.channels_last)
                 target = batch["mask"].to(device, non_blocking=True)
                 if "roi" in batch:
                     target = target.masked_fill(~batch["roi"].to(device), IGNORE_INDEX)

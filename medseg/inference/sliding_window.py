@@ -25,6 +25,8 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from medseg.models.base import format_input
+
 BLENDS = ("gaussian", "constant")
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
@@ -92,7 +94,7 @@ def _whole(model, x, acc_device) -> torch.Tensor:
     h, w = x.shape[-2:]
     m = int(getattr(model, "input_multiple", 1))
     xp = mirror_pad(x, 0, _round_up(h, m) - h, 0, _round_up(w, m) - w)
-    return logits_to_proba(model(xp).float())[..., :h, :w].to(acc_device)
+    return logits_to_proba(model(format_input(xp, model)).float())[..., :h, :w].to(acc_device)
 
 
 def _sliding(model, x, window, overlap, blend, batch_size, acc_device) -> torch.Tensor:
@@ -113,7 +115,7 @@ def _sliding(model, x, window, overlap, blend, batch_size, acc_device) -> torch.
     jobs = [(i, y, xx) for i in range(b) for y, xx in boxes]
     for chunk in _batched(jobs, batch_size):
         tiles = torch.stack([xp[i, :, y:y + win[0], xx:xx + win[1]] for i, y, xx in chunk])
-        proba = logits_to_proba(model(tiles).float()).to(acc_device)
+        proba = logits_to_proba(model(format_input(tiles, model)).float()).to(acc_device)
         if acc is None:
             acc = torch.zeros(b, proba.shape[1], hp, wp, device=acc_device)
         for p, (i, y, xx) in zip(proba, chunk):
@@ -141,7 +143,7 @@ def _overlap_tile(model, x, window, batch_size, acc_device) -> torch.Tensor:
     jobs = [(i, y, xx) for i in range(b) for y in starts[0] for xx in starts[1]]
     for chunk in _batched(jobs, batch_size):
         tiles = torch.stack([xp[i, :, y:y + tin[0], xx:xx + tin[1]] for i, y, xx in chunk])
-        proba = logits_to_proba(model(tiles).float()).to(acc_device)
+        proba = logits_to_proba(model(format_input(tiles, model)).float()).to(acc_device)
         if out is None:
             out = torch.zeros(b, proba.shape[1], starts[0][-1] + tout[0], starts[1][-1] + tout[1],
                               device=acc_device)

@@ -12,7 +12,7 @@ from medseg.models.base import SegmentationModel
 from medseg.models.registry import MODELS
 
 # Each module registers its models on import.
-_MODEL_MODULES = ("unet", "fcn", "segnet", "pspnet", "deeplab", "befunet")
+_MODEL_MODULES = ("unet", "unet_resnet", "fcn", "segnet", "pspnet", "deeplab", "befunet")
 _HERE = Path(__file__).parent
 for _name in _MODEL_MODULES:
     # Modules of the zoo land one by one; a module that is not there yet is skipped,

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import nn
+
+M = TypeVar("M", bound=nn.Module)
 
 
 class SegmentationModel(nn.Module):
@@ -12,9 +16,12 @@ class SegmentationModel(nn.Module):
     ``input_multiple``: H and W must be multiples of it (inference pads to it).
     ``forward_aux(x) -> (logits, aux)`` returns auxiliary outputs (a dict of named
     tensors or lists of tensors); models without any return an empty dict.
+    ``preferred_memory_format``: the layout its weights and inputs run fastest in
+    (``torch.channels_last`` for the convolutional nets; see :func:`to_preferred_format`).
     """
 
     input_multiple: int = 1
+    preferred_memory_format: torch.memory_format = torch.contiguous_format
 
     def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         return self.forward(x), {}
@@ -34,3 +41,45 @@ class SegmentationModel(nn.Module):
                 f"{type(self).__name__} needs H and W divisible by {m}, got {tuple(x.shape[-2:])}; "
                 "use medseg.inference.predict (pads automatically)"
             )
+
+
+_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+
+
+def resolve_memory_format(model: nn.Module, setting: bool | str | None = "auto") -> torch.memory_format:
+    """The memory format to run ``model`` in.
+
+    ``setting``: ``"auto"`` (or None) takes the model's ``preferred_memory_format`` (contiguous
+    for modules that do not declare one, e.g. a wrapper or a foreign model), ``True`` or
+    ``"channels_last"`` forces channels_last, ``False`` or ``"contiguous"`` forces contiguous.
+    Wrappers holding the model as ``.module`` (DDP) or ``.model`` (the trainer's AuxForward) are
+    looked through.
+    """
+    if setting is None or setting == "auto":
+        inner: nn.Module | None = model
+        while inner is not None and not hasattr(inner, "preferred_memory_format"):
+            inner = next((c for c in (getattr(inner, "module", None), getattr(inner, "model", None))
+                          if isinstance(c, nn.Module)), None)
+        return getattr(inner, "preferred_memory_format", torch.contiguous_format)
+    if isinstance(setting, bool):
+        return torch.channels_last if setting else torch.contiguous_format
+    if setting in _FORMATS:
+        return _FORMATS[setting]
+    raise ValueError(f"memory format setting must be 'auto', 'channels_last', 'contiguous' or a bool, "
+                     f"got {setting!r}")
+
+
+def to_preferred_format(model: M, setting: bool | str | None = "auto") -> M:
+    """Convert ``model``'s 4-D parameters and buffers, in place, to the format chosen by
+    :func:`resolve_memory_format`; returns ``model``. Parameters keep their identity (only
+    their data is converted); call it after ``.to(device)`` and before the first optimizer step,
+    so that optimizer state is created in the same format."""
+    return model.to(memory_format=resolve_memory_format(model, setting))
+
+
+def format_input(x: torch.Tensor, model: nn.Module, setting: bool | str | None = "auto") -> torch.Tensor:
+    """``x`` in the memory format ``model`` runs in (a no-op when it already is, or when ``x``
+    is not 4-D). Convert inputs after padding/cropping, just before the forward pass."""
+    if x.ndim != 4:
+        return x
+    return x.contiguous(memory_format=resolve_memory_format(model, setting))

@@ -10,6 +10,11 @@ The final upsampling is fixed to bilinear; intermediate ones are learned (Sec. 4
 
 ResNet variant: the same score/upsample/fuse scheme on ``layer4`` (stride 32),
 ``layer3`` (16) and ``layer2`` (8) of a padded ResNet; H, W must be multiples of 32.
+Options beyond the paper: ``head_conv`` puts a 3x3 conv-BN-ReLU-dropout of that width
+before the score layer, and FCN-32s takes ``output_stride`` 16 or 8 (a dilated ResNet,
+final bilinear upsampling by that factor). ``fcn32s`` with ``backbone="resnet50"``,
+``output_stride=8``, ``head_conv=512``, ``dropout=0.1`` is the layout of torchvision's
+``fcn_resnet50``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from torch import nn
 
 from medseg.models.backbones import RESNET_LAYERS, VGG16, build_backbone, load_backbone_weights, scaled
 from medseg.models.base import SegmentationModel
+from medseg.models.blocks import ConvNormAct
 from medseg.models.registry import MODELS
 
 PAPER = "Long, Shelhamer & Darrell, CVPR 2015 (arXiv:1411.4038)"
@@ -69,6 +75,8 @@ def crop_like(x: torch.Tensor, offset: int, ref: torch.Tensor) -> torch.Tensor:
 class FCNVGG(SegmentationModel):
     """FCN on VGG-16 (the paper's nets); ``variant`` is 32, 16 or 8 (the output stride
     of the finest fused score)."""
+
+    preferred_memory_format = torch.channels_last
 
     def __init__(self, in_channels: int, num_classes: int, *, variant: int = 8, width_mult: float = 1.0,
                  fc_width: int = 4096, batch_norm: bool = False, dropout: float = 0.5) -> None:
@@ -136,18 +144,33 @@ class FCNVGG(SegmentationModel):
 
 class FCNResNet(SegmentationModel):
     """The FCN skip architecture on a (padded, undilated) ResNet: scores at strides
-    32/16/8, learned 2x bilinear-initialised upsampling, fixed bilinear final upsampling."""
+    32/16/8, learned 2x bilinear-initialised upsampling, fixed bilinear final upsampling.
+    FCN-32s may use a dilated ResNet (``output_stride`` 16 or 8)."""
+
+    preferred_memory_format = torch.channels_last
 
     def __init__(self, in_channels: int, num_classes: int, *, variant: int = 8, backbone: str = "resnet50",
-                 width_mult: float = 1.0, backbone_weights: str | None = None) -> None:
+                 width_mult: float = 1.0, backbone_weights: str | None = None, output_stride: int = 32,
+                 head_conv: int = 0, dropout: float = 0.1) -> None:
         super().__init__()
         if variant not in (32, 16, 8):
             raise ValueError(f"FCN variant must be 32, 16 or 8, got {variant}")
+        if output_stride != 32 and variant != 32:
+            raise ValueError(f"output_stride {output_stride} needs FCN-32s: the skips of FCN-{variant}s "
+                             "expect an undilated ResNet (output_stride 32)")
+        if head_conv < 0:
+            raise ValueError(f"head_conv must be >= 0, got {head_conv}")
         self.in_channels, self.num_classes, self.variant = in_channels, num_classes, variant
-        self.input_multiple = 32
-        self.backbone = build_backbone(backbone, in_channels, width_mult=width_mult, weights=backbone_weights)
+        self.input_multiple = output_stride
+        self.backbone = build_backbone(backbone, in_channels, output_stride=output_stride, width_mult=width_mult,
+                                       weights=backbone_weights)
         ch, k = self.backbone.channels, num_classes
-        self.score = nn.Conv2d(ch["layer4"], k, 1)
+        top = ch["layer4"]
+        self.head: nn.Module = nn.Identity()
+        if head_conv:
+            self.head = nn.Sequential(ConvNormAct(top, head_conv, 3), nn.Dropout2d(dropout))
+            top = head_conv
+        self.score = nn.Conv2d(top, k, 1)
         self.skips = nn.ModuleList()
         self.ups = nn.ModuleList()
         for name in ("layer3", "layer2")[: {32: 0, 16: 1, 8: 2}[variant]]:
@@ -156,20 +179,25 @@ class FCNResNet(SegmentationModel):
             nn.init.zeros_(skip.bias)
             self.skips.append(skip)
             self.ups.append(bilinear_upsampler(k, 2, padding=1))
-        self.upscore = FixedBilinearUpsample(k, variant, padding=variant // 2)
+        factor = min(variant, output_stride)
+        self.upscore = FixedBilinearUpsample(k, factor, padding=factor // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         feats = self.backbone.forward_features(x)
-        score = self.score(feats["layer4"])
+        score = self.score(self.head(feats["layer4"]))
         for name, skip, up in zip(("layer3", "layer2"), self.skips, self.ups):
             score = up(score) + skip(feats[name])
         return self.upscore(score)
 
 
 def _build(variant: int, in_channels: int, num_classes: int, backbone: str, width_mult: float,
-           fc_width: int, dropout: float, backbone_weights: str | None) -> SegmentationModel:
+           fc_width: int, dropout: float, backbone_weights: str | None, output_stride: int = 32,
+           head_conv: int = 0) -> SegmentationModel:
     if backbone in ("vgg16", "vgg16_bn"):
+        if output_stride != 32 or head_conv:
+            raise ValueError("output_stride and head_conv apply to ResNet backbones only "
+                             "(the VGG-16 FCN has fc6/fc7 as its head)")
         model: SegmentationModel = FCNVGG(in_channels, num_classes, variant=variant, width_mult=width_mult,
                                           fc_width=fc_width, batch_norm=backbone == "vgg16_bn",
                                           dropout=dropout)
@@ -178,27 +206,31 @@ def _build(variant: int, in_channels: int, num_classes: int, backbone: str, widt
         return model
     if backbone in RESNET_LAYERS:
         return FCNResNet(in_channels, num_classes, variant=variant, backbone=backbone, width_mult=width_mult,
-                         backbone_weights=backbone_weights)
+                         backbone_weights=backbone_weights, output_stride=output_stride, head_conv=head_conv,
+                         dropout=dropout)
     raise ValueError(f"FCN backbone must be vgg16, vgg16_bn or one of {', '.join(RESNET_LAYERS)}; "
                      f"got '{backbone}'")
 
 
 @MODELS.register("fcn32s", paper=PAPER, summary="FCN-32s: VGG-16 (or ResNet), single-stream x32 upsampling")
 def build_fcn32s(in_channels: int, num_classes: int, backbone: str = "vgg16", width_mult: float = 1.0,
-                 fc_width: int = 4096, dropout: float = 0.5,
-                 backbone_weights: str | None = None) -> SegmentationModel:
-    return _build(32, in_channels, num_classes, backbone, width_mult, fc_width, dropout, backbone_weights)
+                 fc_width: int = 4096, dropout: float = 0.5, backbone_weights: str | None = None,
+                 output_stride: int = 32, head_conv: int = 0) -> SegmentationModel:
+    return _build(32, in_channels, num_classes, backbone, width_mult, fc_width, dropout, backbone_weights,
+                  output_stride, head_conv)
 
 
 @MODELS.register("fcn16s", paper=PAPER, summary="FCN-16s: FCN-32s + pool4 skip fused by addition")
 def build_fcn16s(in_channels: int, num_classes: int, backbone: str = "vgg16", width_mult: float = 1.0,
-                 fc_width: int = 4096, dropout: float = 0.5,
-                 backbone_weights: str | None = None) -> SegmentationModel:
-    return _build(16, in_channels, num_classes, backbone, width_mult, fc_width, dropout, backbone_weights)
+                 fc_width: int = 4096, dropout: float = 0.5, backbone_weights: str | None = None,
+                 head_conv: int = 0) -> SegmentationModel:
+    return _build(16, in_channels, num_classes, backbone, width_mult, fc_width, dropout, backbone_weights,
+                  head_conv=head_conv)
 
 
 @MODELS.register("fcn8s", paper=PAPER, summary="FCN-8s: FCN-16s + pool3 skip fused by addition")
 def build_fcn8s(in_channels: int, num_classes: int, backbone: str = "vgg16", width_mult: float = 1.0,
-                fc_width: int = 4096, dropout: float = 0.5,
-                backbone_weights: str | None = None) -> SegmentationModel:
-    return _build(8, in_channels, num_classes, backbone, width_mult, fc_width, dropout, backbone_weights)
+                fc_width: int = 4096, dropout: float = 0.5, backbone_weights: str | None = None,
+                head_conv: int = 0) -> SegmentationModel:
+    return _build(8, in_channels, num_classes, backbone, width_mult, fc_width, dropout, backbone_weights,
+                  head_conv=head_conv)
