@@ -88,12 +88,15 @@ def soft_dice(logits, target, num_classes: int):
 
 
 def make_step(model: str, mode: str, batch: int, size: int, num_classes: int, official: str,
-              options: dict[str, Any], variant: str = "base", seed: int = 0):
+              options: dict[str, Any], variant: str = "base", seed: int = 0, precision: str = "fp32"):
     """Runs in a worker process: build the contender and return its zero-argument step."""
     import torch
     import torch.nn.functional as F
 
     torch.manual_seed(seed)
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"unknown precision {precision!r}; choose fp32 or bf16")
+    amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     net = build(model, size, num_classes, official, options)
     x = torch.randn(batch, 3, size, size)
     y = torch.randint(0, num_classes, (batch, size, size))
@@ -110,15 +113,17 @@ def make_step(model: str, mode: str, batch: int, size: int, num_classes: int, of
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)
-            if model == "official":
-                logits = net(x)
-                loss = F.cross_entropy(logits, y) + soft_dice(logits, y, num_classes)
-            else:
-                logits, aux = net.forward_aux(x)
-                loss = F.cross_entropy(logits, y) + soft_dice(logits, y, num_classes)
-                for e in aux["edges"]:
-                    e = F.interpolate(e, size=(size, size), mode="bilinear", align_corners=False)
-                    loss = loss + F.binary_cross_entropy_with_logits(e, edge)
+            with amp:  # bf16 autocast (forward and loss) when precision == "bf16"
+                if model == "official":
+                    logits = net(x).float()
+                    loss = F.cross_entropy(logits, y) + soft_dice(logits, y, num_classes)
+                else:
+                    logits, aux = net.forward_aux(x)
+                    logits = logits.float()
+                    loss = F.cross_entropy(logits, y) + soft_dice(logits, y, num_classes)
+                    for e in aux["edges"]:
+                        e = F.interpolate(e.float(), size=(size, size), mode="bilinear", align_corners=False)
+                        loss = loss + F.binary_cross_entropy_with_logits(e, edge)
             loss.backward()
             opt.step()
 
@@ -127,7 +132,7 @@ def make_step(model: str, mode: str, batch: int, size: int, num_classes: int, of
         net.eval()
 
         def step() -> None:
-            with torch.no_grad():
+            with torch.no_grad(), amp:
                 net(x)
 
         return step
@@ -163,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--models", default="befunet,official", help="befunet, befunet_small, official")
     p.add_argument("--modes", default="train,infer")
     p.add_argument("--malloc", default="default", help="glibc malloc settings: default, tuned")
+    p.add_argument("--precision", default="fp32", help="comma list: fp32, bf16 (CPU autocast)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--size", type=int, default=224, help="the official code needs 224")
     p.add_argument("--classes", type=int, default=9)
@@ -174,6 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     models, modes, mallocs = args.models.split(","), args.modes.split(","), args.malloc.split(",")
+    precisions = args.precision.split(",")
     nan = float("nan")
     info = {m: ({"params_M": nan, "gflop_per_image": nan} if args.no_describe
                 else describe(m, args.size, args.classes, args.official, {})) for m in models}
@@ -182,11 +189,12 @@ def main(argv: list[str] | None = None) -> dict:
     workers = []
     for mode in modes:
         for m in models:
-            for mal in mallocs:
-                kwargs = dict(model=m, mode=mode, batch=args.batch, size=args.size, num_classes=args.classes,
-                              official=args.official, options={})
-                workers.append(Worker(f"{m} {mode} malloc={mal}", make_step, kwargs, env=MALLOC_ENVS[mal],
-                                      warmup=args.warmup))
+            for prec in precisions:
+                for mal in mallocs:
+                    kwargs = dict(model=m, mode=mode, batch=args.batch, size=args.size, num_classes=args.classes,
+                                  official=args.official, options={}, precision=prec)
+                    workers.append(Worker(f"{m} {mode} {prec} malloc={mal}", make_step, kwargs,
+                                          env=MALLOC_ENVS[mal], warmup=args.warmup))
     log_stderr(f"{len(workers)} contenders, {args.repeats} repeats x {args.steps} steps; {machine_summary()}")
     try:
         timings: dict[str, Timing] = interleave(workers, args.repeats, args.steps, log=log_stderr)
@@ -198,6 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
         t = timings[w.name]
         kw = w._args[1]
         rows.append({"name": w.name, "model": kw["model"], "mode": kw["mode"], "malloc": w.name.rsplit("=", 1)[1],
+                     "precision": kw.get("precision", "fp32"),
                      **info[kw["model"]], "img_per_s": t.per_second(args.batch), "s_per_step_median": t.median,
                      "s_per_step_min": min(t.seconds), "s_per_step_max": max(t.seconds),
                      "peak_rss_mb": t.peak_rss_mb, "base_rss_mb": t.base_rss_mb, "samples": t.seconds})
@@ -214,14 +223,21 @@ def markdown(result: dict) -> str:
     a = result["args"]
     lines = [f"batch {a['batch']}, input 3x{a['size']}x{a['size']}, {a['classes']} classes, "
              f"{a['repeats']} interleaved repeats x {a['steps']} steps; {result['machine']}", "",
-             "| contender | params (M) | GFLOP/img (fwd) | img/s (median) | s/step min-max | x official | "
-             "peak RSS (MiB) |", "|---|---:|---:|---:|---:|---:|---:|"]
-    ref = {(r["mode"], r["malloc"]): r["img_per_s"] for r in result["rows"] if r["model"] == "official"}
+             "| contender | params (M) | GFLOP/img (fwd) | img/s (median) | s/step min-max | x official, same settings | "
+             "x official fp32, default malloc | peak RSS (MiB) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    ref = {(r["mode"], r.get("precision", "fp32"), r["malloc"]): r["img_per_s"]
+           for r in result["rows"] if r["model"] == "official"}
+
+    def ratio(r: dict, key: tuple) -> str:
+        base = ref.get(key)
+        return f"{r['img_per_s'] / base:.2f}" if base else "-"
+
     for r in result["rows"]:
-        base = ref.get((r["mode"], r["malloc"]))
-        ratio = f"{r['img_per_s'] / base:.2f}" if base else "-"
+        same = ratio(r, (r["mode"], r.get("precision", "fp32"), r["malloc"]))
+        published = ratio(r, (r["mode"], "fp32", "default"))
         lines.append(f"| {r['name']} | {r['params_M']:.2f} | {r['gflop_per_image']:.2f} | {r['img_per_s']:.2f} | "
-                     f"{r['s_per_step_min']:.2f}-{r['s_per_step_max']:.2f} | {ratio} | {r['peak_rss_mb']:.0f} |")
+                     f"{r['s_per_step_min']:.2f}-{r['s_per_step_max']:.2f} | {same} | {published} | "
+                     f"{r['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
 
