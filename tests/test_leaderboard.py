@@ -188,3 +188,21 @@ def test_paired_tests_use_shared_cases_only():
 def test_empty_records_rejected():
     with pytest.raises(ValueError, match="no per-case records"):
         build_leaderboard([])
+
+
+def test_undefined_distance_values_are_counted_and_shown():
+    # two classes, three cases; HD95 undefined (empty prediction) for (y, rv) and both classes of z
+    recs = []
+    for case, rv, lv in [("x", 4.0, 2.0), ("y", math.nan, 6.0), ("z", math.nan, math.nan)]:
+        recs.append({"cell": "A__l", "fold": 0, "case": case, "class": "rv", "dice": 0.5, "hd95": rv})
+        recs.append({"cell": "A__l", "fold": 0, "case": case, "class": "lv", "dice": 0.7, "hd95": lv})
+    board = build_leaderboard(recs, n_boot=50)
+    row = board["rows"][0]
+    assert row["hd95_undefined"] == 3 and row["dice_undefined"] == 0
+    # the mean skips them: case means x = 3, y = 6 (z has none) -> 4.5; per class rv 4, lv 4
+    assert row["hd95"] == pytest.approx(4.5)
+    assert row["hd95/rv"] == pytest.approx(4.0) and row["hd95/lv"] == pytest.approx(4.0)
+    line = to_markdown(board).strip().splitlines()[-1]
+    assert "4.50 (3 n/a)" in line
+    assert "(0 n/a)" not in line
+    assert list(csv.DictReader(io.StringIO(to_csv(board))))[0]["hd95_undefined"] == "3"

@@ -203,7 +203,9 @@ def build_leaderboard(records: Sequence[dict[str, Any]], cells_info: dict[str, d
     rank), "classes": [...], "metrics": [...], "primary": ..., "best": cell}``. Each row
     has ``<metric>`` (mean over cases of the per-case class mean), ``<metric>/<class>``,
     ``<primary>_ci`` (bootstrap interval), ``rank``, ``mean_case_rank``, ``n_cases``,
-    ``p``/``p_holm``/``median_diff``/``verdict`` against the best cell.
+    ``p``/``p_holm``/``median_diff``/``verdict`` against the best cell, and
+    ``<metric>_undefined``: how many (case, class) values were undefined (NaN, e.g. HD95 when
+    the prediction or the reference is empty) and so left out of the means.
     """
     if not records:
         raise ValueError("no per-case records to rank")
@@ -223,8 +225,13 @@ def build_leaderboard(records: Sequence[dict[str, Any]], cells_info: dict[str, d
         row["n_cases"] = len(per_metric[primary].get(cell, {}))
         for m in metrics:
             row[m] = _nanmean(per_metric[m].get(cell, {}).values())
+            undefined = 0
             for c in classes:
-                row[f"{m}/{c}"] = _nanmean(per_class[(m, c)].get(cell, {}).values())
+                values = per_class[(m, c)].get(cell, {}).values()
+                row[f"{m}/{c}"] = _nanmean(values)
+                undefined += sum(math.isnan(v) for v in values)
+            # (case, class) values left out of the means: e.g. HD95 of an empty prediction
+            row[f"{m}_undefined"] = undefined
         row[f"{primary}_ci"] = bootstrap_ci(list(per_metric[primary].get(cell, {}).values()),
                                             level=level, n_boot=n_boot, seed=seed)
         rows.append(row)

@@ -39,6 +39,11 @@ def _metric(v: Any, metric: str) -> str:
     return f"{v:.4f}" if higher_is_better(metric) else f"{v:.2f}"
 
 
+def _undefined(n: Any) -> str:
+    """Marks a mean that left undefined values out, e.g. ``" (3 n/a)"``."""
+    return "" if _is_missing(n) or not n else f" ({int(n)} n/a)"
+
+
 def _p(v: Any) -> str:
     if _is_missing(v):
         return "-"
@@ -64,7 +69,7 @@ def display_rows(board: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         row = [f"{r['rank']:g}", name, str(r["loss"]), _metric(r[primary], primary) + ci]
         if len(classes) > 1:
             row += [_metric(r.get(f"{primary}/{c}"), primary) for c in classes]
-        row += [_metric(r.get(m), m) for m in metrics if m != primary]
+        row += [_metric(r.get(m), m) + _undefined(r.get(f"{m}_undefined")) for m in metrics if m != primary]
         verdict = r.get("verdict", "")
         row.append("best" if verdict == "best" else f"{verdict} ({_p(r.get('p_holm'))})")
         row.append("-" if _is_missing(r.get("mean_case_rank")) else f"{r['mean_case_rank']:.2f}")
