@@ -246,7 +246,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         options[key] = yaml.safe_load(value)
     results = [profile_model(name, size=tuple(args.size), in_channels=args.in_channels,
                              num_classes=args.num_classes, batch=args.batch, device=args.device,
-                             options=options, steps=args.steps, train=not args.no_train, amp=args.amp)
+                             options=options, steps=args.steps, train=not args.no_train, amp=args.amp,
+                             memory_format=args.memory_format, fuse=not args.no_fuse)
                for name in args.model.split(",")]
     console.print(profile_table(results))
     if args.json:
@@ -397,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU)")
     p.add_argument("--no-train", action="store_true", help="inference only")
+    p.add_argument("--memory-format", default="auto", choices=["auto", "channels_last", "contiguous"],
+                   help="auto: the model's preferred format, as medseg trains and infers")
+    p.add_argument("--no-fuse", action="store_true", help="time inference without Conv-BN folding")
     p.add_argument("--json", type=Path, help="also save the results as JSON")
     p.set_defaults(func=cmd_profile)
 

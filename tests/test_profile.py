@@ -58,3 +58,19 @@ def test_profile_rejects_bad_sizes():
         profile_module(model, size=(30, 32), steps=1)
     with pytest.raises(ValueError, match="steps >= 1"):
         profile_module(model, size=(32, 32), steps=0)
+
+
+def test_profile_runs_as_shipped_and_leaves_the_model_as_it_was():
+    model = build_model("unet", 3, 2, depth=2, base_width=4)
+    res = profile_module(model, size=(32, 32), batch=2, steps=1, warmup=0, device="cpu", train=False)
+    assert res["memory_format"] == "channels_last" and res["fused"] is True  # UNet prefers channels_last
+    assert all(p.is_contiguous() for p in model.parameters())  # caller's layout restored
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > 0  # fused a copy, not the model
+    res = profile_module(model, size=(32, 32), batch=2, steps=1, warmup=0, device="cpu", train=False,
+                         memory_format="contiguous", fuse=False)
+    assert res["memory_format"] == "contiguous" and res["fused"] is False
+    bef = build_model("befunet_small", 3, 2, embed_dim=24, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8),
+                      window_size=4, lcaf_window=4, img_size=128, decoder_channels=16, edge_blocks=1,
+                      dlf_depths=(1, 1))
+    assert profile_module(bef, size=(128, 128), batch=1, steps=1, warmup=0, device="cpu",
+                          train=False)["memory_format"] == "contiguous"

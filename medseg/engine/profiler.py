@@ -118,13 +118,18 @@ def _time_steps(step, device: torch.device, warmup: int, steps: int) -> list[flo
 
 def profile_module(model: nn.Module, *, size: tuple[int, int] = (256, 256), batch: int = 2,
                    device: str | torch.device | None = None, steps: int = 10, warmup: int = 3,
-                   train: bool = True, amp: bool = False) -> dict[str, Any]:
-    """Profile ``model`` on random inputs ``[batch, in_channels, *size]``.
+                   train: bool = True, amp: bool = False, memory_format: bool | str = "auto",
+                   fuse: bool = True) -> dict[str, Any]:
+    """Profile ``model`` on random inputs ``[batch, in_channels, *size]``, run the way medseg
+    runs it: weights and inputs in ``memory_format`` (``"auto"``: the model's
+    ``preferred_memory_format``, as the trainer and evaluator use it), and for inference a
+    Conv-BN-folded copy (``fuse``, as ``medseg evaluate`` / ``predict`` use it).
 
-    Inference: ``model.eval()`` under ``torch.inference_mode``. Training: one AdamW step
+    Inference: eval mode under ``torch.inference_mode``. Training: one AdamW step
     on cross-entropy (BCE for one output channel) per timed step, so the numbers include
     the backward pass and the optimiser update. ``amp`` uses bfloat16 autocast on CPU,
-    float16 on CUDA.
+    float16 on CUDA. The caller's model keeps its weights, BatchNorm statistics, mode and
+    (contiguous) memory format.
     """
     if steps < 1 or warmup < 0 or batch < 1:
         raise ValueError("profile_module needs steps >= 1, warmup >= 0, batch >= 1")
@@ -135,36 +140,45 @@ def profile_module(model: nn.Module, *, size: tuple[int, int] = (256, 256), batc
         raise ValueError(f"{type(model).__name__} needs H and W divisible by {m}, got {tuple(size)}")
     model = model.to(device)
     was_training = model.training
+    was_contiguous = all(p.is_contiguous() for p in model.parameters())
     # training steps (and train-mode FLOP counting) change weights and BatchNorm statistics:
     # work on the caller's model and put its state back at the end
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     try:
-        return _profile(model, size, batch, device, steps, warmup, train, amp)
+        return _profile(model, size, batch, device, steps, warmup, train, amp, memory_format, fuse)
     finally:
+        if was_contiguous:
+            model.to(memory_format=torch.contiguous_format)
         model.load_state_dict(state)
         model.zero_grad(set_to_none=True)
         model.train(was_training)
 
 
 def _profile(model: nn.Module, size: tuple[int, int], batch: int, device: torch.device, steps: int,
-             warmup: int, train: bool, amp: bool) -> dict[str, Any]:
+             warmup: int, train: bool, amp: bool, memory_format: bool | str, fuse: bool) -> dict[str, Any]:
+    from medseg.models.base import resolve_memory_format
+    from medseg.models.fuse import fuse_conv_bn
+
     channels = int(getattr(model, "in_channels", 3))
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     one = torch.randn(1, channels, *size, device=device)
     flops = count_flops(model, one)
     train_flops = count_flops(model, one, backward=True) if train else None
-    x = torch.randn(batch, channels, *size, device=device)
+    fmt = resolve_memory_format(model, memory_format)
+    model.to(memory_format=fmt)
+    x = torch.randn(batch, channels, *size, device=device).contiguous(memory_format=fmt)
+    infer_model = fuse_conv_bn(model) if fuse else model
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
 
     def autocast():
         return torch.autocast(device.type, dtype=amp_dtype, enabled=amp)
 
-    model.eval()
+    infer_model.eval()
 
     def infer_step() -> None:
         with torch.inference_mode(), autocast():
-            model(x)
+            infer_model(x)
 
     with peak_memory(device) as infer_mem:
         infer_times = _time_steps(infer_step, device, warmup, steps)
@@ -172,6 +186,7 @@ def _profile(model: nn.Module, size: tuple[int, int], batch: int, device: torch.
         "model": type(model).__name__, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "torch": torch.__version__, "amp": amp,
+        "memory_format": "channels_last" if fmt == torch.channels_last else "contiguous", "fused": fuse,
         "input_shape": [batch, channels, *size], "params": params, "trainable_params": trainable,
         "gflops_per_image": flops / 1e9,
         "train_gflops_per_image": train_flops / 1e9 if train_flops is not None else None,
@@ -205,13 +220,14 @@ def _profile(model: nn.Module, size: tuple[int, int], batch: int, device: torch.
 
 def profile_model(name: str, *, size: tuple[int, int] = (256, 256), in_channels: int = 3, num_classes: int = 2,
                   batch: int = 2, device: str | torch.device | None = None, options: dict[str, Any] | None = None,
-                  steps: int = 10, warmup: int = 3, train: bool = True, amp: bool = False) -> dict[str, Any]:
+                  steps: int = 10, warmup: int = 3, train: bool = True, amp: bool = False,
+                  memory_format: bool | str = "auto", fuse: bool = True) -> dict[str, Any]:
     """Build the registered model ``name`` (random weights) and :func:`profile_module` it."""
     from medseg.models import build_model
 
     model = build_model(name, in_channels, num_classes, **(options or {}))
     result = profile_module(model, size=size, batch=batch, device=device, steps=steps, warmup=warmup,
-                            train=train, amp=amp)
+                            train=train, amp=amp, memory_format=memory_format, fuse=fuse)
     result.update({"model": name, "options": dict(options or {}), "num_classes": num_classes})
     return result
 
