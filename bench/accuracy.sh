@@ -37,4 +37,6 @@ run ph2-befunet-loss ph2 unet_ph2.yaml 30 "$BEF" befunet --set loss.mode=binary
 run acdc-befunet-loss acdc unet_acdc.yaml 20 "$BEF" befunet
 # BUSI again with a longer schedule (30 epochs leave the training loss near its start)
 run busi-100ep busi unet_busi.yaml 100 "$MODELS" dice_ce --set loss.mode=binary
+# ACDC again with twice the epochs (BEFUnet first: the slowest cell starts at once)
+run acdc-40ep acdc unet_acdc.yaml 40 "$BEF,unet:base_width=16,deeplabv3plus:backbone=resnet18:width_mult=0.5" dice_ce
 echo "=== done: $(date -u +%H:%M:%S)"
