@@ -172,6 +172,16 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu"):
     return model.to(device).eval(), state
 
 
+def load_inference_model(path: str | Path, *, device: str | torch.device = "cpu"):
+    """:func:`load_model`, prepared the way ``medseg evaluate`` and ``predict`` run it: Conv-BN
+    folded (``medseg.models.fuse``) and in the model's preferred memory format."""
+    from medseg.models.base import to_preferred_format
+    from medseg.models.fuse import fuse_conv_bn
+
+    model, state = load_model(path, device=device)
+    return to_preferred_format(fuse_conv_bn(model, inplace=True)), state
+
+
 def load_weights_file(model: torch.nn.Module, path: str | Path) -> None:
     """Load a local weights file into ``model``: a medseg checkpoint, a plain safetensors
     file, or a torch state dict (loaded with ``weights_only=True``: no code is unpickled)."""

@@ -185,13 +185,10 @@ def evaluate_checkpoint(checkpoint: str | Path, *, overrides: list[str] | tuple[
                         tta: bool | None = None, crf: bool | None = None) -> dict:
     """Evaluate a checkpoint on a split of its training data, or on another folder."""
     from medseg.data import build_data, open_cases
-    from medseg.engine.checkpoint import load_model
+    from medseg.engine.checkpoint import load_inference_model
     from medseg.engine.trainer import resolve_device
-    from medseg.models.base import to_preferred_format
-    from medseg.models.fuse import fuse_conv_bn
 
-    model, state = load_model(checkpoint)
-    model = to_preferred_format(fuse_conv_bn(model, inplace=True))
+    model, state = load_inference_model(checkpoint)
     cfg = load_config(state["config"], overrides)
     dev = resolve_device(device if device != "auto" else cfg.train.device)
     model.to(dev)

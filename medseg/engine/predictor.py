@@ -38,13 +38,10 @@ def predict_folder(checkpoint: str | Path, inputs: str | Path, out_dir: str | Pa
     as NIfTI with the input's geometry (or ``.npy`` when the input had none).
     """
     from medseg.data import open_cases, save_nifti_like
-    from medseg.engine.checkpoint import load_model
+    from medseg.engine.checkpoint import load_inference_model
     from medseg.engine.trainer import resolve_device
-    from medseg.models.base import to_preferred_format
-    from medseg.models.fuse import fuse_conv_bn
 
-    model, state = load_model(checkpoint)
-    model = to_preferred_format(fuse_conv_bn(model, inplace=True))
+    model, state = load_inference_model(checkpoint)
     cfg = load_config(state["config"], overrides)
     dev = resolve_device(device if device != "auto" else cfg.train.device)
     model.to(dev)
