@@ -16,12 +16,13 @@ class SegmentationModel(nn.Module):
     ``input_multiple``: H and W must be multiples of it (inference pads to it).
     ``forward_aux(x) -> (logits, aux)`` returns auxiliary outputs (a dict of named
     tensors or lists of tensors); models without any return an empty dict.
-    ``preferred_memory_format``: the layout its weights and inputs run fastest in
-    (``torch.channels_last`` for the convolutional nets; see :func:`to_preferred_format`).
+    ``preferred_memory_format``: the layout its weights and inputs run fastest in (see
+    :func:`to_preferred_format`): channels_last, oneDNN's fast layout for convolutions, unless a
+    model says otherwise (BEFUnet: its Swin tokens gain nothing from it).
     """
 
     input_multiple: int = 1
-    preferred_memory_format: torch.memory_format = torch.contiguous_format
+    preferred_memory_format: torch.memory_format = torch.channels_last
 
     def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         return self.forward(x), {}

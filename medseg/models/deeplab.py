@@ -74,8 +74,6 @@ class ASPP(nn.Module):
 class DeepLabV1(SegmentationModel):
     """DeepLab-LargeFOV on atrous VGG-16 (see the module docstring)."""
 
-    preferred_memory_format = torch.channels_last
-
     def __init__(self, in_channels: int, num_classes: int, *, width_mult: float = 1.0, fc_width: int = 1024,
                  fc6_dilation: int = 12, dropout: float = 0.5, backbone_weights: str | None = None) -> None:
         super().__init__()
@@ -102,8 +100,6 @@ class DeepLabV1(SegmentationModel):
 
 class DeepLabV2(SegmentationModel):
     """ASPP-L (rates 6/12/18/24, branch scores summed) on a dilated ResNet."""
-
-    preferred_memory_format = torch.channels_last
 
     def __init__(self, in_channels: int, num_classes: int, *, backbone: str = "resnet50",
                  output_stride: int = 8, width_mult: float = 1.0, rates: Sequence[int] = (6, 12, 18, 24),
@@ -134,8 +130,6 @@ def _scaled_rates(rates: Sequence[int] | None, output_stride: int) -> tuple[int,
 class DeepLabV3(SegmentationModel):
     """ASPP (1x1, three atrous 3x3, image pooling) on a dilated backbone."""
 
-    preferred_memory_format = torch.channels_last
-
     def __init__(self, in_channels: int, num_classes: int, *, backbone: str = "resnet50",
                  output_stride: int = 16, width_mult: float = 1.0, rates: Sequence[int] | None = None,
                  multi_grid: Sequence[int] | None = (1, 2, 4), aspp_width: int = 256, dropout: float = 0.1,
@@ -160,8 +154,6 @@ class DeepLabV3(SegmentationModel):
 
 class DeepLabV3Plus(SegmentationModel):
     """v3 encoder (separable ASPP) + decoder fusing stride-4 features reduced to 48 channels."""
-
-    preferred_memory_format = torch.channels_last
 
     def __init__(self, in_channels: int, num_classes: int, *, backbone: str = "resnet50",
                  output_stride: int = 16, width_mult: float = 1.0, rates: Sequence[int] | None = None,

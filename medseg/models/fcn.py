@@ -76,8 +76,6 @@ class FCNVGG(SegmentationModel):
     """FCN on VGG-16 (the paper's nets); ``variant`` is 32, 16 or 8 (the output stride
     of the finest fused score)."""
 
-    preferred_memory_format = torch.channels_last
-
     def __init__(self, in_channels: int, num_classes: int, *, variant: int = 8, width_mult: float = 1.0,
                  fc_width: int = 4096, batch_norm: bool = False, dropout: float = 0.5) -> None:
         super().__init__()
@@ -146,8 +144,6 @@ class FCNResNet(SegmentationModel):
     """The FCN skip architecture on a (padded, undilated) ResNet: scores at strides
     32/16/8, learned 2x bilinear-initialised upsampling, fixed bilinear final upsampling.
     FCN-32s may use a dilated ResNet (``output_stride`` 16 or 8)."""
-
-    preferred_memory_format = torch.channels_last
 
     def __init__(self, in_channels: int, num_classes: int, *, variant: int = 8, backbone: str = "resnet50",
                  width_mult: float = 1.0, backbone_weights: str | None = None, output_stride: int = 32,

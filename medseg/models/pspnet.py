@@ -55,8 +55,6 @@ class PyramidPooling(nn.Module):
 
 
 class PSPNet(SegmentationModel):
-    preferred_memory_format = torch.channels_last
-
     def __init__(self, in_channels: int, num_classes: int, *, backbone: str = "resnet50",
                  output_stride: int = 8, width_mult: float = 1.0, bins: Sequence[int] = (1, 2, 3, 6),
                  head_width: int = 512, dropout: float = 0.1, norm: str = "batch",

@@ -26,8 +26,6 @@ _DECODER = ((3, 512, 512), (3, 512, 256), (3, 256, 128), (2, 128, 64), (2, 64, N
 
 
 class SegNet(SegmentationModel):
-    preferred_memory_format = torch.channels_last
-
     def __init__(self, in_channels: int, num_classes: int, *, width_mult: float = 1.0, norm: str = "batch",
                  backbone_weights: str | None = None) -> None:
         super().__init__()

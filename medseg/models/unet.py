@@ -53,8 +53,6 @@ class UNet(SegmentationModel):
     """Encoder of ``depth`` max-pool stages, widths ``base_width * 2**i``; decoder of
     2x2 up-convolutions (or bilinear upsampling) and skip concatenation."""
 
-    preferred_memory_format = torch.channels_last
-
     def __init__(
         self,
         in_channels: int,
@@ -113,8 +111,6 @@ class UNetValid(SegmentationModel):
     target (and any weight map) to the output with :meth:`crop_target`; the boundary
     weight map of Eq. 2 is the ``weight_map`` of the U-Net weighted cross-entropy loss.
     """
-
-    preferred_memory_format = torch.channels_last
 
     def __init__(self, in_channels: int, num_classes: int, *, depth: int = 4, base_width: int = 64,
                  norm: str = "batch", upsample: str = "transpose", dropout: float = 0.0) -> None:

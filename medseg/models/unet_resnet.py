@@ -46,7 +46,6 @@ class UNetResNet(SegmentationModel):
     """ResNet-18/34/50/101 encoder + five-block U-Net decoder (see the module docstring)."""
 
     input_multiple = 32
-    preferred_memory_format = torch.channels_last
 
     def __init__(self, in_channels: int, num_classes: int, *, backbone: str = "resnet34",
                  decoder_widths: Sequence[int] = (256, 128, 64, 32, 16), norm: str = "batch",

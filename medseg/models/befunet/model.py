@@ -38,6 +38,7 @@ class BEFUnet(SegmentationModel):
     """
 
     input_multiple = 32
+    preferred_memory_format = torch.contiguous_format  # Swin works on token sequences
 
     def __init__(
         self,
