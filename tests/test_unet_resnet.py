@@ -58,7 +58,7 @@ def test_decoder_blocks_run_at_strides_16_8_4_2_1_with_the_given_widths():
     assert shapes == [(10, 4, 4), (8, 8, 8), (6, 16, 16), (4, 32, 32), (2, 64, 64)]
     # first decoder conv takes the upsampled input plus the skip of that scale
     # (ResNet-18 at width 0.25: stem/layer1 16, layer2 32, layer3 64, layer4 128 channels)
-    in_ch = [b.conv1[0].in_channels for b in model.blocks]
+    in_ch = [b.convs[0][0].in_channels for b in model.blocks]
     assert in_ch == [128 + 64, 10 + 32, 8 + 16, 6 + 16, 4]
 
 
@@ -91,4 +91,4 @@ def test_prefers_channels_last_and_gives_the_same_output_in_it():
 
 def test_norm_none_gives_biased_convolutions():
     model = build_model("unet_resnet", 3, 2, norm="none", **TINY)
-    assert all(b.conv1[0].bias is not None and b.conv2[0].bias is not None for b in model.blocks)
+    assert all(b.convs[0][0].bias is not None and b.convs[1][0].bias is not None for b in model.blocks)

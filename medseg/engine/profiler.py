@@ -156,7 +156,7 @@ def profile_module(model: nn.Module, *, size: tuple[int, int] = (256, 256), batc
 
 def _profile(model: nn.Module, size: tuple[int, int], batch: int, device: torch.device, steps: int,
              warmup: int, train: bool, amp: bool, memory_format: bool | str, fuse: bool) -> dict[str, Any]:
-    from medseg.models.base import resolve_memory_format
+    from medseg.models.base import format_input, resolve_memory_format, to_preferred_format
     from medseg.models.fuse import fuse_conv_bn
 
     channels = int(getattr(model, "in_channels", 3))
@@ -165,9 +165,8 @@ def _profile(model: nn.Module, size: tuple[int, int], batch: int, device: torch.
     one = torch.randn(1, channels, *size, device=device)
     flops = count_flops(model, one)
     train_flops = count_flops(model, one, backward=True) if train else None
-    fmt = resolve_memory_format(model, memory_format)
-    model.to(memory_format=fmt)
-    x = torch.randn(batch, channels, *size, device=device).contiguous(memory_format=fmt)
+    to_preferred_format(model, memory_format)
+    x = format_input(torch.randn(batch, channels, *size, device=device), model, memory_format)
     infer_model = fuse_conv_bn(model) if fuse else model
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
 
@@ -186,7 +185,8 @@ def _profile(model: nn.Module, size: tuple[int, int], batch: int, device: torch.
         "model": type(model).__name__, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "torch": torch.__version__, "amp": amp,
-        "memory_format": "channels_last" if fmt == torch.channels_last else "contiguous", "fused": fuse,
+        "memory_format": ("channels_last" if resolve_memory_format(model, memory_format) == torch.channels_last
+                          else "contiguous"), "fused": fuse,
         "input_shape": [batch, channels, *size], "params": params, "trainable_params": trainable,
         "gflops_per_image": flops / 1e9,
         "train_gflops_per_image": train_flops / 1e9 if train_flops is not None else None,

@@ -21,8 +21,8 @@ from torch import nn
 
 from medseg.models.backbones import RESNET_LAYERS, build_backbone, scaled
 from medseg.models.base import SegmentationModel
-from medseg.models.blocks import ConvNormAct
 from medseg.models.registry import MODELS
+from medseg.models.unet import DoubleConv
 
 _SKIPS = ("layer3", "layer2", "layer1", "stem", None)  # skip of each decoder block, coarse to fine
 
@@ -32,14 +32,13 @@ class DecoderBlock(nn.Module):
 
     def __init__(self, in_ch: int, skip_ch: int, out_ch: int, norm: str) -> None:
         super().__init__()
-        self.conv1 = ConvNormAct(in_ch + skip_ch, out_ch, 3, norm=norm)
-        self.conv2 = ConvNormAct(out_ch, out_ch, 3, norm=norm)
+        self.convs = DoubleConv(in_ch + skip_ch, out_ch, norm)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         if skip is not None:
             x = torch.cat([x, skip], dim=1)
-        return self.conv2(self.conv1(x))
+        return self.convs(x)
 
 
 class UNetResNet(SegmentationModel):
