@@ -24,7 +24,6 @@ depend on the weight values. Its ``utils.py`` imports medpy/SimpleITK for evalua
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,7 +32,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import MALLOC_ENVS, Timing, Worker, interleave, log_stderr, machine_summary  # noqa: E402
+from bench.common import MALLOC_ENVS, Timing, Worker, emit_result, interleave, log_stderr, machine_summary  # noqa: E402
 
 DEFAULT_OFFICIAL = Path(__file__).resolve().parent / "_peers" / "BEFUnet"
 
@@ -206,17 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
         t = timings[w.name]
         kw = w._args[1]
         rows.append({"name": w.name, "model": kw["model"], "mode": kw["mode"], "malloc": w.name.rsplit("=", 1)[1],
-                     "precision": kw.get("precision", "fp32"),
-                     **info[kw["model"]], "img_per_s": t.per_second(args.batch), "s_per_step_median": t.median,
-                     "s_per_step_min": min(t.seconds), "s_per_step_max": max(t.seconds),
-                     "peak_rss_mb": t.peak_rss_mb, "base_rss_mb": t.base_rss_mb, "samples": t.seconds})
-    result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "machine": machine_summary(), "rows": rows}
-    print(markdown(result))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1))
-    return result
+                     "precision": kw.get("precision", "fp32"), **info[kw["model"]], **t.fields(args.batch)})
+    return emit_result(args, rows, markdown)
 
 
 def markdown(result: dict) -> str:

@@ -188,6 +188,27 @@ class Timing:
         """Throughput (e.g. images/s) from the median step time."""
         return items_per_step / self.median
 
+    def fields(self, items_per_step: int) -> dict[str, Any]:
+        """The result-row fields every speed script reports for a contender."""
+        return {"img_per_s": self.per_second(items_per_step), "s_per_step_median": self.median,
+                "s_per_step_min": min(self.seconds), "s_per_step_max": max(self.seconds),
+                "peak_rss_mb": self.peak_rss_mb, "base_rss_mb": self.base_rss_mb, "samples": self.seconds}
+
+
+def emit_result(args: Any, rows: list[dict[str, Any]], markdown: Callable[[dict], str]) -> dict[str, Any]:
+    """``{"args", "machine", "rows"}``: printed as ``markdown(result)`` and saved to ``args.json``
+    when given; returned."""
+    import json
+    from pathlib import Path
+
+    result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "machine": machine_summary(), "rows": rows}
+    print(markdown(result))
+    if getattr(args, "json", None):
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+    return result
+
 
 def interleave(workers: Sequence[Worker], repeats: int, steps: int,
                log: Callable[[str], None] | None = None) -> dict[str, Timing]:

@@ -30,7 +30,6 @@ parameter instead of a dozen; ``t1`` one intra-op thread; combine with ``+`` (``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from bench.common import (  # noqa: E402
     MALLOC_ENVS,
     Timing,
     Worker,
+    emit_result,
     interleave,
     log_stderr,
     machine_summary,
@@ -238,19 +238,10 @@ def main(argv: list[str] | None = None) -> dict:
         model, mode = w._args[1]["model"], w._args[1]["mode"]
         rows.append({
             "name": w.name, "model": model, "mode": mode, "variant": w._args[1]["variant"],
-            "malloc": w.name.rsplit("=", 1)[1], **info[model],
-            "img_per_s": t.per_second(args.batch), "s_per_step_median": t.median,
-            "s_per_step_min": min(t.seconds), "s_per_step_max": max(t.seconds),
+            "malloc": w.name.rsplit("=", 1)[1], **info[model], **t.fields(args.batch),
             "minflt_per_step": sorted(t.minflt)[len(t.minflt) // 2],
-            "peak_rss_mb": t.peak_rss_mb, "base_rss_mb": t.base_rss_mb, "samples": t.seconds,
         })
-    result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "machine": machine_summary(), "rows": rows}
-    print(markdown(result))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1))
-    return result
+    return emit_result(args, rows, markdown)
 
 
 def markdown(result: dict) -> str:
