@@ -142,7 +142,7 @@ def _prepare(entry: Entry, classes: int):
     model = entry.make(classes)
     fmt = resolve_memory_format(model, entry.memory_format)
     model = model.to(memory_format=fmt)
-    infer = fuse_conv_bn(model).to(memory_format=fmt) if entry.fuse else model
+    infer = fuse_conv_bn(model) if entry.fuse else model  # the deep copy keeps the format
     return model, infer, fmt
 
 
