@@ -12,8 +12,7 @@ Pairs are found structurally, never by tracing:
   ResNet ``downsample``, VGG-16 with BN, decoder blocks;
 - named children of modules known to compute ``bn(conv(x))`` and nothing else with
   the conv's output: ``conv1/bn1 ...`` of the ResNet stem, ``BasicBlock`` and
-  ``Bottleneck``. Other classes may declare such pairs in a class attribute
-  ``conv_bn_pairs = (("conv1", "bn1"), ...)``.
+  ``Bottleneck`` (``_NAMED_PAIRS``).
 """
 
 from __future__ import annotations
@@ -40,13 +39,6 @@ def _foldable(conv: nn.Module | None, bn: nn.Module | None) -> bool:
             and bn.num_features == conv.out_channels)
 
 
-def _named_pairs(module: nn.Module) -> tuple[tuple[str, str], ...]:
-    declared = getattr(type(module), "conv_bn_pairs", None)
-    if declared is not None:
-        return tuple(declared)
-    return _NAMED_PAIRS.get(type(module), ())
-
-
 def _is_plain_sequential(module: nn.Module) -> bool:
     return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
 
@@ -63,7 +55,7 @@ def fuse_conv_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
     model.eval()
     for module in list(model.modules()):
         children = module._modules
-        pairs: list[tuple[str, str]] = list(_named_pairs(module))
+        pairs: list[tuple[str, str]] = list(_NAMED_PAIRS.get(type(module), ()))
         if _is_plain_sequential(module):
             names = list(children)
             pairs += list(zip(names, names[1:]))
