@@ -55,8 +55,13 @@ def per_class_table(csv_path: Path) -> str | None:
     classes = [k.split("/", 1)[1] for k in rows[0] if k.startswith("dice/")]
     if len(classes) < 2:
         return None
-    head = ["model", "loss"] + [f"Dice {c}" for c in classes] + ["Dice mean"] + \
-        [f"HD95 {c}" for c in classes] + ["HD95 mean"]
+    head = (
+        ["model", "loss"]
+        + [f"Dice {c}" for c in classes]
+        + ["Dice mean"]
+        + [f"HD95 {c}" for c in classes]
+        + ["HD95 mean"]
+    )
     out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
     for r in rows:
         cells = [r["model"], r["loss"]] + [_f(r, f"dice/{c}", 4) for c in classes] + [_f(r, "dice", 4)]

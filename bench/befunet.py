@@ -59,12 +59,25 @@ def build_official(path: str | Path, img_size: int, num_classes: int):
     ckpt = Path(tempfile.mkdtemp()) / "swin_tiny_patch4_window7_224.pth"
     torch.save({"model": state}, ckpt)
     cfg = SimpleNamespace(
-        swin_pyramid_fm=[96, 192, 384, 768], image_size=img_size, patch_size=4, num_classes=num_classes,
-        swin_pretrained_path=str(ckpt), cnn_backbone="pidinet_small_converted", pdcs="carv4",
-        cnn_pyramid_fm=[30, 60, 120, 120], pidinet_pretrained=False,
+        swin_pyramid_fm=[96, 192, 384, 768],
+        image_size=img_size,
+        patch_size=4,
+        num_classes=num_classes,
+        swin_pretrained_path=str(ckpt),
+        cnn_backbone="pidinet_small_converted",
+        pdcs="carv4",
+        cnn_pyramid_fm=[30, 60, 120, 120],
+        pidinet_pretrained=False,
         PDC_pretrained_path=str(path / "weights" / "table5_pidinet-small.pth"),
-        depth=[[1, 2, 0]], num_heads=(6, 12), mlp_ratio=(2.0, 2.0, 1.0), drop_rate=0.0, attn_drop_rate=0.0,
-        drop_path_rate=0.0, qkv_bias=True, qk_scale=None, cross_pos_embed=True,
+        depth=[[1, 2, 0]],
+        num_heads=(6, 12),
+        mlp_ratio=(2.0, 2.0, 1.0),
+        drop_rate=0.0,
+        attn_drop_rate=0.0,
+        drop_path_rate=0.0,
+        qkv_bias=True,
+        qk_scale=None,
+        cross_pos_embed=True,
     )
     return BEFUnet(config=cfg, img_size=img_size, in_chans=3, n_classes=num_classes)
 
@@ -86,8 +99,18 @@ def soft_dice(logits, target, num_classes: int):
     return 1 - ((2 * inter + 1e-5) / (prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1e-5)).mean()
 
 
-def make_step(model: str, mode: str, batch: int, size: int, num_classes: int, official: str,
-              options: dict[str, Any], variant: str = "base", seed: int = 0, precision: str = "fp32"):
+def make_step(
+    model: str,
+    mode: str,
+    batch: int,
+    size: int,
+    num_classes: int,
+    official: str,
+    options: dict[str, Any],
+    variant: str = "base",
+    seed: int = 0,
+    precision: str = "fp32",
+):
     """Runs in a worker process: build the contender and return its zero-argument step."""
     import torch
     import torch.nn.functional as F
@@ -157,8 +180,12 @@ def describe(model: str, size: int, num_classes: int, official: str, options: di
     F.cross_entropy(logits, torch.zeros(1, size, size, dtype=torch.long)).backward()
     dead = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.any()]
     dead_count = sum(p.numel() for n, p in net.named_parameters() if n in set(dead))
-    return {"params_M": params / 1e6, "gflop_per_image": fc.get_total_flops() / 1e9,
-            "no_grad_params_M": dead_count / 1e6, "no_grad_examples": dead[:6]}
+    return {
+        "params_M": params / 1e6,
+        "gflop_per_image": fc.get_total_flops() / 1e9,
+        "no_grad_params_M": dead_count / 1e6,
+        "no_grad_examples": dead[:6],
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -181,8 +208,14 @@ def main(argv: list[str] | None = None) -> dict:
     models, modes, mallocs = args.models.split(","), args.modes.split(","), args.malloc.split(",")
     precisions = args.precision.split(",")
     nan = float("nan")
-    info = {m: ({"params_M": nan, "gflop_per_image": nan} if args.no_describe
-                else describe(m, args.size, args.classes, args.official, {})) for m in models}
+    info = {
+        m: (
+            {"params_M": nan, "gflop_per_image": nan}
+            if args.no_describe
+            else describe(m, args.size, args.classes, args.official, {})
+        )
+        for m in models
+    }
     for m, d in info.items():
         log_stderr(f"{m}: {d}")
     workers = []
@@ -190,10 +223,25 @@ def main(argv: list[str] | None = None) -> dict:
         for m in models:
             for prec in precisions:
                 for mal in mallocs:
-                    kwargs = dict(model=m, mode=mode, batch=args.batch, size=args.size, num_classes=args.classes,
-                                  official=args.official, options={}, precision=prec)
-                    workers.append(Worker(f"{m} {mode} {prec} malloc={mal}", make_step, kwargs,
-                                          env=MALLOC_ENVS[mal], warmup=args.warmup))
+                    kwargs = dict(
+                        model=m,
+                        mode=mode,
+                        batch=args.batch,
+                        size=args.size,
+                        num_classes=args.classes,
+                        official=args.official,
+                        options={},
+                        precision=prec,
+                    )
+                    workers.append(
+                        Worker(
+                            f"{m} {mode} {prec} malloc={mal}",
+                            make_step,
+                            kwargs,
+                            env=MALLOC_ENVS[mal],
+                            warmup=args.warmup,
+                        )
+                    )
     log_stderr(f"{len(workers)} contenders, {args.repeats} repeats x {args.steps} steps; {machine_summary()}")
     try:
         timings: dict[str, Timing] = interleave(workers, args.repeats, args.steps, log=log_stderr)
@@ -204,19 +252,35 @@ def main(argv: list[str] | None = None) -> dict:
     for w in workers:
         t = timings[w.name]
         kw = w._args[1]
-        rows.append({"name": w.name, "model": kw["model"], "mode": kw["mode"], "malloc": w.name.rsplit("=", 1)[1],
-                     "precision": kw.get("precision", "fp32"), **info[kw["model"]], **t.fields(args.batch)})
+        rows.append(
+            {
+                "name": w.name,
+                "model": kw["model"],
+                "mode": kw["mode"],
+                "malloc": w.name.rsplit("=", 1)[1],
+                "precision": kw.get("precision", "fp32"),
+                **info[kw["model"]],
+                **t.fields(args.batch),
+            }
+        )
     return emit_result(args, rows, markdown)
 
 
 def markdown(result: dict) -> str:
     a = result["args"]
-    lines = [f"batch {a['batch']}, input 3x{a['size']}x{a['size']}, {a['classes']} classes, "
-             f"{a['repeats']} interleaved repeats x {a['steps']} steps; {result['machine']}", "",
-             "| contender | params (M) | GFLOP/img (fwd) | img/s (median) | s/step min-max | x official, same settings | "
-             "x official fp32, default malloc | peak RSS (MiB) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    ref = {(r["mode"], r.get("precision", "fp32"), r["malloc"]): r["img_per_s"]
-           for r in result["rows"] if r["model"] == "official"}
+    lines = [
+        f"batch {a['batch']}, input 3x{a['size']}x{a['size']}, {a['classes']} classes, "
+        f"{a['repeats']} interleaved repeats x {a['steps']} steps; {result['machine']}",
+        "",
+        "| contender | params (M) | GFLOP/img (fwd) | img/s (median) | s/step min-max | x official, same settings | "
+        "x official fp32, default malloc | peak RSS (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    ref = {
+        (r["mode"], r.get("precision", "fp32"), r["malloc"]): r["img_per_s"]
+        for r in result["rows"]
+        if r["model"] == "official"
+    }
 
     def ratio(r: dict, key: tuple) -> str:
         base = ref.get(key)
@@ -225,9 +289,11 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         same = ratio(r, (r["mode"], r.get("precision", "fp32"), r["malloc"]))
         published = ratio(r, (r["mode"], "fp32", "default"))
-        lines.append(f"| {r['name']} | {r['params_M']:.2f} | {r['gflop_per_image']:.2f} | {r['img_per_s']:.2f} | "
-                     f"{r['s_per_step_min']:.2f}-{r['s_per_step_max']:.2f} | {same} | {published} | "
-                     f"{r['peak_rss_mb']:.0f} |")
+        lines.append(
+            f"| {r['name']} | {r['params_M']:.2f} | {r['gflop_per_image']:.2f} | {r['img_per_s']:.2f} | "
+            f"{r['s_per_step_min']:.2f}-{r['s_per_step_max']:.2f} | {same} | {published} | "
+            f"{r['peak_rss_mb']:.0f} |"
+        )
     return "\n".join(lines)
 
 

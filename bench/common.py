@@ -34,9 +34,9 @@ from typing import Any
 
 # glibc reads these once, at the first malloc of a new process.
 TUNED_MALLOC_ENV: dict[str, str] = {
-    "MALLOC_MMAP_MAX_": "0",                  # never serve a block with mmap: reuse heap pages
+    "MALLOC_MMAP_MAX_": "0",  # never serve a block with mmap: reuse heap pages
     "MALLOC_TRIM_THRESHOLD_": "17179869184",  # 16 GiB: never give the heap top back to the kernel
-    "MALLOC_TOP_PAD_": "268435456",           # grow the heap 256 MiB at a time
+    "MALLOC_TOP_PAD_": "268435456",  # grow the heap 256 MiB at a time
 }
 MALLOC_ENVS: dict[str, dict[str, str]] = {"default": {}, "tuned": TUNED_MALLOC_ENV}
 
@@ -67,13 +67,16 @@ def machine_summary() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} intra-op threads, Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} intra-op threads, Python {platform.python_version()}"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 # Worker processes
 # --------------------------------------------------------------------------------------------------
+
 
 def _worker_main(conn, factory: Callable[..., Callable[[], Any]], kwargs: dict, warmup: int) -> None:
     """Child process: build the contender once, warm it up, then time steps on request."""
@@ -118,8 +121,14 @@ class Worker:
     zero-argument ``step`` callable; ``env`` is added to the child's environment (e.g. malloc
     tuning, thread counts), which must be set before the child process starts."""
 
-    def __init__(self, name: str, factory: Callable[..., Callable[[], Any]], kwargs: dict | None = None,
-                 env: dict[str, str] | None = None, warmup: int = 2) -> None:
+    def __init__(
+        self,
+        name: str,
+        factory: Callable[..., Callable[[], Any]],
+        kwargs: dict | None = None,
+        env: dict[str, str] | None = None,
+        warmup: int = 2,
+    ) -> None:
         self.name = name
         self._args = (factory, kwargs or {}, warmup)
         self._env = env or {}
@@ -190,9 +199,15 @@ class Timing:
 
     def fields(self, items_per_step: int) -> dict[str, Any]:
         """The result-row fields every speed script reports for a contender."""
-        return {"img_per_s": self.per_second(items_per_step), "s_per_step_median": self.median,
-                "s_per_step_min": min(self.seconds), "s_per_step_max": max(self.seconds),
-                "peak_rss_mb": self.peak_rss_mb, "base_rss_mb": self.base_rss_mb, "samples": self.seconds}
+        return {
+            "img_per_s": self.per_second(items_per_step),
+            "s_per_step_median": self.median,
+            "s_per_step_min": min(self.seconds),
+            "s_per_step_max": max(self.seconds),
+            "peak_rss_mb": self.peak_rss_mb,
+            "base_rss_mb": self.base_rss_mb,
+            "samples": self.seconds,
+        }
 
 
 def emit_result(args: Any, rows: list[dict[str, Any]], markdown: Callable[[dict], str]) -> dict[str, Any]:
@@ -201,8 +216,11 @@ def emit_result(args: Any, rows: list[dict[str, Any]], markdown: Callable[[dict]
     import json
     from pathlib import Path
 
-    result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "machine": machine_summary(), "rows": rows}
+    result = {
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": machine_summary(),
+        "rows": rows,
+    }
     print(markdown(result))
     if getattr(args, "json", None):
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -210,8 +228,9 @@ def emit_result(args: Any, rows: list[dict[str, Any]], markdown: Callable[[dict]
     return result
 
 
-def interleave(workers: Sequence[Worker], repeats: int, steps: int,
-               log: Callable[[str], None] | None = None) -> dict[str, Timing]:
+def interleave(
+    workers: Sequence[Worker], repeats: int, steps: int, log: Callable[[str], None] | None = None
+) -> dict[str, Timing]:
     """Time every worker ``repeats`` times, ``steps`` steps each, visiting all workers once per
     repeat in an order rotated by one each repeat. Workers are started (built + warmed up) one
     after another before timing begins, so building never overlaps a measurement."""
@@ -228,8 +247,10 @@ def interleave(workers: Sequence[Worker], repeats: int, steps: int,
             out[w.name].seconds.append(res["seconds"])
             out[w.name].minflt.append(res["minflt"])
             if log:
-                log(f"repeat {r + 1}/{repeats} {w.name:<40s} {res['seconds']:.3f} s/step "
-                    f"{res['minflt']:.0f} minor faults/step")
+                log(
+                    f"repeat {r + 1}/{repeats} {w.name:<40s} {res['seconds']:.3f} s/step "
+                    f"{res['minflt']:.0f} minor faults/step"
+                )
     for w in workers:
         out[w.name].peak_rss_mb = w.stats()["peak_rss_mb"]
     return out

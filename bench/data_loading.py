@@ -1,6 +1,6 @@
 """Data-loading throughput of medseg's pipeline on the shared real datasets (one process, no workers).
 
-    MEDSEG_DATA=/work/shared/data .venv/bin/python bench/data_loading.py
+MEDSEG_DATA=/work/shared/data .venv/bin/python bench/data_loading.py
 """
 
 from __future__ import annotations

@@ -29,8 +29,12 @@ def dice_scores(pred: np.ndarray, target: np.ndarray, num_classes: int) -> list[
 
 def run(kind: str, seconds: float, size: int, n: int, seed: int) -> dict:
     torch.manual_seed(seed)
-    cfg = DataConfig(format="synthetic", size=(size, size), synthetic={"kind": kind, "n": n, "size": size},
-                     split={"val_fraction": 0.2})
+    cfg = DataConfig(
+        format="synthetic",
+        size=(size, size),
+        synthetic={"kind": kind, "n": n, "size": size},
+        split={"val_fraction": 0.2},
+    )
     data = build_data(cfg, AugmentConfig(), seed=seed)
     k_out = 1 if data.num_classes == 2 else data.num_classes
     model = UNet(data.in_channels, k_out, depth=3, base_width=16)
@@ -45,7 +49,11 @@ def run(kind: str, seconds: float, size: int, n: int, seed: int) -> dict:
             if k_out == 1:
                 t = b["mask"].float().unsqueeze(1)
                 p = torch.sigmoid(logits)
-                loss = F.binary_cross_entropy_with_logits(logits, t) + 1 - (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
+                loss = (
+                    F.binary_cross_entropy_with_logits(logits, t)
+                    + 1
+                    - (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
+                )
             else:
                 loss = F.cross_entropy(logits, b["mask"])
             opt.zero_grad()
@@ -64,8 +72,15 @@ def run(kind: str, seconds: float, size: int, n: int, seed: int) -> dict:
             pred = (logits[0, 0] > 0).long() if k_out == 1 else logits[0].argmax(0)
             per_case.append(dice_scores(pred.numpy(), c["mask"].numpy(), data.num_classes))
     d = np.array(per_case)
-    return {"kind": kind, "train_s": round(train_s, 1), "epochs": epoch, "steps": steps,
-            "val_cases": len(data.val), "dice_per_class": d.mean(0).round(3).tolist(), "dice_mean": round(float(d.mean()), 3)}
+    return {
+        "kind": kind,
+        "train_s": round(train_s, 1),
+        "epochs": epoch,
+        "steps": steps,
+        "val_cases": len(data.val),
+        "dice_per_class": d.mean(0).round(3).tolist(),
+        "dice_mean": round(float(d.mean()), 3),
+    }
 
 
 def main() -> None:

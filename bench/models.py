@@ -44,6 +44,7 @@ def _medseg(name: str, **kw):
         from medseg.models import build_model
 
         return build_model(name, 3, classes, **kw)
+
     return make
 
 
@@ -52,6 +53,7 @@ def _smp(cls: str, **kw):
         import segmentation_models_pytorch as smp
 
         return getattr(smp, cls)(encoder_weights=None, classes=classes, **kw)
+
     return make
 
 
@@ -68,31 +70,50 @@ def _tv(fn: str):
 
             def forward(self, x):
                 return self.net(x)["out"]
+
         return Plain()
+
     return make
 
 
 # group -> [(label, kind, builder)]; kind "medseg" or "peer"; the first entry is the reference
 MODELS: dict[str, list[tuple[str, str, object]]] = {
     "DeepLab v3, ResNet-50, OS 8": [
-        ("medseg deeplabv3 (matched: OS 8, no multi-grid)", "medseg",
-         _medseg("deeplabv3", backbone="resnet50", output_stride=8, multi_grid=None)),
+        (
+            "medseg deeplabv3 (matched: OS 8, no multi-grid)",
+            "medseg",
+            _medseg("deeplabv3", backbone="resnet50", output_stride=8, multi_grid=None),
+        ),
         ("torchvision deeplabv3_resnet50", "peer", _tv("deeplabv3_resnet50")),
         ("smp DeepLabV3", "peer", _smp("DeepLabV3", encoder_name="resnet50")),
     ],
     "DeepLab v3+, ResNet-50, OS 16": [
         ("medseg deeplabv3plus (matched)", "medseg", _medseg("deeplabv3plus", backbone="resnet50")),
-        ("smp DeepLabV3Plus", "peer", _smp("DeepLabV3Plus", encoder_name="resnet50", encoder_output_stride=16)),
+        (
+            "smp DeepLabV3Plus",
+            "peer",
+            _smp("DeepLabV3Plus", encoder_name="resnet50", encoder_output_stride=16),
+        ),
     ],
     "PSPNet, ResNet-50": [
-        ("medseg pspnet (matched: layer2 features, 1x1 head)", "medseg",
-         _medseg("pspnet", backbone="resnet50", feature_layer="layer2", head_kernel=1, dropout=0.2)),
-        ("medseg pspnet (paper design: OS 8 dilated, aux head)", "medseg", _medseg("pspnet", backbone="resnet50")),
+        (
+            "medseg pspnet (matched: layer2 features, 1x1 head)",
+            "medseg",
+            _medseg("pspnet", backbone="resnet50", feature_layer="layer2", head_kernel=1, dropout=0.2),
+        ),
+        (
+            "medseg pspnet (paper design: OS 8 dilated, aux head)",
+            "medseg",
+            _medseg("pspnet", backbone="resnet50"),
+        ),
         ("smp PSPNet (encoder_depth 3)", "peer", _smp("PSPNet", encoder_name="resnet50")),
     ],
     "FCN, ResNet-50": [
-        ("medseg fcn32s (matched: OS 8 dilated, 3x3 head 512)", "medseg",
-         _medseg("fcn32s", backbone="resnet50", output_stride=8, head_conv=512, dropout=0.1)),
+        (
+            "medseg fcn32s (matched: OS 8 dilated, 3x3 head 512)",
+            "medseg",
+            _medseg("fcn32s", backbone="resnet50", output_stride=8, head_conv=512, dropout=0.1),
+        ),
         ("medseg fcn8s (paper design: OS 32 + skips)", "medseg", _medseg("fcn8s", backbone="resnet50")),
         ("torchvision fcn_resnet50 (OS 8, dilated)", "peer", _tv("fcn_resnet50")),
     ],
@@ -223,12 +244,19 @@ def run(args) -> None:
 
     torch.set_num_threads(args.threads)
     x0, y = _inputs(args.batch, args.size, args.classes)
-    mode = ("shipped (medseg: preferred format + folded BN at inference; peers: default and channels_last)"
-            if args.shipped else f"channels_last {args.channels_last}")
-    print(f"input {args.batch}x3x{args.size}x{args.size}, {args.classes} classes, threads {args.threads}, "
-          f"repeats {args.repeats}, {mode}, torch {torch.__version__}\n")
-    print("| model | params (M) | inference img/s | train img/s | peak mem infer / train (MiB) "
-          "| time / matched medseg time (infer, train) |")
+    mode = (
+        "shipped (medseg: preferred format + folded BN at inference; peers: default and channels_last)"
+        if args.shipped
+        else f"channels_last {args.channels_last}"
+    )
+    print(
+        f"input {args.batch}x3x{args.size}x{args.size}, {args.classes} classes, threads {args.threads}, "
+        f"repeats {args.repeats}, {mode}, torch {torch.__version__}\n"
+    )
+    print(
+        "| model | params (M) | inference img/s | train img/s | peak mem infer / train (MiB) "
+        "| time / matched medseg time (infer, train) |"
+    )
     print("|---|---:|---:|---:|---:|---:|", flush=True)
     for group, runs in entries(args.shipped, args.channels_last).items():
         runs = [e for e in runs if not args.only or any(o in e.label for o in args.only)]
@@ -244,7 +272,9 @@ def run(args) -> None:
             params[lab] = sum(p.numel() for p in models[lab].parameters())
             for train in (False, True):  # warm-up
                 _step(models[lab], infers[lab], opts[lab], xs[lab], y, train)
-        times: dict[tuple[str, str], list[float]] = {(lab, m): [] for lab in labels for m in ("infer", "train")}
+        times: dict[tuple[str, str], list[float]] = {
+            (lab, m): [] for lab in labels for m in ("infer", "train")
+        }
         for _ in range(0 if args.memory_only else args.repeats):
             for lab in labels:
                 for m in ("infer", "train"):
@@ -256,8 +286,20 @@ def run(args) -> None:
         mem = {}
         if not args.no_memory:
             for lab in labels:
-                cmd = [sys.executable, __file__, "--memory-child", lab, "--batch", str(args.batch),
-                       "--size", str(args.size), "--classes", str(args.classes), "--threads", str(args.threads)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--memory-child",
+                    lab,
+                    "--batch",
+                    str(args.batch),
+                    "--size",
+                    str(args.size),
+                    "--classes",
+                    str(args.classes),
+                    "--threads",
+                    str(args.threads),
+                ]
                 cmd += ["--channels-last"] * args.channels_last + ["--shipped"] * args.shipped
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
                 mem[lab] = json.loads(out.strip().splitlines()[-1])
@@ -275,8 +317,10 @@ def run(args) -> None:
             if ref is not None and lab != ref:
                 ratio = f"{med[lab, 'infer'] / med[ref, 'infer']:.2f}, {med[lab, 'train'] / med[ref, 'train']:.2f}"
             m = f"{mem[lab]['infer']:.0f} / {mem[lab]['train']:.0f}" if mem else "n/a"
-            print(f"| {lab} | {params[lab] / 1e6:.1f} | {ips['infer']:.2f} | {ips['train']:.2f} | {m} | {ratio} |",
-                  flush=True)
+            print(
+                f"| {lab} | {params[lab] / 1e6:.1f} | {ips['infer']:.2f} | {ips['train']:.2f} | {m} | {ratio} |",
+                flush=True,
+            )
 
 
 def _ph2(root: Path, size: tuple[int, int]):
@@ -337,21 +381,31 @@ def run_crf(args) -> None:
     rows = []
     crf_time = 0.0
     for i in test:
-        p = predict_proba(model, x[i:i + 1])
+        p = predict_proba(model, x[i : i + 1])
         p_hr = F.interpolate(p, size=(288, 384), mode="bilinear", align_corners=False)[0].numpy()
         t = time.perf_counter()
-        q = dense_crf(imgs_hr[i], p_hr, 5, sxy_bilateral=args.crf_sxy, srgb_bilateral=args.crf_srgb,
-                      compat_bilateral=args.crf_w)
+        q = dense_crf(
+            imgs_hr[i],
+            p_hr,
+            5,
+            sxy_bilateral=args.crf_sxy,
+            srgb_bilateral=args.crf_srgb,
+            compat_bilateral=args.crf_w,
+        )
         crf_time += time.perf_counter() - t
         rows.append((dice(p_hr[1] > 0.5, masks_hr[i]), dice(q[1] > 0.5, masks_hr[i])))
     d = np.array(rows)
-    print(f"\nPH2, {len(train)} train / {len(test)} test images, model {args.crf_model} "
-          f"{args.crf_options}, {args.crf_steps} Adam steps (batch 8, 96x128), "
-          f"Dice at 288x384; CRF 5 iterations, w_bilateral {args.crf_w}, theta_alpha {args.crf_sxy}, "
-          f"theta_beta {args.crf_srgb}, w_gauss 3, theta_gamma 3")
-    print(f"mean Dice without CRF {d[:, 0].mean():.4f}, with CRF {d[:, 1].mean():.4f}, "
-          f"change {d[:, 1].mean() - d[:, 0].mean():+.4f}; improved on {(d[:, 1] > d[:, 0]).sum()}/{len(d)} "
-          f"images; CRF time {crf_time / len(d):.2f} s per 288x384 image")
+    print(
+        f"\nPH2, {len(train)} train / {len(test)} test images, model {args.crf_model} "
+        f"{args.crf_options}, {args.crf_steps} Adam steps (batch 8, 96x128), "
+        f"Dice at 288x384; CRF 5 iterations, w_bilateral {args.crf_w}, theta_alpha {args.crf_sxy}, "
+        f"theta_beta {args.crf_srgb}, w_gauss 3, theta_gamma 3"
+    )
+    print(
+        f"mean Dice without CRF {d[:, 0].mean():.4f}, with CRF {d[:, 1].mean():.4f}, "
+        f"change {d[:, 1].mean() - d[:, 0].mean():+.4f}; improved on {(d[:, 1] > d[:, 0]).sum()}/{len(d)} "
+        f"images; CRF time {crf_time / len(d):.2f} s per 288x384 image"
+    )
 
 
 def main() -> None:
@@ -362,9 +416,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--channels-last", action="store_true", help="every model (and input) in channels_last")
-    ap.add_argument("--shipped", action="store_true",
-                    help="medseg as shipped (preferred memory format, Conv-BN folded at inference) against "
-                         "each peer in its default format and in channels_last")
+    ap.add_argument(
+        "--shipped",
+        action="store_true",
+        help="medseg as shipped (preferred memory format, Conv-BN folded at inference) against "
+        "each peer in its default format and in channels_last",
+    )
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--memory-only", action="store_true", help="skip the timings")
     ap.add_argument("--only", nargs="*", help="substrings of model labels to keep")

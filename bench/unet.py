@@ -95,8 +95,16 @@ def fuse_conv_bn(module):
     return module
 
 
-def make_step(model: str, mode: str, options: dict[str, Any], variant: str, batch: int, size: int,
-              in_channels: int, seed: int = 0):
+def make_step(
+    model: str,
+    mode: str,
+    options: dict[str, Any],
+    variant: str,
+    batch: int,
+    size: int,
+    in_channels: int,
+    seed: int = 0,
+):
     """Runs in a worker process: build the contender and return its zero-argument step."""
     import contextlib
 
@@ -181,11 +189,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--steps", type=int, default=2, help="steps per repeat (one timing sample)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=0,
-                   help="intra-op threads of every contender (OMP_NUM_THREADS); 0 = torch's default")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="intra-op threads of every contender (OMP_NUM_THREADS); 0 = torch's default",
+    )
     p.add_argument("--json", type=Path, help="write raw results here")
-    p.add_argument("--profile", action="store_true",
-                   help="instead of timing: torch.profiler table of one step per contender (in this process)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of timing: torch.profiler table of one step per contender (in this process)",
+    )
     args = p.parse_args(argv)
 
     models = args.models.split(",")
@@ -219,8 +234,15 @@ def main(argv: list[str] | None = None) -> dict:
                     continue
                 for mal in mallocs:
                     name = f"{m}[{v}] {mode} malloc={mal}"
-                    kwargs = dict(model=m, mode=mode, options=scale[m], variant=v, batch=args.batch,
-                                  size=args.size, in_channels=args.in_channels)
+                    kwargs = dict(
+                        model=m,
+                        mode=mode,
+                        options=scale[m],
+                        variant=v,
+                        batch=args.batch,
+                        size=args.size,
+                        in_channels=args.in_channels,
+                    )
                     env = dict(MALLOC_ENVS[mal])
                     if args.threads:
                         env["OMP_NUM_THREADS"] = str(args.threads)
@@ -236,32 +258,46 @@ def main(argv: list[str] | None = None) -> dict:
     for w in workers:
         t = timings[w.name]
         model, mode = w._args[1]["model"], w._args[1]["mode"]
-        rows.append({
-            "name": w.name, "model": model, "mode": mode, "variant": w._args[1]["variant"],
-            "malloc": w.name.rsplit("=", 1)[1], **info[model], **t.fields(args.batch),
-            "minflt_per_step": sorted(t.minflt)[len(t.minflt) // 2],
-        })
+        rows.append(
+            {
+                "name": w.name,
+                "model": model,
+                "mode": mode,
+                "variant": w._args[1]["variant"],
+                "malloc": w.name.rsplit("=", 1)[1],
+                **info[model],
+                **t.fields(args.batch),
+                "minflt_per_step": sorted(t.minflt)[len(t.minflt) // 2],
+            }
+        )
     return emit_result(args, rows, markdown)
 
 
 def markdown(result: dict) -> str:
     """Table of throughput, with ratios to medseg (same mode and malloc setting)."""
     a = result["args"]
-    lines = [f"scale {a['scale']}, batch {a['batch']}, input {a['in_channels']}x{a['size']}x{a['size']}, "
-             f"{a['repeats']} interleaved repeats x {a['steps']} steps, contender threads "
-             f"{a.get('threads') or 'default'}; driver: {result['machine']}", "",
-             "| contender | params (M) | GFLOP/img (fwd) | img/s (median) | s/step min-max | "
-             "x medseg[base] | peak RSS (MiB) | minor faults/step |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    ref = {(r["mode"], r["malloc"]): r["img_per_s"] for r in result["rows"]
-           if r["model"] == "medseg" and r["variant"] == "base"}
+    lines = [
+        f"scale {a['scale']}, batch {a['batch']}, input {a['in_channels']}x{a['size']}x{a['size']}, "
+        f"{a['repeats']} interleaved repeats x {a['steps']} steps, contender threads "
+        f"{a.get('threads') or 'default'}; driver: {result['machine']}",
+        "",
+        "| contender | params (M) | GFLOP/img (fwd) | img/s (median) | s/step min-max | "
+        "x medseg[base] | peak RSS (MiB) | minor faults/step |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    ref = {
+        (r["mode"], r["malloc"]): r["img_per_s"]
+        for r in result["rows"]
+        if r["model"] == "medseg" and r["variant"] == "base"
+    }
     for r in result["rows"]:
         base = ref.get((r["mode"], r["malloc"]))
         ratio = f"{r['img_per_s'] / base:.2f}" if base else "-"
         lines.append(
             f"| {r['name']} | {r['params_M']:.2f} | {r['gflop_per_image']:.1f} | {r['img_per_s']:.2f} | "
             f"{r['s_per_step_min']:.2f}-{r['s_per_step_max']:.2f} | {ratio} | {r['peak_rss_mb']:.0f} | "
-            f"{r['minflt_per_step']:.0f} |")
+            f"{r['minflt_per_step']:.0f} |"
+        )
     return "\n".join(lines)
 
 

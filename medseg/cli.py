@@ -23,9 +23,15 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run options (shortcuts for --set)")
     g.add_argument("--config", "-c", type=Path, help="YAML preset, e.g. configs/unet_ph2.yaml")
-    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config field, e.g. --set train.epochs=5 --set data.size=[128,128] "
-                        "(repeatable; values are YAML)")
+    g.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config field, e.g. --set train.epochs=5 --set data.size=[128,128] "
+        "(repeatable; values are YAML)",
+    )
     g.add_argument("--data", type=Path, help="dataset folder (data.root)")
     g.add_argument("--model", help="model name (model.name), see `medseg list models`")
     g.add_argument("--loss", help="loss name or weighted sum, e.g. dice_ce or 'dice:1+focal:0.5' (loss.name)")
@@ -57,9 +63,18 @@ def parse_budget(text: str) -> float:
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     sets = []
-    pairs = [("data", "data.root"), ("model", "model.name"), ("loss", "loss.name"),
-             ("epochs", "train.epochs"), ("batch_size", "train.batch_size"), ("lr", "optim.lr"),
-             ("amp", "train.amp"), ("device", "train.device"), ("seed", "train.seed"), ("out", "output_dir")]
+    pairs = [
+        ("data", "data.root"),
+        ("model", "model.name"),
+        ("loss", "loss.name"),
+        ("epochs", "train.epochs"),
+        ("batch_size", "train.batch_size"),
+        ("lr", "optim.lr"),
+        ("amp", "train.amp"),
+        ("device", "train.device"),
+        ("seed", "train.seed"),
+        ("out", "output_dir"),
+    ]
     for attr, key in pairs:
         value = getattr(args, attr, None)
         if value is not None:
@@ -90,8 +105,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result["rank"] != 0:
         return 0
     best = result["best_val_dice"]
-    console.print(f"[green]done[/] ({result['stop_reason']}): best validation Dice "
-                  f"{'n/a' if best is None else f'{best:.4f}'}; checkpoint {result['checkpoint']}")
+    console.print(
+        f"[green]done[/] ({result['stop_reason']}): best validation Dice "
+        f"{'n/a' if best is None else f'{best:.4f}'}; checkpoint {result['checkpoint']}"
+    )
     if args.evaluate:
         ev = evaluate_checkpoint(result["checkpoint"], split="test")
         _print_summary(ev)
@@ -102,8 +119,11 @@ def _print_summary(result: dict) -> None:
     from medseg.engine.progress import console
     from medseg.metrics import report as rep
 
-    console.print(rep.summary_table(
-        result["summary"], metrics=["dice", "iou", "sensitivity", "precision", "hd95", "assd", "nsd"]))
+    console.print(
+        rep.summary_table(
+            result["summary"], metrics=["dice", "iou", "sensitivity", "precision", "hd95", "assd", "nsd"]
+        )
+    )
     if "paths" in result:
         console.print(f"report: {result['out_dir']}")
 
@@ -114,9 +134,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.window:
         overrides.append(f"eval.window=[{args.window[0]},{args.window[1]}]")
-    result = evaluate_checkpoint(args.checkpoint, overrides=overrides, data_root=args.data, split=args.split,
-                                 out_dir=args.out, device=args.device, tta=args.tta or None,
-                                 crf=args.crf or None)
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        overrides=overrides,
+        data_root=args.data,
+        split=args.split,
+        out_dir=args.out,
+        device=args.device,
+        tta=args.tta or None,
+        crf=args.crf or None,
+    )
     if args.per_case:
         _print_per_case(result["records"])
     _print_summary(result)
@@ -148,10 +175,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.window:
         overrides.append(f"eval.window=[{args.window[0]},{args.window[1]}]")
-    written = predict_folder(args.checkpoint, args.input, args.out, overrides=overrides, device=args.device,
-                             tta=args.tta, crf=args.crf, overlays=not args.no_overlays)
-    console.print(f"wrote {written['count']} predictions to {written['masks']}"
-                  + (f", overlays in {written['overlays']}" if written.get("overlays") else ""))
+    written = predict_folder(
+        args.checkpoint,
+        args.input,
+        args.out,
+        overrides=overrides,
+        device=args.device,
+        tta=args.tta,
+        crf=args.crf,
+        overlays=not args.no_overlays,
+    )
+    console.print(
+        f"wrote {written['count']} predictions to {written['masks']}"
+        + (f", overlays in {written['overlays']}" if written.get("overlays") else "")
+    )
     return 0
 
 
@@ -189,8 +226,13 @@ def cmd_list(args: argparse.Namespace) -> int:
                     model = entry.builder(in_channels=3, num_classes=2)
             except (NotImplementedError, RuntimeError):
                 model = entry.builder(in_channels=3, num_classes=2)
-            table.add_row(entry.name, f"{count_parameters(model) / 1e6:.2f} M", str(model.input_multiple),
-                          entry.meta.get("summary", ""), entry.meta.get("paper", ""))
+            table.add_row(
+                entry.name,
+                f"{count_parameters(model) / 1e6:.2f} M",
+                str(model.input_multiple),
+                entry.meta.get("summary", ""),
+                entry.meta.get("paper", ""),
+            )
         console.print(table)
     if what in ("losses", "all"):
         from medseg.losses import LOSSES
@@ -199,8 +241,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         for col in ("name", "aliases", "summary", "paper"):
             table.add_column(col)
         for entry in LOSSES:
-            table.add_row(entry.name, ", ".join(LOSSES.aliases_of(entry.name)),
-                          entry.meta.get("summary", ""), entry.meta.get("paper", ""))
+            table.add_row(
+                entry.name,
+                ", ".join(LOSSES.aliases_of(entry.name)),
+                entry.meta.get("summary", ""),
+                entry.meta.get("paper", ""),
+            )
         console.print(table)
     return 0
 
@@ -226,8 +272,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from medseg.engine.progress import console
     from medseg.export import export_checkpoint, format_report
 
-    result = export_checkpoint(args.checkpoint, args.out, format=args.format,
-                               size=tuple(args.size) if args.size else None, opset=args.opset, atol=args.atol)
+    result = export_checkpoint(
+        args.checkpoint,
+        args.out,
+        format=args.format,
+        size=tuple(args.size) if args.size else None,
+        opset=args.opset,
+        atol=args.atol,
+    )
     console.print(format_report(result))
     return 0
 
@@ -244,11 +296,23 @@ def cmd_profile(args: argparse.Namespace) -> int:
             raise MedsegError(f"--option {item!r}: expected key=value, e.g. base_width=32")
         key, value = item.split("=", 1)
         options[key] = yaml.safe_load(value)
-    results = [profile_model(name, size=tuple(args.size), in_channels=args.in_channels,
-                             num_classes=args.num_classes, batch=args.batch, device=args.device,
-                             options=options, steps=args.steps, train=not args.no_train, amp=args.amp,
-                             memory_format=args.memory_format, fuse=not args.no_fuse)
-               for name in args.model.split(",")]
+    results = [
+        profile_model(
+            name,
+            size=tuple(args.size),
+            in_channels=args.in_channels,
+            num_classes=args.num_classes,
+            batch=args.batch,
+            device=args.device,
+            options=options,
+            steps=args.steps,
+            train=not args.no_train,
+            amp=args.amp,
+            memory_format=args.memory_format,
+            fuse=not args.no_fuse,
+        )
+        for name in args.model.split(",")
+    ]
     console.print(profile_table(results))
     if args.json:
         from medseg.atomic import atomic_write_text
@@ -262,11 +326,22 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from medseg.benchmark.runner import run_benchmark
     from medseg.engine.progress import console
 
-    result = run_benchmark(args.out, models=args.models, losses=args.losses, config=args.config,
-                           data=args.data, budget_s=args.budget, epochs=args.epochs, folds=args.folds,
-                           seed=args.seed, overrides=args.overrides, workers=args.workers,
-                           devices=args.devices.split(",") if args.devices else None,
-                           profile=not args.no_profile, log=console.print)
+    result = run_benchmark(
+        args.out,
+        models=args.models,
+        losses=args.losses,
+        config=args.config,
+        data=args.data,
+        budget_s=args.budget,
+        epochs=args.epochs,
+        folds=args.folds,
+        seed=args.seed,
+        overrides=args.overrides,
+        workers=args.workers,
+        devices=args.devices.split(",") if args.devices else None,
+        profile=not args.no_profile,
+        log=console.print,
+    )
     if result.get("report"):
         console.print(tables.to_rich(result["report"]["board"]))
         console.print(f"report: {args.out}")
@@ -282,35 +357,62 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="medseg", formatter_class=_formatter, epilog=EPILOG,
-        description="Medical image segmentation: train, evaluate and compare models and losses.")
+        prog="medseg",
+        formatter_class=_formatter,
+        epilog=EPILOG,
+        description="Medical image segmentation: train, evaluate and compare models and losses.",
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("--version", action="version", version=f"medseg {__import__('medseg').__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("demo", formatter_class=_formatter, help="train and evaluate a small U-Net on built-in phantoms",
-                       description="Generate phantom data, train a small U-Net, evaluate it, and print where the "
-                                   "report, checkpoint and overlays are. Needs no download; a few minutes on 2 cores.")
+    p = sub.add_parser(
+        "demo",
+        formatter_class=_formatter,
+        help="train and evaluate a small U-Net on built-in phantoms",
+        description="Generate phantom data, train a small U-Net, evaluate it, and print where the "
+        "report, checkpoint and overlays are. Needs no download; a few minutes on 2 cores.",
+    )
     p.add_argument("--out", default="outputs/demo", help="run folder (default: outputs/demo)")
     p.add_argument("--epochs", type=int, default=None, help="override the demo's number of epochs")
-    p.add_argument("--kind", choices=["binary", "multiclass"], default="binary",
-                   help="binary lesions or multi-class organs (default: binary)")
+    p.add_argument(
+        "--kind",
+        choices=["binary", "multiclass"],
+        default="binary",
+        help="binary lesions or multi-class organs (default: binary)",
+    )
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", formatter_class=_formatter, help="train a model",
-                       description="Train a model from a YAML preset and/or command-line options. Checkpoints "
-                                   "(safetensors) are written atomically every epoch; --resume continues exactly.\n"
-                                   "Under torchrun the same command trains with DistributedDataParallel.",
-                       epilog="example: medseg train -c configs/unet_ph2.yaml --epochs 20 --out runs/ph2")
+    p = sub.add_parser(
+        "train",
+        formatter_class=_formatter,
+        help="train a model",
+        description="Train a model from a YAML preset and/or command-line options. Checkpoints "
+        "(safetensors) are written atomically every epoch; --resume continues exactly.\n"
+        "Under torchrun the same command trains with DistributedDataParallel.",
+        epilog="example: medseg train -c configs/unet_ph2.yaml --epochs 20 --out runs/ph2",
+    )
     _add_run_options(p)
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
-                   help="continue from OUT/checkpoints/last.safetensors (or the given checkpoint)")
-    p.add_argument("--evaluate", action="store_true", help="evaluate the best checkpoint on the test split after")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="CHECKPOINT",
+        help="continue from OUT/checkpoints/last.safetensors (or the given checkpoint)",
+    )
+    p.add_argument(
+        "--evaluate", action="store_true", help="evaluate the best checkpoint on the test split after"
+    )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", formatter_class=_formatter, help="evaluate a checkpoint",
-                       description="Evaluate a checkpoint on its test (or val) split, or on another folder: "
-                                   "per-case x per-class CSV/JSON, summary table, plots and overlays.")
+    p = sub.add_parser(
+        "evaluate",
+        formatter_class=_formatter,
+        help="evaluate a checkpoint",
+        description="Evaluate a checkpoint on its test (or val) split, or on another folder: "
+        "per-case x per-class CSV/JSON, summary table, plots and overlays.",
+    )
     p.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint written by medseg train")
     p.add_argument("--data", type=Path, help="evaluate on this folder instead of the training data's split")
     p.add_argument("--split", default="test", choices=["test", "val"], help="split of the training data")
@@ -320,32 +422,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), help="sliding-window inference size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--per-case", action="store_true", help="print the per-case Dice table")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override config fields, e.g. eval.empty=legacy")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config fields, e.g. eval.empty=legacy",
+    )
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", formatter_class=_formatter, help="segment new images or volumes",
-                       description="Segment a folder, an image or a volume. Masks are written at the original size: "
-                                   "PNG (binary 0/255, multi-class class indices) or NIfTI with the input's geometry.")
+    p = sub.add_parser(
+        "predict",
+        formatter_class=_formatter,
+        help="segment new images or volumes",
+        description="Segment a folder, an image or a volume. Masks are written at the original size: "
+        "PNG (binary 0/255, multi-class class indices) or NIfTI with the input's geometry.",
+    )
     p.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint")
-    p.add_argument("input", type=Path, help="image file, folder of images, NIfTI/HDF5 volume or folder of them")
+    p.add_argument(
+        "input", type=Path, help="image file, folder of images, NIfTI/HDF5 volume or folder of them"
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (flips)")
     p.add_argument("--crf", action="store_true", help="dense-CRF post-processing")
     p.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), help="sliding-window inference size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override config fields")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config fields",
+    )
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("info", formatter_class=_formatter, help="dataset fingerprint",
-                       description="Counts, sizes, channels, intensity statistics, class frequencies, empty masks "
-                                   "and spacing of a dataset; printed and saved as JSON.")
+    p = sub.add_parser(
+        "info",
+        formatter_class=_formatter,
+        help="dataset fingerprint",
+        description="Counts, sizes, channels, intensity statistics, class frequencies, empty masks "
+        "and spacing of a dataset; printed and saved as JSON.",
+    )
     p.add_argument("data_root", type=Path, help="dataset folder")
     p.add_argument("--config", "-c", type=Path, help="YAML preset whose data section describes the dataset")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override data fields, e.g. data.mask_threshold=128")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override data fields, e.g. data.mask_threshold=128",
+    )
     p.add_argument("--json", type=Path, help="where to save the JSON (default: ./NAME.fingerprint.json)")
     p.set_defaults(func=cmd_info)
 
@@ -353,22 +483,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", nargs="?", default="all", choices=["models", "losses", "all"])
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("compare", formatter_class=_formatter, help="paired comparison of two evaluations",
-                       description="Per-case paired differences of two evaluation folders with a Wilcoxon "
-                                   "signed-rank test, an effect size and a plot.")
+    p = sub.add_parser(
+        "compare",
+        formatter_class=_formatter,
+        help="paired comparison of two evaluations",
+        description="Per-case paired differences of two evaluation folders with a Wilcoxon "
+        "signed-rank test, an effect size and a plot.",
+    )
     p.add_argument("run_a", type=Path, help="evaluation folder A (RUN/eval/test)")
     p.add_argument("run_b", type=Path, help="evaluation folder B")
     p.add_argument("--metric", default="dice", help="metric to compare (default: dice)")
     p.add_argument("--out", type=Path, help="output folder")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("benchmark", formatter_class=_formatter, help="train and rank models x losses",
-                       description="Train every model x loss cell under the same budget and seed, evaluate on the "
-                                   "held-out split, and write a leaderboard (Markdown, CSV, HTML), paired "
-                                   "Wilcoxon statistics against the best cell and plots. Resumable: a killed "
-                                   "benchmark skips finished cells when started again.",
-                       epilog="example: medseg benchmark --data ../shared/data/ph2 --models unet,deeplabv3plus,"
-                              "befunet_small --losses dice_ce,focal_tversky,lovasz_hinge --budget 10m --out runs/b")
+    p = sub.add_parser(
+        "benchmark",
+        formatter_class=_formatter,
+        help="train and rank models x losses",
+        description="Train every model x loss cell under the same budget and seed, evaluate on the "
+        "held-out split, and write a leaderboard (Markdown, CSV, HTML), paired "
+        "Wilcoxon statistics against the best cell and plots. Resumable: a killed "
+        "benchmark skips finished cells when started again.",
+        epilog="example: medseg benchmark --data ../shared/data/ph2 --models unet,deeplabv3plus,"
+        "befunet_small --losses dice_ce,focal_tversky,lovasz_hinge --budget 10m --out runs/b",
+    )
     p.add_argument("--models", required=True, help="comma list; options as name:key=value:key=value")
     p.add_argument("--losses", required=True, help="comma list of loss names or weighted sums")
     p.add_argument("--data", type=Path, help="dataset folder (data.root of every cell)")
@@ -380,14 +518,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="cells run in parallel processes")
     p.add_argument("--devices", help="comma list of devices, one cell per device, e.g. cuda:0,cuda:1")
     p.add_argument("--no-profile", action="store_true", help="skip the speed/FLOPs columns")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override config fields of every cell")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config fields of every cell",
+    )
     p.add_argument("--out", type=Path, required=True, help="benchmark folder")
     p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("profile", formatter_class=_formatter, help="parameters, FLOPs, speed and memory of models",
-                       description="Parameters, FLOPs (torch.utils.flop_counter), measured training and inference "
-                                   "throughput and peak memory on the current device.")
+    p = sub.add_parser(
+        "profile",
+        formatter_class=_formatter,
+        help="parameters, FLOPs, speed and memory of models",
+        description="Parameters, FLOPs (torch.utils.flop_counter), measured training and inference "
+        "throughput and peak memory on the current device.",
+    )
     p.add_argument("model", help="model name, or a comma list")
     p.add_argument("--size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"), help="input size")
     p.add_argument("--batch", type=int, default=2, help="batch size")
@@ -398,16 +546,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU)")
     p.add_argument("--no-train", action="store_true", help="inference only")
-    p.add_argument("--memory-format", default="auto", choices=["auto", "channels_last", "contiguous"],
-                   help="auto: the model's preferred format, as medseg trains and infers")
+    p.add_argument(
+        "--memory-format",
+        default="auto",
+        choices=["auto", "channels_last", "contiguous"],
+        help="auto: the model's preferred format, as medseg trains and infers",
+    )
     p.add_argument("--no-fuse", action="store_true", help="time inference without Conv-BN folding")
     p.add_argument("--json", type=Path, help="also save the results as JSON")
     p.set_defaults(func=cmd_profile)
 
-    p = sub.add_parser("export", formatter_class=_formatter, help="export a checkpoint to ONNX or TorchScript",
-                       description="Export with dynamic batch/height/width where the model allows it, run the "
-                                   "exported model and compare it with PyTorch; the difference and tolerance "
-                                   "are printed.")
+    p = sub.add_parser(
+        "export",
+        formatter_class=_formatter,
+        help="export a checkpoint to ONNX or TorchScript",
+        description="Export with dynamic batch/height/width where the model allows it, run the "
+        "exported model and compare it with PyTorch; the difference and tolerance "
+        "are printed.",
+    )
     p.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("--out", type=Path, help="output file (default: next to the checkpoint)")

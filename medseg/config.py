@@ -33,7 +33,8 @@ class ModelConfig(Strict):
 class LossConfig(Strict):
     name: str = Field("dice_ce", description="loss name or weighted sum, e.g. 'dice:1+focal:0.5'")
     mode: Literal["auto", "binary", "multiclass", "multilabel"] = Field(
-        "auto", description="auto: binary (one sigmoid output) for 2-class data, else multiclass")
+        "auto", description="auto: binary (one sigmoid output) for 2-class data, else multiclass"
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="loss keyword options")
     aux_weight: float = Field(0.4, ge=0, description="weight of an auxiliary head's loss (PSPNet)")
 
@@ -67,8 +68,10 @@ class TrainConfig(Strict):
     num_workers: int = Field(0, ge=0, description="data-loader worker processes")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
     channels_last: bool | Literal["auto"] = Field(
-        "auto", description="memory format: auto = the model's preferred_memory_format (channels_last for the "
-        "convolutional zoo, contiguous for BEFUnet); true / false force channels_last / contiguous")
+        "auto",
+        description="memory format: auto = the model's preferred_memory_format (channels_last for the "
+        "convolutional zoo, contiguous for BEFUnet); true / false force channels_last / contiguous",
+    )
     log_tensorboard: bool = Field(True, description="also write TensorBoard event files")
 
     @field_validator("device")
@@ -81,7 +84,8 @@ class TrainConfig(Strict):
 
 class EvalConfig(Strict):
     window: tuple[int, int] | None = Field(
-        None, description="sliding-window size (None: whole image, resized as in training)")
+        None, description="sliding-window size (None: whole image, resized as in training)"
+    )
     overlap: float = Field(0.5, ge=0, lt=1, description="sliding-window overlap ratio")
     blend: Literal["gaussian", "constant"] = Field("gaussian", description="window blending")
     tta: bool = Field(False, description="test-time augmentation (flips, averaged probabilities)")
@@ -89,10 +93,10 @@ class EvalConfig(Strict):
     surface: bool = Field(True, description="compute surface metrics (HD, HD95, ASSD, NSD)")
     nsd_tolerance: float = Field(2.0, gt=0, description="NSD tolerance (mm, or pixels without spacing)")
     empty: str = Field(
-        "nan", description="empty-mask rule: nan | max | max:<mm> | legacy (see docs/metrics.md)")
+        "nan", description="empty-mask rule: nan | max | max:<mm> | legacy (see docs/metrics.md)"
+    )
     overlays: int = Field(12, ge=0, description="number of overlay PNGs to write (worst cases first)")
     batch_size: int = Field(8, ge=1, description="slices/windows per inference batch")
-
 
     @field_validator("empty")
     @classmethod
@@ -112,8 +116,10 @@ class Config(Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    data: DataConfig = Field(default_factory=lambda: DataConfig(format="synthetic"),
-                             description="dataset (default: the built-in phantoms)")
+    data: DataConfig = Field(
+        default_factory=lambda: DataConfig(format="synthetic"),
+        description="dataset (default: the built-in phantoms)",
+    )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -182,7 +188,9 @@ def _expand_paths(raw: dict[str, Any]) -> None:
         model["weights"] = expand_env(model["weights"])
 
 
-def load_config(source: str | Path | dict | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(
+    source: str | Path | dict | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
     """Load a YAML file (or a dict), apply ``key=value`` overrides, validate."""
     name = "config"
     if source is None:

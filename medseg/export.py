@@ -91,8 +91,16 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, exporter: 
     names = {"input_names": ["image"], "output_names": ["logits"]}
     if exporter == "torchscript":
         axes = {0: "batch", 2: "height", 3: "width"}
-        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset,
-                          dynamic_axes={"image": axes, "logits": axes}, do_constant_folding=True, **names)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            dynamic_axes={"image": axes, "logits": axes},
+            do_constant_folding=True,
+            **names,
+        )
         return
     # torch.export first, so that a model it cannot capture fails in seconds instead of going
     # through torch.onnx's slower fallback strategies. Dim.AUTO lets the exporter keep the
@@ -101,14 +109,30 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, exporter: 
     shapes = {0: auto, 2: auto, 3: auto} if exporter == "dynamo" else {0: auto}
     try:
         program = torch.export.export(model, (example,), dynamic_shapes=(shapes,), strict=False)
-        torch.onnx.export(program, (example,), str(path), dynamo=True, opset_version=opset, verbose=False,
-                          external_data=False, **names)
+        torch.onnx.export(
+            program,
+            (example,),
+            str(path),
+            dynamo=True,
+            opset_version=opset,
+            verbose=False,
+            external_data=False,
+            **names,
+        )
     except Exception:
         if exporter != "static":
             raise
         axes = {0: "batch"}  # last resort: the tracing exporter at a fixed size
-        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset,
-                          dynamic_axes={"image": axes, "logits": axes}, do_constant_folding=True, **names)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            dynamic_axes={"image": axes, "logits": axes},
+            do_constant_folding=True,
+            **names,
+        )
 
 
 def _onnx_runner(path: Path):
@@ -152,22 +176,36 @@ def compare_outputs(runner, model: nn.Module, inputs: list[torch.Tensor]) -> lis
             ref = model(x).float().numpy()
         out = np.asarray(runner(x), dtype=np.float32)
         if out.shape != ref.shape:
-            raise ExportError(f"exported model returned shape {out.shape} for input {tuple(x.shape)}, "
-                              f"PyTorch returned {ref.shape}")
+            raise ExportError(
+                f"exported model returned shape {out.shape} for input {tuple(x.shape)}, "
+                f"PyTorch returned {ref.shape}"
+            )
         diff = np.abs(out - ref)
-        rows.append({
-            "input_shape": list(x.shape),
-            "max_abs_diff": float(diff.max()) if diff.size else 0.0,
-            "max_rel_diff": float((diff / np.maximum(np.abs(ref), 1e-6)).max()) if diff.size else 0.0,
-            "finite": bool(np.isfinite(out).all()),
-        })
+        rows.append(
+            {
+                "input_shape": list(x.shape),
+                "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+                "max_rel_diff": float((diff / np.maximum(np.abs(ref), 1e-6)).max()) if diff.size else 0.0,
+                "finite": bool(np.isfinite(out).all()),
+            }
+        )
     return rows
 
 
-def export_model(model: nn.Module, out: str | Path, *, format: str = "onnx", size: tuple[int, int] | None = None,
-                 batch: int = 1, exporter: str = "auto", opset: int = 18, check: bool = True,
-                 atol: float = DEFAULT_ATOL, seed: int = 0, metadata: dict[str, Any] | None = None
-                 ) -> dict[str, Any]:
+def export_model(
+    model: nn.Module,
+    out: str | Path,
+    *,
+    format: str = "onnx",
+    size: tuple[int, int] | None = None,
+    batch: int = 1,
+    exporter: str = "auto",
+    opset: int = 18,
+    check: bool = True,
+    atol: float = DEFAULT_ATOL,
+    seed: int = 0,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Export ``model`` (put in eval mode, on CPU) to ``out``.
 
     ``exporter`` (ONNX only): ``"torchscript"`` is the tracing exporter
@@ -201,10 +239,14 @@ def export_model(model: nn.Module, out: str | Path, *, format: str = "onnx", siz
     batch = max(batch, 2)  # torch.export specialises a dimension of size 1: trace with 2
     inputs = [_random_input(batch, channels, sizes[0], seed)]
     inputs += [_random_input(batch + 1, channels, s, seed + i + 1) for i, s in enumerate(sizes[1:])]
-    meta = {"producer": "medseg", "input": "image [B, C, H, W] float32, normalised",
-            "output": "logits [B, K, H, W]", "in_channels": str(channels),
-            "num_classes": str(getattr(model, "num_classes", "")),
-            "input_multiple": str(getattr(model, "input_multiple", 1))}
+    meta = {
+        "producer": "medseg",
+        "input": "image [B, C, H, W] float32, normalised",
+        "output": "logits [B, K, H, W]",
+        "in_channels": str(channels),
+        "num_classes": str(getattr(model, "num_classes", "")),
+        "input_multiple": str(getattr(model, "input_multiple", 1)),
+    }
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()})
 
     start = time.perf_counter()
@@ -217,7 +259,9 @@ def export_model(model: nn.Module, out: str | Path, *, format: str = "onnx", siz
     for how in attempts:
         static = how == "static" or len(sizes) == 1
         # a static export is only promised (and checked) at the example size
-        check_inputs = [inputs[0], _random_input(batch + 1, channels, sizes[0], seed + 7)] if static else inputs
+        check_inputs = (
+            [inputs[0], _random_input(batch + 1, channels, sizes[0], seed + 7)] if static else inputs
+        )
         try:
             with torch.no_grad(), _quiet():
                 if format == "torchscript":
@@ -236,23 +280,38 @@ def export_model(model: nn.Module, out: str | Path, *, format: str = "onnx", siz
             try:
                 checks = compare_outputs(runner, reference, check_inputs)
             except Exception as exc:  # e.g. a shape baked into the graph
-                errors.append(f"{how}: exported model failed to run: {type(exc).__name__}: {_first_line(exc)}")
+                errors.append(
+                    f"{how}: exported model failed to run: {type(exc).__name__}: {_first_line(exc)}"
+                )
                 continue
         worst = max((c["max_abs_diff"] for c in checks), default=float("nan"))
         passed = (not check) or (all(c["finite"] for c in checks) and worst <= atol)
-        result = {"path": str(out), "format": format, "exporter": "trace" if format == "torchscript" else how,
-                  "opset": opset if format == "onnx" else None, "sizes": [list(s) for s in sizes[:1 if static else None]],
-                  "dynamic_axes": ["batch"] if static else ["batch", "height", "width"],
-                  "checks": checks, "max_abs_diff": worst, "tolerance": atol, "passed": passed,
-                  "checked": check, "seconds": round(time.perf_counter() - start, 2),
-                  "file_mb": round(out.stat().st_size / 2**20, 3)}
+        result = {
+            "path": str(out),
+            "format": format,
+            "exporter": "trace" if format == "torchscript" else how,
+            "opset": opset if format == "onnx" else None,
+            "sizes": [list(s) for s in sizes[: 1 if static else None]],
+            "dynamic_axes": ["batch"] if static else ["batch", "height", "width"],
+            "checks": checks,
+            "max_abs_diff": worst,
+            "tolerance": atol,
+            "passed": passed,
+            "checked": check,
+            "seconds": round(time.perf_counter() - start, 2),
+            "file_mb": round(out.stat().st_size / 2**20, 3),
+        }
         if static and len(sizes) > 1:
-            result["note"] = (f"height and width are fixed at {sizes[0][0]}x{sizes[0][1]}: no exporter produced a "
-                              "graph that matches PyTorch at other sizes (e.g. adaptive pooling)")
+            result["note"] = (
+                f"height and width are fixed at {sizes[0][0]}x{sizes[0][1]}: no exporter produced a "
+                "graph that matches PyTorch at other sizes (e.g. adaptive pooling)"
+            )
         if passed or how == attempts[-1]:
             break
-        errors.append(f"{how}: max abs difference {worst:.3g} > tolerance {atol:g} at "
-                      f"{', '.join(str(c['input_shape']) for c in checks if c['max_abs_diff'] > atol)}")
+        errors.append(
+            f"{how}: max abs difference {worst:.3g} > tolerance {atol:g} at "
+            f"{', '.join(str(c['input_shape']) for c in checks if c['max_abs_diff'] > atol)}"
+        )
     if result is None:
         raise ExportError(f"could not export {type(model).__name__} to {format}: " + "; ".join(errors))
     result["attempts"] = errors
@@ -265,9 +324,18 @@ def export_model(model: nn.Module, out: str | Path, *, format: str = "onnx", siz
     return result
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, format: str = "onnx",
-                      size: tuple[int, int] | None = None, batch: int = 1, exporter: str = "auto",
-                      opset: int = 18, check: bool = True, atol: float = DEFAULT_ATOL) -> dict[str, Any]:
+def export_checkpoint(
+    checkpoint: str | Path,
+    out: str | Path | None = None,
+    *,
+    format: str = "onnx",
+    size: tuple[int, int] | None = None,
+    batch: int = 1,
+    exporter: str = "auto",
+    opset: int = 18,
+    check: bool = True,
+    atol: float = DEFAULT_ATOL,
+) -> dict[str, Any]:
     """Export a medseg checkpoint (``.safetensors``) next to it or to ``out``.
 
     The model is rebuilt from the checkpoint's metadata (``model_name``,
@@ -282,25 +350,51 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, 
     model, meta = load_model(checkpoint)
     if out is None:
         out = checkpoint.with_suffix(_SUFFIX.get(format, ""))
-    info = {k: meta[k] for k in ("model_name", "model_options", "in_channels", "num_classes", "out_channels",
-                                 "task_mode", "class_names") if k in meta}
+    info = {
+        k: meta[k]
+        for k in (
+            "model_name",
+            "model_options",
+            "in_channels",
+            "num_classes",
+            "out_channels",
+            "task_mode",
+            "class_names",
+        )
+        if k in meta
+    }
     info["checkpoint"] = checkpoint.name
-    return export_model(model, out, format=format, size=size, batch=batch, exporter=exporter, opset=opset,
-                        check=check, atol=atol, metadata=info)
+    return export_model(
+        model,
+        out,
+        format=format,
+        size=size,
+        batch=batch,
+        exporter=exporter,
+        opset=opset,
+        check=check,
+        atol=atol,
+        metadata=info,
+    )
 
 
 def format_report(result: dict[str, Any]) -> str:
     """A few lines for the CLI: file, exporter, and the numerical check with its tolerance."""
-    lines = [f"wrote {result['path']} ({result['format']}, exporter {result['exporter']}, "
-             f"{result['file_mb']} MB, dynamic axes: {', '.join(result['dynamic_axes'])})"]
+    lines = [
+        f"wrote {result['path']} ({result['format']}, exporter {result['exporter']}, "
+        f"{result['file_mb']} MB, dynamic axes: {', '.join(result['dynamic_axes'])})"
+    ]
     for c in result["checks"]:
         lines.append(f"  input {c['input_shape']}: max |exported - pytorch| = {c['max_abs_diff']:.3g}")
     if result["checked"]:
         verdict = "OK" if result["passed"] else "FAILED"
-        lines.append(f"  check {verdict}: max abs difference {result['max_abs_diff']:.3g} "
-                     f"<= tolerance {result['tolerance']:g}" if result["passed"] else
-                     f"  check {verdict}: max abs difference {result['max_abs_diff']:.3g} "
-                     f"> tolerance {result['tolerance']:g}")
+        lines.append(
+            f"  check {verdict}: max abs difference {result['max_abs_diff']:.3g} "
+            f"<= tolerance {result['tolerance']:g}"
+            if result["passed"]
+            else f"  check {verdict}: max abs difference {result['max_abs_diff']:.3g} "
+            f"> tolerance {result['tolerance']:g}"
+        )
     if result.get("note"):
         lines.append(f"  note: {result['note']}")
     return "\n".join(lines)

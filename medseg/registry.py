@@ -76,6 +76,5 @@ def check_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any], what: str) -> N
     unknown = [k for k in kwargs if k not in valid]
     if unknown:
         raise ConfigError(
-            f"{what} has no option {', '.join(repr(u) for u in unknown)}; "
-            f"valid options: {', '.join(valid)}"
+            f"{what} has no option {', '.join(repr(u) for u in unknown)}; valid options: {', '.join(valid)}"
         )

@@ -81,9 +81,15 @@ def make_nan(root):
     return "bad"
 
 
-CASES = {"size mismatch": make_mismatch, "unknown mask value": make_unknown_values,
-         "missing mask": make_missing_mask, "truncated file": make_corrupt, "empty folder": make_empty,
-         "wrong channel count": make_wrong_channels, "NaN intensities": make_nan}
+CASES = {
+    "size mismatch": make_mismatch,
+    "unknown mask value": make_unknown_values,
+    "missing mask": make_missing_mask,
+    "truncated file": make_corrupt,
+    "empty folder": make_empty,
+    "wrong channel count": make_wrong_channels,
+    "NaN intensities": make_nan,
+}
 
 
 @pytest.mark.parametrize("kind", list(CASES))
@@ -91,7 +97,9 @@ def test_bad_dataset_gives_one_line_naming_the_file(kind, tmp_path, capsys):
     data = tmp_path / "data"
     fragment = CASES[kind](data)
     out = tmp_path / "run"
-    code = main(["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--set", "data.size=[32,32]"])
+    code = main(
+        ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--set", "data.size=[32,32]"]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("medseg: error:"), err

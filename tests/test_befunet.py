@@ -15,8 +15,14 @@ from medseg.models.befunet.lcaf import LCAF, LocalCrossAttention, cross_attentio
 from medseg.models.befunet.pdc import PDC_MODES, PixelDifferenceConv2d, reparameterize_pdc
 from medseg.models.befunet.swin import SwinBlock, SwinTransformer, load_swin_weights, window_attention_mask
 
-TINY = dict(embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2), dlf_heads=(2, 2), decoder_channels=8,
-            img_size=64)
+TINY = dict(
+    embed_dim=8,
+    depths=(2, 2, 2, 2),
+    num_heads=(1, 1, 2, 2),
+    dlf_heads=(2, 2),
+    decoder_channels=8,
+    img_size=64,
+)
 
 
 def tiny_model(in_channels: int = 3, num_classes: int = 2, **kw):
@@ -251,10 +257,12 @@ def test_load_swin_weights(tmp_path):
     save_file(timm_state, str(tmp_path / "timm.safetensors"))
     gray = tiny_model(in_channels=1)
     load_swin_weights(gray.body, tmp_path / "timm.safetensors")
-    torch.testing.assert_close(gray.body.layers[0].downsample.reduction.weight,
-                               src.layers[0].downsample.reduction.weight)
-    torch.testing.assert_close(gray.body.patch_embed.proj.weight,
-                               src.patch_embed.proj.weight.sum(1, keepdim=True))
+    torch.testing.assert_close(
+        gray.body.layers[0].downsample.reduction.weight, src.layers[0].downsample.reduction.weight
+    )
+    torch.testing.assert_close(
+        gray.body.patch_embed.proj.weight, src.patch_embed.proj.weight.sum(1, keepdim=True)
+    )
     with pytest.raises(CheckpointError, match="not found"):
         load_swin_weights(model.body, tmp_path / "missing.pth")
     torch.save({"model": {"layers.0.blocks.0.attn.qkv.weight": torch.zeros(3, 3)}}, tmp_path / "bad.pth")

@@ -52,8 +52,10 @@ def test_parse_budget():
 
 
 def test_parse_models_and_losses():
-    assert parse_models("unet:base_width=8:depth=3, segnet") == [("unet", {"base_width": 8, "depth": 3}),
-                                                                 ("segnet", {})]
+    assert parse_models("unet:base_width=8:depth=3, segnet") == [
+        ("unet", {"base_width": 8, "depth": 3}),
+        ("segnet", {}),
+    ]
     assert parse_models({"unet": {"base_width": 4}}) == [("unet", {"base_width": 4})]
     with pytest.raises(ConfigError, match="unknown model 'unte'. Did you mean 'unet'"):
         parse_models("unte")
@@ -72,11 +74,17 @@ def test_plan_cells_and_overrides(tmp_path):
     assert cells[0] == Cell("unet", "dice", 0) and cells[0].name == "unet__dice__fold0"
     assert cells[3].name == "unet__dice-1+focal-0.5__fold1"
     assert len({c.name for c in cells}) == 8
-    plan = make_plan(models="unet:base_width=4", losses="dice", config=TINY_CONFIG, budget_s="2m", folds=3,
-                     overrides=["train.batch_size=2"])
+    plan = make_plan(
+        models="unet:base_width=4",
+        losses="dice",
+        config=TINY_CONFIG,
+        budget_s="2m",
+        folds=3,
+        overrides=["train.batch_size=2"],
+    )
     assert plan["auto_overrides"] == ["data.split.test_fraction=0.2"]  # phantoms have no test split
     ov = cell_overrides(Cell("unet", "dice", 1), plan, tmp_path / "c", "cpu")
-    assert "model.options={\"base_width\": 4}" in ov and "loss.name=dice" in ov
+    assert 'model.options={"base_width": 4}' in ov and "loss.name=dice" in ov
     assert "train.budget_minutes=2" in ov and "train.epochs=100000" in ov
     assert ov[-1] == "train.batch_size=2"  # the user's overrides win
     if plan["fold_method"] == "kfold":
@@ -88,32 +96,57 @@ def test_plan_cells_and_overrides(tmp_path):
 
 
 def _fake_cell(out: Path, name: str, model: str, loss: str, fold, dice: list[float], params: int) -> None:
-    records = [{"case": f"k{fold}_{i}", "class": "lesion", "dice": d, "iou": d / (2 - d), "hd95": 3.0, "assd": 1.0}
-               for i, d in enumerate(dice)]
-    info = {"model": model, "loss": loss, "fold": fold, "params": params, "gflops": 0.5, "epochs": 3,
-            "train_seconds": 10.0, "train_images_per_s": 20.0, "infer_images_per_s": 50.0 + params / 1e4,
-            "peak_memory_mb": 100.0}
-    history = [{"epoch": e, "train_loss": 1.0 / e, "val_dice": 0.5 + 0.1 * e, "epoch_seconds": 2.5} for e in (1, 2, 3)]
+    records = [
+        {"case": f"k{fold}_{i}", "class": "lesion", "dice": d, "iou": d / (2 - d), "hd95": 3.0, "assd": 1.0}
+        for i, d in enumerate(dice)
+    ]
+    info = {
+        "model": model,
+        "loss": loss,
+        "fold": fold,
+        "params": params,
+        "gflops": 0.5,
+        "epochs": 3,
+        "train_seconds": 10.0,
+        "train_images_per_s": 20.0,
+        "infer_images_per_s": 50.0 + params / 1e4,
+        "peak_memory_mb": 100.0,
+    }
+    history = [
+        {"epoch": e, "train_loss": 1.0 / e, "val_dice": 0.5 + 0.1 * e, "epoch_seconds": 2.5}
+        for e in (1, 2, 3)
+    ]
     path = out / "cells" / name / CELL_FILE
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"cell": name, "info": info, "history": history, "records": records}))
 
 
 def test_report_from_saved_cells_pools_folds(tmp_path):
-    plan = make_plan(models="unet,segnet", losses="dice", config=TINY_CONFIG, epochs=1, folds=2, profile=False)
+    plan = make_plan(
+        models="unet,segnet", losses="dice", config=TINY_CONFIG, epochs=1, folds=2, profile=False
+    )
     (tmp_path / STATE_FILE).write_text(json.dumps({"plan": plan, "cells": []}))
     good = [0.9, 0.85, 0.8, 0.88, 0.92, 0.87]
     for fold in (0, 1):
         _fake_cell(tmp_path, f"unet__dice__fold{fold}", "unet", "dice", fold, good, 1_000_000)
-        _fake_cell(tmp_path, f"segnet__dice__fold{fold}", "segnet", "dice", fold, [d - 0.1 for d in good], 2_000_000)
+        _fake_cell(
+            tmp_path, f"segnet__dice__fold{fold}", "segnet", "dice", fold, [d - 0.1 for d in good], 2_000_000
+        )
     rep = build_report(tmp_path)
     board = rep["board"]
     assert [r["cell"] for r in board["rows"]] == ["unet__dice", "segnet__dice"]
     assert board["rows"][0]["n_cases"] == 12  # both folds pooled, cases keyed by fold
     assert board["rows"][1]["p"] == pytest.approx(2 / 2**12)  # worse in all 12 paired cases
     assert board["rows"][1]["verdict"] == "worse"
-    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "leaderboard.html", "bars.png",
-                 "pareto.png", "curves.png"):
+    for name in (
+        "leaderboard.md",
+        "leaderboard.csv",
+        "leaderboard.json",
+        "leaderboard.html",
+        "bars.png",
+        "pareto.png",
+        "curves.png",
+    ):
         assert (tmp_path / name).stat().st_size > 0
     html = (tmp_path / "leaderboard.html").read_text()
     assert html.count("data:image/png;base64,") == 3  # self-contained: figures embedded
@@ -136,8 +169,12 @@ def test_killed_benchmark_resumes_without_redoing_cells(tmp_path):
         from medseg.benchmark.runner import run_benchmark
         run_benchmark({str(out)!r}, **{args!r})
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     first = out / "cells" / "unet__dice_ce" / CELL_FILE
     deadline = time.monotonic() + 600
     try:
@@ -175,7 +212,9 @@ def test_killed_benchmark_resumes_without_redoing_cells(tmp_path):
 
 
 def _tiny_args(**kw):
-    return dict(models="unet:base_width=4:depth=2", losses=LOSSES, config=TINY_CONFIG, epochs=1, profile=False, **kw)
+    return dict(
+        models="unet:base_width=4:depth=2", losses=LOSSES, config=TINY_CONFIG, epochs=1, profile=False, **kw
+    )
 
 
 @pytest.mark.slow
@@ -186,8 +225,12 @@ def test_process_pool_runs_cells_in_parallel(tmp_path):
     assert [c["status"] for c in state["cells"]] == ["done", "done"]
     # the cost columns can be measured afterwards (profile=False above): one profile per model
     assert update_costs(tmp_path / "pool") == 2
-    infos = [json.loads((tmp_path / "pool" / "cells" / n / CELL_FILE).read_text())["info"] for n in res["ran"]]
-    assert all(i["gflops"] > 0 and i["infer_images_per_s"] > 0 and i["peak_memory_mb"] is not None for i in infos)
+    infos = [
+        json.loads((tmp_path / "pool" / "cells" / n / CELL_FILE).read_text())["info"] for n in res["ran"]
+    ]
+    assert all(
+        i["gflops"] > 0 and i["infer_images_per_s"] > 0 and i["peak_memory_mb"] is not None for i in infos
+    )
     assert len(list((tmp_path / "pool" / "profiles").iterdir())) == 1
 
 
@@ -198,10 +241,19 @@ def test_ranks_share_the_cells_like_torchrun(tmp_path):
     script = f"from medseg.benchmark.runner import run_benchmark\nrun_benchmark({str(out)!r}, **{_tiny_args()!r})\n"
     procs = []
     for rank in (0, 1):
-        env = {**os.environ, "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533"}
-        procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE))
+        env = {
+            **os.environ,
+            "WORLD_SIZE": "2",
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": "29533",
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+        )
     for p in procs:
         _, err = p.communicate(timeout=900)
         assert p.returncode == 0, err.decode()[-2000:]

@@ -9,10 +9,16 @@ from medseg.models import build_model
 
 
 def _state(name="unet", opts=None, classes=2):
-    return {"model_name": name, "model_options": opts or {"depth": 2, "base_width": 4},
-            "in_channels": 3, "num_classes": classes, "out_channels": 1 if classes == 2 else classes,
-            "task_mode": "binary" if classes == 2 else "multiclass", "class_names": ["bg", "fg"],
-            "config": {}}
+    return {
+        "model_name": name,
+        "model_options": opts or {"depth": 2, "base_width": 4},
+        "in_channels": 3,
+        "num_classes": classes,
+        "out_channels": 1 if classes == 2 else classes,
+        "task_mode": "binary" if classes == 2 else "multiclass",
+        "class_names": ["bg", "fg"],
+        "config": {},
+    }
 
 
 def _model(classes=1):
@@ -25,8 +31,9 @@ def test_roundtrip_model_optimizer_rng(tmp_path):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model(torch.randn(2, 3, 16, 16)).mean().backward()
     opt.step()
-    path = ckpt.save_checkpoint(tmp_path / "last.safetensors", model, {**_state(), "epoch": 3}, optimizer=opt,
-                                rng=True)
+    path = ckpt.save_checkpoint(
+        tmp_path / "last.safetensors", model, {**_state(), "epoch": 3}, optimizer=opt, rng=True
+    )
     expected_next = torch.rand(3)  # RNG continues from the saved state
     model2 = _model()
     for p in model2.parameters():

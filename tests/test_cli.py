@@ -12,15 +12,37 @@ from PIL import Image
 from medseg.cli import main, parse_budget
 from medseg.errors import MedsegError
 
-TINY = ["--set", "data.format=synthetic", "--set", "data.synthetic.n=16", "--set", "data.synthetic.size=32",
-        "--set", "data.size=[32,32]", "--set", "data.split.val_fraction=0.25",
-        "--set", "data.split.test_fraction=0.25", "--set", "model.options={depth: 2, base_width: 4}",
-        "--set", "train.log_tensorboard=false", "--set", "eval.overlays=2", "--set", "train.batch_size=4"]
+TINY = [
+    "--set",
+    "data.format=synthetic",
+    "--set",
+    "data.synthetic.n=16",
+    "--set",
+    "data.synthetic.size=32",
+    "--set",
+    "data.size=[32,32]",
+    "--set",
+    "data.split.val_fraction=0.25",
+    "--set",
+    "data.split.test_fraction=0.25",
+    "--set",
+    "model.options={depth: 2, base_width: 4}",
+    "--set",
+    "train.log_tensorboard=false",
+    "--set",
+    "eval.overlays=2",
+    "--set",
+    "train.batch_size=4",
+]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "medseg.cli", *args], capture_output=True, text=True,
-                          env={**__import__("os").environ, "MEDSEG_NO_PROGRESS": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "medseg.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "MEDSEG_NO_PROGRESS": "1"},
+    )
 
 
 def test_help_lists_every_command():
@@ -45,12 +67,15 @@ def test_budget_parsing():
         parse_budget("soon")
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["train", "--set", "train.epochs=0"], "train.epochs"),
-    (["train", "--model", "unett"], "Did you mean 'unet'"),
-    (["evaluate", "missing.safetensors"], "missing.safetensors"),
-    (["train", "--set", "model.options={bogus: 1}", "--set", "data.format=synthetic"], "bogus"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["train", "--set", "train.epochs=0"], "train.epochs"),
+        (["train", "--model", "unett"], "Did you mean 'unet'"),
+        (["evaluate", "missing.safetensors"], "missing.safetensors"),
+        (["train", "--set", "model.options={bogus: 1}", "--set", "data.format=synthetic"], "bogus"),
+    ],
+)
 def test_errors_are_one_line_without_traceback(args, fragment, tmp_path):
     proc = run_cli(*args, *([] if args[0] != "train" else ["--out", str(tmp_path / "o")]))
     assert proc.returncode == 2
@@ -102,8 +127,13 @@ def test_evaluate_refuses_wrong_channel_count(tmp_path):
     (grey / "masks").mkdir()
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(grey / "images" / "g.png")
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(grey / "masks" / "g.png")
-    proc = run_cli("predict", str(out / "checkpoints" / "best.safetensors"), str(grey / "images"),
-                   "--out", str(tmp_path / "p"))
+    proc = run_cli(
+        "predict",
+        str(out / "checkpoints" / "best.safetensors"),
+        str(grey / "images"),
+        "--out",
+        str(tmp_path / "p"),
+    )
     assert proc.returncode == 2 and "channels" in proc.stderr, proc.stderr
 
 

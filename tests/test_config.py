@@ -5,8 +5,17 @@ from medseg.errors import ConfigError
 
 
 def test_defaults_and_overrides():
-    cfg = load_config(None, ["train.epochs=3", "data.format=synthetic", "data.size=[64,48]", "model.options={base_width: 8}",
-                             "optim.lr=0.01", "loss.name=dice:1+focal:0.5"])
+    cfg = load_config(
+        None,
+        [
+            "train.epochs=3",
+            "data.format=synthetic",
+            "data.size=[64,48]",
+            "model.options={base_width: 8}",
+            "optim.lr=0.01",
+            "loss.name=dice:1+focal:0.5",
+        ],
+    )
     assert cfg.train.epochs == 3
     assert tuple(cfg.data.size) == (64, 48)
     assert cfg.model.options == {"base_width": 8}
@@ -20,14 +29,17 @@ def test_yaml_file(tmp_path):
     assert load_config(p).train.epochs == 2
 
 
-@pytest.mark.parametrize("override, fragment", [
-    (["train.epochs=0"], "train.epochs"),
-    (["train.epoch=3"], "train.epoch: unknown key"),
-    (["optim.name=adam"], "optim.name"),
-    (["bogus=1"], "bogus: unknown key"),
-    (["optim.momentum=1.5"], "optim.momentum"),
-    (["train.device=gpu"], "train.device"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        (["train.epochs=0"], "train.epochs"),
+        (["train.epoch=3"], "train.epoch: unknown key"),
+        (["optim.name=adam"], "optim.name"),
+        (["bogus=1"], "bogus: unknown key"),
+        (["optim.momentum=1.5"], "optim.momentum"),
+        (["train.device=gpu"], "train.device"),
+    ],
+)
 def test_bad_values_are_rejected_with_the_key(override, fragment):
     with pytest.raises(ConfigError) as err:
         load_config(None, override)

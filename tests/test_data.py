@@ -26,7 +26,7 @@ def _img(rng, h, w, c):
 
 def _mask(rng, h, w, values=(0, 255)):
     m = np.zeros((h, w), np.uint8)
-    m[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = values[1]
+    m[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = values[1]
     m[: h // 8, : w // 8] = values[-1]
     return m
 
@@ -57,6 +57,7 @@ def cfg_for(root, **kw):
 
 
 # --------------------------------------------------------------------------- folder formats
+
 
 @pytest.mark.parametrize("ext,c", [("png", 3), ("png", 1), ("jpg", 3), ("bmp", 3), ("tif", 3), ("tif", 1)])
 def test_folder_formats(tmp_path, ext, c):
@@ -99,14 +100,16 @@ def test_mask_mapping_and_ignore(tmp_path):
     make_folder(tmp_path, n=3, mask_values=(0, 128, 255))
     with pytest.raises(DataError, match=r"c0\.png.*mask_values"):
         build_data(cfg_for(tmp_path), NOAUG, seed=0)
-    data = build_data(cfg_for(tmp_path, mask_values={0: 0, 128: 1, 255: 2}, split={"val_fraction": 0.4}),
-                      NOAUG, seed=0)
+    data = build_data(
+        cfg_for(tmp_path, mask_values={0: 0, 128: 1, 255: 2}, split={"val_fraction": 0.4}), NOAUG, seed=0
+    )
     assert data.num_classes == 3 and data.class_names == ["background", "class1", "class2"]
     m = data.val[0]["mask"].numpy()
     assert m[0, 0] == 2 and m[10, 12] == 1 and m[19, 23] == 0
     # class 255 = ignored: roi is False there and the mask holds a valid class
-    data = build_data(cfg_for(tmp_path, mask_values={0: 0, 128: 1, 255: 255}, split={"val_fraction": 0.4}),
-                      NOAUG, seed=0)
+    data = build_data(
+        cfg_for(tmp_path, mask_values={0: 0, 128: 1, 255: 255}, split={"val_fraction": 0.4}), NOAUG, seed=0
+    )
     case = data.val[0]
     assert data.num_classes == 2
     assert not case["roi"][0, 0] and case["roi"][10, 12] and case["mask"][0, 0] == 0
@@ -158,7 +161,9 @@ def test_seeded_split_is_group_aware_and_deterministic(tmp_path):
     assert len(groups["val"]) == 2 and len(groups["test"]) == 2 and len(groups["train"]) == 6
     assert not (groups["train"] & groups["val"]) and not (groups["train"] & groups["test"])
     assert sum(len(v) for v in a.splits.values()) == 30
-    c = build_data(cfg_for(tmp_path, split={"val_fraction": 0.2, "test_fraction": 0.2, "seed": 4}), NOAUG, seed=0)
+    c = build_data(
+        cfg_for(tmp_path, split={"val_fraction": 0.2, "test_fraction": 0.2, "seed": 4}), NOAUG, seed=0
+    )
     assert c.splits != a.splits
 
 
@@ -194,6 +199,7 @@ def test_channel_conversion_and_mixed_channels(tmp_path):
 
 # --------------------------------------------------------------------------- bad input
 
+
 def _expect(tmp_path, match, **kw):
     with pytest.raises(DataError, match=match) as e:
         build_data(cfg_for(tmp_path, **kw), NOAUG, seed=0)
@@ -213,7 +219,9 @@ def test_bad_mask_values_outside_mapping(tmp_path):
     m = _mask(np.random.default_rng(0), 20, 24)
     m[5, 5] = 7
     Image.fromarray(m).save(tmp_path / "masks" / "c1.png")
-    _expect(tmp_path, r"masks/c1\.png: mask values \[7\] are not in the class mapping", mask_values={0: 0, 255: 1})
+    _expect(
+        tmp_path, r"masks/c1\.png: mask values \[7\] are not in the class mapping", mask_values={0: 0, 255: 1}
+    )
     _expect(tmp_path, r"mask values .*7.* have no default class mapping")
 
 
@@ -291,6 +299,7 @@ def test_config_rejects_unknown_and_inconsistent_keys():
 
 # --------------------------------------------------------------------------- HDF5 / npz
 
+
 def _acdc_like(root, rng):
     (root / "slices").mkdir(parents=True)
     (root / "volumes").mkdir()
@@ -311,8 +320,9 @@ def _acdc_like(root, rng):
 
 def test_h5_slices_and_volumes(tmp_path):
     vols = _acdc_like(tmp_path, np.random.default_rng(0))
-    (tmp_path / "train.txt").write_text("\n".join(f"patient{p}_frame01_slice_{z}" for p in (0, 1, 2)
-                                                  for z in range(3 + p)) + "\n")
+    (tmp_path / "train.txt").write_text(
+        "\n".join(f"patient{p}_frame01_slice_{z}" for p in (0, 1, 2) for z in range(3 + p)) + "\n"
+    )
     (tmp_path / "test.txt").write_text("patient3_frame01\n")
     data = build_data(cfg_for(tmp_path, normalize="none", split={"val_fraction": 0.34}), NOAUG, seed=0)
     assert data.num_classes == 4 and data.in_channels == 1 and data.volumetric
@@ -347,8 +357,11 @@ def test_synapse_npz_and_test_vol_h5(tmp_path):
     for c in range(2):
         for z in range(3):
             name = f"case000{c}_slice00{z}"
-            np.savez(tmp_path / "train_npz" / f"{name}.npz", image=rng.random((16, 16)).astype(np.float32),
-                     label=rng.integers(0, 9, (16, 16)).astype(np.float32))
+            np.savez(
+                tmp_path / "train_npz" / f"{name}.npz",
+                image=rng.random((16, 16)).astype(np.float32),
+                label=rng.integers(0, 9, (16, 16)).astype(np.float32),
+            )
             names.append(name)
     lab = rng.integers(0, 9, (4, 16, 16)).astype(np.float32)
     with h5py.File(tmp_path / "test_vol_h5" / "case0008.npy.h5", "w") as f:
@@ -362,6 +375,7 @@ def test_synapse_npz_and_test_vol_h5(tmp_path):
 
 
 # --------------------------------------------------------------------------- NIfTI
+
 
 def _nifti_case(root, cid, rng, shape=(12, 10, 5), zooms=(0.8, 0.9, 2.5), channels=None):
     (root / "imagesTr").mkdir(parents=True, exist_ok=True)
@@ -425,6 +439,7 @@ def test_nifti_truncated(tmp_path):
 
 # --------------------------------------------------------------------------- open_cases, synthetic, targets
 
+
 def test_open_cases_without_masks(tmp_path):
     make_folder(tmp_path, n=3)
     flat = tmp_path / "images"
@@ -441,8 +456,10 @@ def test_open_cases_without_masks(tmp_path):
 
 
 def test_synthetic_format_builds():
-    data = build_data(DataConfig(format="synthetic", size=(32, 32), synthetic={"kind": "multiclass", "n": 6,
-                                                                                "size": 32}), seed=0)
+    data = build_data(
+        DataConfig(format="synthetic", size=(32, 32), synthetic={"kind": "multiclass", "n": 6, "size": 32}),
+        seed=0,
+    )
     assert data.num_classes == 4 and data.in_channels == 1 and len(data.train) + len(data.val) == 6
     assert data.class_names == ["background", "organ", "ring", "core"]
 
@@ -456,8 +473,13 @@ def test_extra_targets_use_the_augmented_mask(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "medseg.data.edges", fake)
     monkeypatch.setattr(medseg.data, "edges", fake, raising=False)
     make_folder(tmp_path, n=3)
-    data = build_data(cfg_for(tmp_path), AugmentConfig(affine=1.0, hflip=0.5), seed=0,
-                      extra_targets=("weight_map", "edge"), target_options={"weight_map": {"w0": 3.0}})
+    data = build_data(
+        cfg_for(tmp_path),
+        AugmentConfig(affine=1.0, hflip=0.5),
+        seed=0,
+        extra_targets=("weight_map", "edge"),
+        target_options={"weight_map": {"w0": 3.0}},
+    )
     s = data.train[1]
     m = torch.where(s["roi"], s["mask"], 0).float()
     assert torch.equal(s["weight_map"], 3.0 * m) and torch.equal(s["edge"], m)
@@ -504,7 +526,9 @@ def test_ssl4mis_layout_with_list_files(tmp_path):
     vols = _acdc_like(tmp_path / "tmp", np.random.default_rng(4))
     (tmp_path / "tmp" / "slices").rename(tmp_path / "tmp" / "volumes" / "slices")
     (tmp_path / "tmp" / "volumes").rename(tmp_path / "data")
-    (tmp_path / "train_slices.list").write_text("\n".join(f"patient0_frame01_slice_{z}" for z in range(3)) + "\n")
+    (tmp_path / "train_slices.list").write_text(
+        "\n".join(f"patient0_frame01_slice_{z}" for z in range(3)) + "\n"
+    )
     (tmp_path / "val.list").write_text("patient1_frame01\n")
     (tmp_path / "test.list").write_text("patient2_frame01\npatient3_frame01\n")
     data = build_data(cfg_for(tmp_path), NOAUG, seed=0)

@@ -28,7 +28,9 @@ def _fresh_size(model: nn.Module, result: dict) -> tuple[int, int]:
         return tuple(result["sizes"][0])
     if callable(getattr(model, "valid_input_size", None)):
         h, w = result["sizes"][-1]
-        return model.valid_input_size(model.output_size(h) + 3), model.valid_input_size(model.output_size(w) + 1)
+        return model.valid_input_size(model.output_size(h) + 3), model.valid_input_size(
+            model.output_size(w) + 1
+        )
     m = int(getattr(model, "input_multiple", 1) or 1)
     h, w = result["sizes"][-1]
     return h + 2 * m, w + m
@@ -115,8 +117,11 @@ def test_export_checkpoint_round_trip(tmp_path):
 
     opts = tiny_options("unet")
     model = build_model("unet", 3, 1, **opts)
-    ckpt = save_checkpoint(tmp_path / "best.safetensors", model, {
-        "model_name": "unet", "model_options": opts, "in_channels": 3, "num_classes": 2, "out_channels": 1})
+    ckpt = save_checkpoint(
+        tmp_path / "best.safetensors",
+        model,
+        {"model_name": "unet", "model_options": opts, "in_channels": 3, "num_classes": 2, "out_channels": 1},
+    )
     result = export_checkpoint(ckpt, format="onnx")
     assert result["path"] == str(tmp_path / "best.onnx") and result["passed"]
     meta = {p.key: p.value for p in onnx.load(result["path"]).metadata_props}

@@ -60,10 +60,14 @@ def test_fingerprint_nifti_spacing_and_depth(tmp_path):
     rng = np.random.default_rng(0)
     for k, (depth, zooms) in enumerate([(4, (0.7, 0.7, 3.0)), (6, (0.8, 0.8, 2.0))]):
         aff = np.diag([*zooms, 1.0])
-        nib.save(nib.Nifti1Image(rng.random((10, 8, depth)).astype(np.float32), aff),
-                 str(tmp_path / "imagesTr" / f"c{k}.nii.gz"))
-        nib.save(nib.Nifti1Image(rng.integers(0, 2, (10, 8, depth)).astype(np.uint8), aff),
-                 str(tmp_path / "labelsTr" / f"c{k}.nii.gz"))
+        nib.save(
+            nib.Nifti1Image(rng.random((10, 8, depth)).astype(np.float32), aff),
+            str(tmp_path / "imagesTr" / f"c{k}.nii.gz"),
+        )
+        nib.save(
+            nib.Nifti1Image(rng.integers(0, 2, (10, 8, depth)).astype(np.uint8), aff),
+            str(tmp_path / "labelsTr" / f"c{k}.nii.gz"),
+        )
     fp = fingerprint(tmp_path)
     assert fp["format"] == "nifti" and fp["num_volumes"] == 2 and fp["num_slices"] == 10
     assert fp["size"]["depth"] == {"min": 4, "median": 5, "max": 6}
@@ -74,4 +78,6 @@ def test_fingerprint_nifti_spacing_and_depth(tmp_path):
 
 def test_fingerprint_of_synthetic_config():
     fp = fingerprint(DataConfig(format="synthetic", synthetic={"kind": "binary", "n": 5, "size": 24}))
-    assert fp["num_cases"] == 5 and fp["class_names"] == ["background", "lesion"] and fp["channels"] == {"3": 5}
+    assert (
+        fp["num_cases"] == 5 and fp["class_names"] == ["background", "lesion"] and fp["channels"] == {"3": 5}
+    )

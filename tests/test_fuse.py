@@ -43,11 +43,15 @@ NO_BATCHNORM = {"befunet", "befunet_small", "deeplabv1", "fcn8s", "fcn16s", "fcn
 # further configurations with other backbones / blocks
 EXTRA = {
     "fcn8s-vgg16_bn": ("fcn8s", dict(backbone="vgg16_bn", width_mult=0.125, fc_width=32)),
-    "fcn32s-resnet-os8-head": ("fcn32s", dict(backbone="resnet50", width_mult=0.0625, output_stride=8,
-                                              head_conv=16)),
+    "fcn32s-resnet-os8-head": (
+        "fcn32s",
+        dict(backbone="resnet50", width_mult=0.0625, output_stride=8, head_conv=16),
+    ),
     "v3plus-mobilenetv2": ("deeplabv3plus", dict(backbone="mobilenetv2", width_mult=0.25)),
-    "pspnet-layer2": ("pspnet", dict(backbone="resnet50", width_mult=0.0625, feature_layer="layer2",
-                                     head_kernel=1)),
+    "pspnet-layer2": (
+        "pspnet",
+        dict(backbone="resnet50", width_mult=0.0625, feature_layer="layer2", head_kernel=1),
+    ),
     "unet_resnet-resnet50": ("unet_resnet", dict(backbone="resnet50", width_mult=0.0625)),
 }
 CASES = {name: (name, tiny_options(name)) for name in list_models()} | EXTRA
@@ -113,8 +117,12 @@ def test_folding_equals_the_batchnorm_formula():
     x = torch.randn(2, 3, 9, 7)
     with torch.no_grad():
         y = conv(x)
-        ref = torch.relu((y - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var[:, None, None] + bn.eps)
-                         * bn.weight[:, None, None] + bn.bias[:, None, None])
+        ref = torch.relu(
+            (y - bn.running_mean[:, None, None])
+            / torch.sqrt(bn.running_var[:, None, None] + bn.eps)
+            * bn.weight[:, None, None]
+            + bn.bias[:, None, None]
+        )
         out = fuse_conv_bn(block)(x)
     assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5)
 

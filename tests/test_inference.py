@@ -33,9 +33,16 @@ class Padded(SegmentationModel):
     def __init__(self) -> None:
         super().__init__()
         self.in_channels, self.num_classes, self.input_multiple = 2, 3, 4
-        self.net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                 nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                 nn.Upsample(scale_factor=4), nn.Conv2d(4, 3, 3, padding=1))
+        self.net = nn.Sequential(
+            nn.Conv2d(2, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(4, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Upsample(scale_factor=4),
+            nn.Conv2d(4, 3, 3, padding=1),
+        )
 
     def forward(self, x):
         self.check_input(x)
@@ -91,8 +98,13 @@ def test_tta_averages_the_flipped_predictions():
     model = Padded().eval()  # not flip-equivariant
     x = torch.randn(1, 2, 16, 20)
     with torch.no_grad():
-        manual = sum(torch.softmax(model(x.flip(d)), 1).flip(d) if d else torch.softmax(model(x), 1)
-                     for d in ((), (-1,), (-2,), (-2, -1))) / 4
+        manual = (
+            sum(
+                torch.softmax(model(x.flip(d)), 1).flip(d) if d else torch.softmax(model(x), 1)
+                for d in ((), (-1,), (-2,), (-2, -1))
+            )
+            / 4
+        )
     out = predict_proba(model, x, tta=True)
     assert torch.allclose(out, manual, atol=1e-6)
     assert not torch.allclose(out, predict_proba(model, x), atol=1e-4)

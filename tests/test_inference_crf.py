@@ -13,10 +13,10 @@ def _image(h=20, w=24, seed=0):
     rng = np.random.default_rng(seed)
     img = np.zeros((h, w, 3), np.uint8)
     img[:, : w // 2] = (40, 60, 80)
-    img[:, w // 2:] = (200, 170, 120)
+    img[:, w // 2 :] = (200, 170, 120)
     img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
     truth = np.zeros((h, w), int)
-    truth[:, w // 2:] = 1
+    truth[:, w // 2 :] = 1
     return img, truth
 
 
@@ -72,8 +72,9 @@ def test_mean_field_matches_exact_reference():
     rng = np.random.default_rng(2)
     p1 = np.clip(0.5 + 0.25 * (2 * truth - 1) + rng.normal(0, 0.3, truth.shape), 0.02, 0.98)
     p = np.stack([1 - p1, p1])
-    params = dict(sxy_gaussian=3.0, compat_gaussian=3.0, sxy_bilateral=8.0, srgb_bilateral=13.0,
-                  compat_bilateral=5.0)
+    params = dict(
+        sxy_gaussian=3.0, compat_gaussian=3.0, sxy_bilateral=8.0, srgb_bilateral=13.0, compat_bilateral=5.0
+    )
     ours = dense_crf(img, p, 5, **params)
     ref = _mean_field_exact(img, p, 5, 3.0, 3.0, 8.0, 13.0, 5.0)
     assert np.abs(ours - ref).mean() < 0.02

@@ -89,8 +89,11 @@ def test_competition_ranks():
 
 
 def test_mean_case_rank_hand_worked():
-    scores = {"A": {(0, "1"): 0.9, (0, "2"): 0.5}, "B": {(0, "1"): 0.8, (0, "2"): 0.7},
-              "C": {(0, "1"): 0.8, (0, "2"): 0.6}}
+    scores = {
+        "A": {(0, "1"): 0.9, (0, "2"): 0.5},
+        "B": {(0, "1"): 0.8, (0, "2"): 0.7},
+        "C": {(0, "1"): 0.8, (0, "2"): 0.6},
+    }
     # case 1: A 1, B 2.5, C 2.5; case 2: A 3, B 1, C 2
     assert mean_case_rank(scores) == pytest.approx({"A": 2.0, "B": 1.75, "C": 2.25})
     # distances: lower is better, so the order flips
@@ -115,16 +118,29 @@ def test_bootstrap_ci():
 
 
 def _records(cell, values, cls="lesion", hd=None):
-    return [{"cell": cell, "fold": None, "case": f"c{i:02d}", "class": cls, "dice": v, "iou": v / (2 - v),
-             "hd95": (hd[i] if hd is not None else 10 * (1 - v)), "assd": 1.0} for i, v in enumerate(values)]
+    return [
+        {
+            "cell": cell,
+            "fold": None,
+            "case": f"c{i:02d}",
+            "class": cls,
+            "dice": v,
+            "iou": v / (2 - v),
+            "hd95": (hd[i] if hd is not None else 10 * (1 - v)),
+            "assd": 1.0,
+        }
+        for i, v in enumerate(values)
+    ]
 
 
 def test_case_scores_average_classes_and_skip_nan():
-    recs = [{"cell": "A", "fold": 0, "case": "x", "class": "rv", "dice": 0.6},
-            {"cell": "A", "fold": 0, "case": "x", "class": "lv", "dice": 0.8},
-            {"cell": "A", "fold": 0, "case": "y", "class": "rv", "dice": math.nan},
-            {"cell": "A", "fold": 0, "case": "y", "class": "lv", "dice": 0.5},
-            {"cell": "A", "fold": 0, "case": "z", "class": "rv", "dice": None}]
+    recs = [
+        {"cell": "A", "fold": 0, "case": "x", "class": "rv", "dice": 0.6},
+        {"cell": "A", "fold": 0, "case": "x", "class": "lv", "dice": 0.8},
+        {"cell": "A", "fold": 0, "case": "y", "class": "rv", "dice": math.nan},
+        {"cell": "A", "fold": 0, "case": "y", "class": "lv", "dice": 0.5},
+        {"cell": "A", "fold": 0, "case": "z", "class": "rv", "dice": None},
+    ]
     s = case_scores(recs, "dice")["A"]
     assert s[(0, "x")] == pytest.approx(0.7)
     assert s[(0, "y")] == pytest.approx(0.5)
@@ -136,8 +152,11 @@ def test_leaderboard_ranks_and_statistics():
     rng = np.random.default_rng(0)
     base = rng.uniform(0.6, 0.85, 12)
     jitter = np.array([1, -1] * 6) * rng.uniform(0.0005, 0.002, 12)
-    recs = (_records("unet__dice", base + 0.1) + _records("fcn__dice", base + 0.1 + jitter)
-            + _records("segnet__dice", base))
+    recs = (
+        _records("unet__dice", base + 0.1)
+        + _records("fcn__dice", base + 0.1 + jitter)
+        + _records("segnet__dice", base)
+    )
     info = {"unet__dice": {"params": 1.5e6, "infer_images_per_s": 40.0}}
     board = build_leaderboard(recs, info, n_boot=500)
     rows = {r["cell"]: r for r in board["rows"]}
@@ -169,7 +188,9 @@ def test_leaderboard_ranks_and_statistics():
 
 
 def test_leaderboard_distance_primary_lower_is_better():
-    recs = (_records("a__l", [0.8] * 6, hd=[1, 2, 1, 2, 1, 2]) + _records("b__l", [0.8] * 6, hd=[5, 6, 5, 6, 5, 7]))
+    recs = _records("a__l", [0.8] * 6, hd=[1, 2, 1, 2, 1, 2]) + _records(
+        "b__l", [0.8] * 6, hd=[5, 6, 5, 6, 5, 7]
+    )
     board = build_leaderboard(recs, primary="hd95", n_boot=200)
     assert board["best"] == "a__l"
     assert board["rows"][1]["median_diff"] > 0  # b's distances are larger

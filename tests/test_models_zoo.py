@@ -104,13 +104,20 @@ def test_backbone_parameter_counts_match_torchvision():
 
     expected = {  # torchvision totals: resnet18 11,689,512 (fc 513,000), resnet50 25,557,032 (fc 2,049,000),
         # resnet101 44,549,160, vgg16 138,357,544 (classifier 123,642,856), mobilenet_v2 3,504,872 (1,281,000)
-        "resnet18": 11_689_512 - 513_000, "resnet50": 25_557_032 - 2_049_000,
-        "resnet101": 44_549_160 - 2_049_000, "vgg16": 138_357_544 - 123_642_856,
+        "resnet18": 11_689_512 - 513_000,
+        "resnet50": 25_557_032 - 2_049_000,
+        "resnet101": 44_549_160 - 2_049_000,
+        "vgg16": 138_357_544 - 123_642_856,
         "mobilenetv2": 3_504_872 - 1_281_000,
     }
     with torch.device("meta"):
-        nets = {"resnet18": ResNet("resnet18"), "resnet50": ResNet("resnet50"),
-                "resnet101": ResNet("resnet101"), "vgg16": VGG16(), "mobilenetv2": MobileNetV2()}
+        nets = {
+            "resnet18": ResNet("resnet18"),
+            "resnet50": ResNet("resnet50"),
+            "resnet101": ResNet("resnet101"),
+            "vgg16": VGG16(),
+            "mobilenetv2": MobileNetV2(),
+        }
     for name, net in nets.items():
         assert count_parameters(net) == expected[name], name
 

@@ -28,8 +28,9 @@ def test_linear_stack_flops_scale_with_batch():
 
 
 def test_profile_model_fields_and_model_untouched():
-    res = profile_model("unet", size=(32, 32), batch=2, options={"depth": 2, "base_width": 4}, steps=2, warmup=1,
-                        device="cpu")
+    res = profile_model(
+        "unet", size=(32, 32), batch=2, options={"depth": 2, "base_width": 4}, steps=2, warmup=1, device="cpu"
+    )
     model = build_model("unet", 3, 2, depth=2, base_width=4)
     assert res["params"] == count_parameters(model)
     assert res["gflops_per_image"] == pytest.approx(count_flops(model, torch.randn(1, 3, 32, 32)) / 1e9)
@@ -66,11 +67,35 @@ def test_profile_runs_as_shipped_and_leaves_the_model_as_it_was():
     assert res["memory_format"] == "channels_last" and res["fused"] is True  # UNet prefers channels_last
     assert all(p.is_contiguous() for p in model.parameters())  # caller's layout restored
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > 0  # fused a copy, not the model
-    res = profile_module(model, size=(32, 32), batch=2, steps=1, warmup=0, device="cpu", train=False,
-                         memory_format="contiguous", fuse=False)
+    res = profile_module(
+        model,
+        size=(32, 32),
+        batch=2,
+        steps=1,
+        warmup=0,
+        device="cpu",
+        train=False,
+        memory_format="contiguous",
+        fuse=False,
+    )
     assert res["memory_format"] == "contiguous" and res["fused"] is False
-    bef = build_model("befunet_small", 3, 2, embed_dim=24, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8),
-                      window_size=4, lcaf_window=4, img_size=128, decoder_channels=16, edge_blocks=1,
-                      dlf_depths=(1, 1))
-    assert profile_module(bef, size=(128, 128), batch=1, steps=1, warmup=0, device="cpu",
-                          train=False)["memory_format"] == "contiguous"
+    bef = build_model(
+        "befunet_small",
+        3,
+        2,
+        embed_dim=24,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 2, 4, 8),
+        window_size=4,
+        lcaf_window=4,
+        img_size=128,
+        decoder_channels=16,
+        edge_blocks=1,
+        dlf_depths=(1, 1),
+    )
+    assert (
+        profile_module(bef, size=(128, 128), batch=1, steps=1, warmup=0, device="cpu", train=False)[
+            "memory_format"
+        ]
+        == "contiguous"
+    )

@@ -19,10 +19,17 @@ from medseg.engine.checkpoint import read_checkpoint
 from medseg.engine.trainer import EpochSampler, lr_factor, train
 
 TINY = [
-    "data.format=synthetic", "data.synthetic.n=24", "data.synthetic.size=32", "data.size=[32,32]",
-    "data.split.val_fraction=0.25", "data.split.test_fraction=0.0",
-    "model.options={depth: 2, base_width: 4}", "train.batch_size=4", "train.seed=3",
-    "train.log_tensorboard=false", "optim.lr=0.01",
+    "data.format=synthetic",
+    "data.synthetic.n=24",
+    "data.synthetic.size=32",
+    "data.size=[32,32]",
+    "data.split.val_fraction=0.25",
+    "data.split.test_fraction=0.0",
+    "model.options={depth: 2, base_width: 4}",
+    "train.batch_size=4",
+    "train.seed=3",
+    "train.log_tensorboard=false",
+    "optim.lr=0.01",
 ]
 
 
@@ -84,8 +91,9 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
 
 
 def test_budget_stops_training_and_decays_the_schedule(tmp_path):
-    cfg = load_config(None, TINY + ["train.epochs=1000", "train.budget_minutes=0.05",
-                                    f"output_dir={tmp_path}"])
+    cfg = load_config(
+        None, TINY + ["train.epochs=1000", "train.budget_minutes=0.05", f"output_dir={tmp_path}"]
+    )
     result = train(cfg)
     assert result["stop_reason"] == "budget"
     rows = _log(tmp_path)
@@ -101,8 +109,9 @@ def test_sigkill_mid_training_then_resume(tmp_path):
         args += ["--set", item]
     env = {**os.environ, "MEDSEG_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
     subprocess.run(args + ["--out", str(tmp_path / "ref")], check=True, env=env, capture_output=True)
-    proc = subprocess.Popen(args + ["--out", str(tmp_path / "run")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        args + ["--out", str(tmp_path / "run")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     log = tmp_path / "run" / "log.csv"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -118,7 +127,9 @@ def test_sigkill_mid_training_then_resume(tmp_path):
     # no temp files left behind by the kill, and the checkpoint is readable
     leftovers = [p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.endswith(".tmp")]
     read_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors")
-    subprocess.run(args + ["--out", str(tmp_path / "run"), "--resume"], check=True, env=env, capture_output=True)
+    subprocess.run(
+        args + ["--out", str(tmp_path / "run"), "--resume"], check=True, env=env, capture_output=True
+    )
     ref = [float(r["train_loss"]) for r in _log(tmp_path / "ref")]
     got = [float(r["train_loss"]) for r in _log(tmp_path / "run")]
     assert got == pytest.approx(ref, rel=1e-6, abs=1e-7)
@@ -154,9 +165,19 @@ def test_lr_schedules():
 
 
 def test_sgd_nesterov_and_bf16_autocast(tmp_path):
-    cfg = load_config(None, TINY + ["train.epochs=1", "optim.name=sgd", "optim.momentum=0.99",
-                                    "optim.lr=0.001", "train.amp=bf16", "train.grad_clip=1.0",
-                                    f"output_dir={tmp_path}"])
+    cfg = load_config(
+        None,
+        TINY
+        + [
+            "train.epochs=1",
+            "optim.name=sgd",
+            "optim.momentum=0.99",
+            "optim.lr=0.001",
+            "train.amp=bf16",
+            "train.grad_clip=1.0",
+            f"output_dir={tmp_path}",
+        ],
+    )
     train(cfg)
     assert math.isfinite(float(_log(tmp_path)[0]["train_loss"]))
 
@@ -164,12 +185,28 @@ def test_sgd_nesterov_and_bf16_autocast(tmp_path):
 def test_ddp_two_processes_match_single_process(tmp_path):
     """torchrun with 2 gloo processes sees the same batches as one process with twice the
     batch: with per-sample normalisation and a pixel-mean loss the runs agree."""
-    common = TINY + ["model.options={depth: 2, base_width: 4, norm: group}", "loss.name=ce",
-                     "augment.enabled=false", "train.epochs=2", "train.steps_per_epoch=2", "data.synthetic.n=24"]
+    common = TINY + [
+        "model.options={depth: 2, base_width: 4, norm: group}",
+        "loss.name=ce",
+        "augment.enabled=false",
+        "train.epochs=2",
+        "train.steps_per_epoch=2",
+        "data.synthetic.n=24",
+    ]
     single = load_config(None, common + ["train.batch_size=4", f"output_dir={tmp_path / 'one'}"])
     train(single)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "medseg.cli", "train", "--out", str(tmp_path / "two")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "medseg.cli",
+        "train",
+        "--out",
+        str(tmp_path / "two"),
+    ]
     for item in common + ["train.batch_size=2"]:
         cmd += ["--set", item]
     env = {**os.environ, "MEDSEG_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
@@ -189,10 +226,21 @@ def test_ph2_train_then_evaluate_beats_background(tmp_path, data_root):
     """U-Net on real PH2 images (small, fast), evaluated on held-out images."""
     from medseg.engine.evaluator import evaluate_checkpoint
 
-    cfg = load_config(Path(__file__).parent.parent / "configs" / "unet_ph2.yaml", [
-        f"data.root={data_root / 'ph2'}", "data.size=[64,64]", "model.options={depth: 3, base_width: 8}",
-        "train.epochs=4", "train.batch_size=8", "optim.lr=0.003", "train.log_tensorboard=false",
-        "eval.overlays=3", f"output_dir={tmp_path}", "train.early_stopping=null"])
+    cfg = load_config(
+        Path(__file__).parent.parent / "configs" / "unet_ph2.yaml",
+        [
+            f"data.root={data_root / 'ph2'}",
+            "data.size=[64,64]",
+            "model.options={depth: 3, base_width: 8}",
+            "train.epochs=4",
+            "train.batch_size=8",
+            "optim.lr=0.003",
+            "train.log_tensorboard=false",
+            "eval.overlays=3",
+            f"output_dir={tmp_path}",
+            "train.early_stopping=null",
+        ],
+    )
     result = train(cfg)
     ev = evaluate_checkpoint(result["checkpoint"], split="test")
     dice = [r["dice"] for r in ev["records"]]

@@ -12,8 +12,19 @@ from torch.utils.data import DataLoader
 from medseg.data import AugmentConfig, DataConfig, build_data
 from medseg.data.transforms import model_input_size, sample_seed, to_model_space
 
-ALL_SPATIAL = AugmentConfig(hflip=0.5, vflip=0.5, rot90=0.5, affine=1.0, rotate_limit=30, scale=(0.7, 1.3),
-                            elastic=1.0, elastic_alpha=20, elastic_sigma=4, brightness_contrast=0.0, gamma=0.0)
+ALL_SPATIAL = AugmentConfig(
+    hflip=0.5,
+    vflip=0.5,
+    rot90=0.5,
+    affine=1.0,
+    rotate_limit=30,
+    scale=(0.7, 1.3),
+    elastic=1.0,
+    elastic_alpha=20,
+    elastic_sigma=4,
+    brightness_contrast=0.0,
+    gamma=0.0,
+)
 
 
 def _shapes_dataset(root, n=4, h=48, w=40, seed=0):
@@ -32,7 +43,13 @@ def _shapes_dataset(root, n=4, h=48, w=40, seed=0):
 
 
 def _cfg(root, **kw):
-    base = {"root": root, "size": (32, 32), "normalize": "none", "roi_dir": None, "split": {"val_fraction": 0.0}}
+    base = {
+        "root": root,
+        "size": (32, 32),
+        "normalize": "none",
+        "roi_dir": None,
+        "split": {"val_fraction": 0.0},
+    }
     base.update(kw)
     return DataConfig(**base)
 
@@ -94,8 +111,13 @@ def test_image_mask_roi_stay_aligned(tmp_path, policy):
     assert changed > 0
 
 
-@pytest.mark.parametrize("aug", [AugmentConfig(affine=1.0, rotate_limit=40, scale=(0.7, 1.3)),
-                                 AugmentConfig(affine=0.0, elastic=1.0, elastic_alpha=20, elastic_sigma=4)])
+@pytest.mark.parametrize(
+    "aug",
+    [
+        AugmentConfig(affine=1.0, rotate_limit=40, scale=(0.7, 1.3)),
+        AugmentConfig(affine=0.0, elastic=1.0, elastic_alpha=20, elastic_sigma=4),
+    ],
+)
 def test_single_warp_is_exact_away_from_edges(tmp_path, aug):
     _shapes_dataset(tmp_path)
     ds = build_data(_cfg(tmp_path, resize_policy="crop", roi_dir="roi"), aug, seed=0).train
@@ -113,8 +135,13 @@ def test_intensity_augmentation_changes_only_the_image(tmp_path):
     _shapes_dataset(tmp_path)
     cfg = _cfg(tmp_path)
     plain = build_data(cfg, AugmentConfig(enabled=False), seed=0).train
-    jit = build_data(cfg, AugmentConfig(hflip=0, affine=0, brightness_contrast=1.0, brightness=0.3,
-                                        contrast=0.3, gamma=1.0, noise=1.0), seed=0).train
+    jit = build_data(
+        cfg,
+        AugmentConfig(
+            hflip=0, affine=0, brightness_contrast=1.0, brightness=0.3, contrast=0.3, gamma=1.0, noise=1.0
+        ),
+        seed=0,
+    ).train
     for i in range(len(plain)):
         a, b = plain[i], jit[i]
         assert torch.equal(a["mask"], b["mask"]) and torch.equal(a["roi"], b["roi"])
@@ -135,7 +162,9 @@ def test_resize_pad_crop_geometry(tmp_path):
     # crop: an exact window of the native image
     s = build_data(_cfg(tmp_path, resize_policy="crop", size=(16, 20)), noaug, seed=0).train[0]
     x = np.rint(s["image"][0].numpy() * 255).astype(np.uint8)
-    hits = [(y, xx) for y in range(15) for xx in range(41) if np.array_equal(img[y:y + 16, xx:xx + 20], x)]
+    hits = [
+        (y, xx) for y in range(15) for xx in range(41) if np.array_equal(img[y : y + 16, xx : xx + 20], x)
+    ]
     assert len(hits) == 1
     # crop of a smaller image pads it and marks the padding outside the roi
     s = build_data(_cfg(tmp_path, resize_policy="crop", size=(40, 60)), noaug, seed=0).train[0]

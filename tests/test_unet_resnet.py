@@ -47,8 +47,9 @@ def test_every_parameter_receives_a_gradient(backbone):
 
 
 def test_decoder_blocks_run_at_strides_16_8_4_2_1_with_the_given_widths():
-    model = build_model("unet_resnet", 3, 2, backbone="resnet18", decoder_widths=(40, 32, 24, 16, 8),
-                        width_mult=0.25).eval()
+    model = build_model(
+        "unet_resnet", 3, 2, backbone="resnet18", decoder_widths=(40, 32, 24, 16, 8), width_mult=0.25
+    ).eval()
     shapes = []
     for block in model.blocks:
         block.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[1:])))

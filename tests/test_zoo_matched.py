@@ -16,8 +16,9 @@ from medseg.models.base import format_input, resolve_memory_format, to_preferred
 
 
 def test_pspnet_layer2_variant_builds_no_later_stage_and_has_no_aux_head():
-    model = build_model("pspnet", 3, 2, backbone="resnet18", width_mult=0.125, feature_layer="layer2",
-                        head_kernel=1)
+    model = build_model(
+        "pspnet", 3, 2, backbone="resnet18", width_mult=0.125, feature_layer="layer2", head_kernel=1
+    )
     assert isinstance(model.backbone.layer3, nn.Identity) and isinstance(model.backbone.layer4, nn.Identity)
     assert model.input_multiple == 8 and model.aux_head is None
     assert model.head[0][0].kernel_size == (1, 1)
@@ -74,8 +75,9 @@ def test_fcn32s_dilated_resnet50_with_head_matches_torchvision_fcn_resnet50_para
 
 
 def test_fcn32s_output_stride_8_scores_at_stride_8_and_upsamples_to_the_input():
-    model = build_model("fcn32s", 3, 2, backbone="resnet18", width_mult=0.125, output_stride=8,
-                        head_conv=16).eval()
+    model = build_model(
+        "fcn32s", 3, 2, backbone="resnet18", width_mult=0.125, output_stride=8, head_conv=16
+    ).eval()
     assert model.input_multiple == 8
     seen = []
     model.score.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[-2:])))

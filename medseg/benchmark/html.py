@@ -28,19 +28,28 @@ def _img(path: Path, alt: str) -> str:
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
 
 
-def render_html(board: dict[str, Any], *, title: str = "medseg benchmark", meta: dict[str, Any] | None = None,
-                figures: dict[str, Path] | None = None) -> str:
+def render_html(
+    board: dict[str, Any],
+    *,
+    title: str = "medseg benchmark",
+    meta: dict[str, Any] | None = None,
+    figures: dict[str, Path] | None = None,
+) -> str:
     """The page as a string. ``meta`` (command, data, budget, machine...) is shown as a
     definition list; ``figures`` maps captions to PNG files to embed."""
     header, rows = display_rows(board)
     left = {"model", "loss"}
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+    ]
     if meta:
         parts.append("<table>")
         for k, v in meta.items():
-            parts.append(f"<tr><th class='l'>{html.escape(str(k))}</th>"
-                         f"<td class='l'><code>{html.escape(str(v))}</code></td></tr>")
+            parts.append(
+                f"<tr><th class='l'>{html.escape(str(k))}</th>"
+                f"<td class='l'><code>{html.escape(str(v))}</code></td></tr>"
+            )
         parts.append("</table>")
     parts.append("<h2>Leaderboard</h2><table><tr>")
     parts += [f"<th class='{'l' if h in left else ''}'>{html.escape(h)}</th>" for h in header]
@@ -48,7 +57,9 @@ def render_html(board: dict[str, Any], *, title: str = "medseg benchmark", meta:
     for r, row in zip(board["rows"], rows):
         cls = {"best": "best", "n.s.": "ns"}.get(r.get("verdict"), "")
         parts.append(f"<tr class='{cls}'>")
-        parts += [f"<td class='{'l' if h in left else ''}'>{html.escape(c)}</td>" for h, c in zip(header, row)]
+        parts += [
+            f"<td class='{'l' if h in left else ''}'>{html.escape(c)}</td>" for h, c in zip(header, row)
+        ]
         parts.append("</tr>")
     parts.append("</table>")
     level = int(round(100 * board.get("level", 0.95)))
@@ -60,7 +71,8 @@ def render_html(board: dict[str, Any], *, title: str = "medseg benchmark", meta:
         f"<i>n.s.</i> means the difference is not significant at {board.get('alpha', 0.05):g} "
         "(green: best, blue: indistinguishable from the best). Mean case rank: the cells ranked within "
         "every case, averaged. Throughput and memory were measured on the machine below, which may be "
-        "shared: compare them within one run only.</p>")
+        "shared: compare them within one run only.</p>"
+    )
     for caption, path in (figures or {}).items():
         if path is not None and Path(path).is_file():
             parts.append(f"<h2>{html.escape(caption)}</h2>{_img(Path(path), caption)}")

@@ -44,8 +44,9 @@ def _num(value: Any) -> float:
         return math.nan
 
 
-def case_scores(records: Iterable[dict[str, Any]], metric: str, *,
-                classes: Sequence[str] | None = None) -> dict[str, dict[CaseKey, float]]:
+def case_scores(
+    records: Iterable[dict[str, Any]], metric: str, *, classes: Sequence[str] | None = None
+) -> dict[str, dict[CaseKey, float]]:
     """``{cell: {(fold, case): score}}``: per case, the mean of ``metric`` over the classes
     (all classes in the records, or only ``classes``), NaN values skipped. A case whose
     classes are all NaN scores NaN."""
@@ -63,8 +64,9 @@ def case_scores(records: Iterable[dict[str, Any]], metric: str, *,
     return out
 
 
-def bootstrap_ci(values: Sequence[float], *, level: float = 0.95, n_boot: int = 2000,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean (Efron & Tibshirani 1993, eq. 13.5).
 
     NaN values are dropped; fewer than two values give ``(nan, nan)`` unless all values
@@ -130,7 +132,9 @@ def competition_ranks(values: Sequence[float], *, higher_better: bool = True) ->
     return [float(1 + np.sum(key > k)) for k in key]
 
 
-def mean_case_rank(scores: dict[str, dict[CaseKey, float]], *, higher_better: bool = True) -> dict[str, float]:
+def mean_case_rank(
+    scores: dict[str, dict[CaseKey, float]], *, higher_better: bool = True
+) -> dict[str, float]:
     """Rank the cells within every case shared by all of them (average ranks for ties, NaN
     worst) and average over cases: "rank then aggregate", robust to outlier cases."""
     cells = sorted(scores)
@@ -147,15 +151,23 @@ def mean_case_rank(scores: dict[str, dict[CaseKey, float]], *, higher_better: bo
     return {c: float(t / len(common)) for c, t in zip(cells, total)}
 
 
-def paired_against_best(scores: dict[str, dict[CaseKey, float]], best: str, *,
-                        alpha: float = 0.05, higher_better: bool = True) -> dict[str, dict[str, Any]]:
+def paired_against_best(
+    scores: dict[str, dict[CaseKey, float]], best: str, *, alpha: float = 0.05, higher_better: bool = True
+) -> dict[str, dict[str, Any]]:
     """Wilcoxon signed-rank test of every cell against ``best`` on their shared cases,
     Holm-adjusted over the comparisons. ``verdict`` is "best", "worse", "better" or "n.s."."""
     if best not in scores:
         raise ValueError(f"unknown best cell {best!r}")
     others = [c for c in sorted(scores) if c != best]
-    rows: dict[str, dict[str, Any]] = {best: {"n": len(scores[best]), "p": math.nan, "p_holm": math.nan,
-                                             "median_diff": 0.0, "verdict": "best"}}
+    rows: dict[str, dict[str, Any]] = {
+        best: {
+            "n": len(scores[best]),
+            "p": math.nan,
+            "p_holm": math.nan,
+            "median_diff": 0.0,
+            "verdict": "best",
+        }
+    }
     raw = []
     for cell in others:
         shared = sorted(set(scores[cell]) & set(scores[best]), key=str)
@@ -181,8 +193,11 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     for i, (a, b) in enumerate(pts):
         if math.isnan(a) or math.isnan(b):
             continue
-        dominated = any((c >= a and d >= b) and (c > a or d > b)
-                        for j, (c, d) in enumerate(pts) if j != i and not (math.isnan(c) or math.isnan(d)))
+        dominated = any(
+            (c >= a and d >= b) and (c > a or d > b)
+            for j, (c, d) in enumerate(pts)
+            if j != i and not (math.isnan(c) or math.isnan(d))
+        )
         if not dominated:
             front.append(i)
     return front
@@ -193,9 +208,17 @@ def _nanmean(values: Iterable[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def build_leaderboard(records: Sequence[dict[str, Any]], cells_info: dict[str, dict[str, Any]] | None = None, *,
-                      metrics: Sequence[str] = DEFAULT_METRICS, primary: str = "dice", alpha: float = 0.05,
-                      level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+def build_leaderboard(
+    records: Sequence[dict[str, Any]],
+    cells_info: dict[str, dict[str, Any]] | None = None,
+    *,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    primary: str = "dice",
+    alpha: float = 0.05,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Summaries, ranks and paired statistics for every cell in ``records``.
 
     ``cells_info`` adds per-cell facts (model, loss, params, GFLOPs, throughput, memory,
@@ -232,8 +255,9 @@ def build_leaderboard(records: Sequence[dict[str, Any]], cells_info: dict[str, d
                 undefined += sum(math.isnan(v) for v in values)
             # (case, class) values left out of the means: e.g. HD95 of an empty prediction
             row[f"{m}_undefined"] = undefined
-        row[f"{primary}_ci"] = bootstrap_ci(list(per_metric[primary].get(cell, {}).values()),
-                                            level=level, n_boot=n_boot, seed=seed)
+        row[f"{primary}_ci"] = bootstrap_ci(
+            list(per_metric[primary].get(cell, {}).values()), level=level, n_boot=n_boot, seed=seed
+        )
         rows.append(row)
     hib = higher_is_better(primary)
     for row, rank in zip(rows, competition_ranks([r[primary] for r in rows], higher_better=hib)):
@@ -246,8 +270,23 @@ def build_leaderboard(records: Sequence[dict[str, Any]], cells_info: dict[str, d
     tests = paired_against_best(per_metric[primary], best, alpha=alpha, higher_better=hib)
     for row in rows:
         t = tests.get(row["cell"], {})
-        row.update({"p": t.get("p", math.nan), "p_holm": t.get("p_holm", math.nan),
-                    "median_diff": t.get("median_diff", math.nan), "verdict": t.get("verdict", "n.s.")})
-    return {"rows": rows, "classes": classes, "metrics": list(metrics), "primary": primary, "best": best,
-            "alpha": alpha, "level": level, "case_scores": {c: {f"{k[0]}:{k[1]}": v for k, v in s.items()}
-                                                            for c, s in per_metric[primary].items()}}
+        row.update(
+            {
+                "p": t.get("p", math.nan),
+                "p_holm": t.get("p_holm", math.nan),
+                "median_diff": t.get("median_diff", math.nan),
+                "verdict": t.get("verdict", "n.s."),
+            }
+        )
+    return {
+        "rows": rows,
+        "classes": classes,
+        "metrics": list(metrics),
+        "primary": primary,
+        "best": best,
+        "alpha": alpha,
+        "level": level,
+        "case_scores": {
+            c: {f"{k[0]}:{k[1]}": v for k, v in s.items()} for c, s in per_metric[primary].items()
+        },
+    }

@@ -20,7 +20,6 @@ def _plt():
     return plt
 
 
-
 def _save(fig, path: Path) -> Path:
     path = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
     _plt().close(fig)
@@ -38,12 +37,20 @@ def bar_chart(board: dict[str, Any], path: str | Path) -> Path:
     rows, primary = board["rows"], board["primary"]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(rows) + 2), 4.0))
     means = [r[primary] for r in rows]
-    lows = [max(0.0, m - r[f"{primary}_ci"][0]) if not math.isnan(r[f"{primary}_ci"][0]) else 0.0
-            for m, r in zip(means, rows)]
-    highs = [max(0.0, r[f"{primary}_ci"][1] - m) if not math.isnan(r[f"{primary}_ci"][1]) else 0.0
-             for m, r in zip(means, rows)]
-    colours = ["tab:green" if r["verdict"] == "best" else
-               ("tab:blue" if r["verdict"] == "n.s." else "lightsteelblue") for r in rows]
+    lows = [
+        max(0.0, m - r[f"{primary}_ci"][0]) if not math.isnan(r[f"{primary}_ci"][0]) else 0.0
+        for m, r in zip(means, rows)
+    ]
+    highs = [
+        max(0.0, r[f"{primary}_ci"][1] - m) if not math.isnan(r[f"{primary}_ci"][1]) else 0.0
+        for m, r in zip(means, rows)
+    ]
+    colours = [
+        "tab:green"
+        if r["verdict"] == "best"
+        else ("tab:blue" if r["verdict"] == "n.s." else "lightsteelblue")
+        for r in rows
+    ]
     x = range(len(rows))
     ax.bar(x, means, yerr=[lows, highs], capsize=3, color=colours, edgecolor="black", linewidth=0.5)
     ax.set_xticks(list(x), [_label(r) for r in rows], rotation=45, ha="right", fontsize=8)
@@ -70,17 +77,36 @@ def pareto_chart(board: dict[str, Any], path: str | Path, *, speed: str = "infer
     for r, (acc, spd) in zip(rows, pts):
         if math.isnan(acc) or math.isnan(spd):
             continue
-        ax.scatter(spd, acc, color=cmap(models.index(r["model"]) % 10),
-                   marker=markers[losses.index(r["loss"]) % len(markers)], s=50, edgecolor="black", linewidth=0.5)
+        ax.scatter(
+            spd,
+            acc,
+            color=cmap(models.index(r["model"]) % 10),
+            marker=markers[losses.index(r["loss"]) % len(markers)],
+            s=50,
+            edgecolor="black",
+            linewidth=0.5,
+        )
     front = sorted(pareto_front([(a, s) for a, s in pts]), key=lambda i: pts[i][1])
     if front:
-        ax.plot([pts[i][1] for i in front], [pts[i][0] for i in front], "--", color="grey", zorder=0,
-                label="Pareto front")
+        ax.plot(
+            [pts[i][1] for i in front],
+            [pts[i][0] for i in front],
+            "--",
+            color="grey",
+            zorder=0,
+            label="Pareto front",
+        )
     for m in models:
         ax.scatter([], [], color=cmap(models.index(m) % 10), marker="o", label=m)
     for loss in losses:
-        ax.scatter([], [], color="white", edgecolor="black", marker=markers[losses.index(loss) % len(markers)],
-                   label=loss)
+        ax.scatter(
+            [],
+            [],
+            color="white",
+            edgecolor="black",
+            marker=markers[losses.index(loss) % len(markers)],
+            label=loss,
+        )
     if any(not math.isnan(s) and s > 0 for _, s in pts):
         ax.set_xscale("log")
     ax.set_xlabel(speed.replace("_", " ").replace("images per s", "images/s"))
@@ -105,9 +131,13 @@ def training_curves(histories: dict[str, list[dict[str, Any]]], path: str | Path
         hist = histories[name]
         model = name.split("__")[0]
         loss = name.split("__")[1] if "__" in name else ""
-        kw = {"color": cmap(models.index(model) % 10), "linestyle": styles[losses.index(loss) % len(styles)],
-              "marker": "o", "markersize": 2.5,
-              "linewidth": 1.2}
+        kw = {
+            "color": cmap(models.index(model) % 10),
+            "linestyle": styles[losses.index(loss) % len(styles)],
+            "marker": "o",
+            "markersize": 2.5,
+            "linewidth": 1.2,
+        }
         ep = [h["epoch"] for h in hist]
         ax[0].plot(ep, [h.get("train_loss", math.nan) for h in hist], label=name, **kw)
         val = [(h["epoch"], h["val_dice"]) for h in hist if h.get("val_dice") not in (None, "")]

@@ -13,10 +13,21 @@ from typing import Any
 
 # by option name; only options the builder accepts are used
 _TINY_BY_OPTION: dict[str, Any] = {
-    "base_width": 8, "depth": 3, "width_mult": 0.125, "fc_width": 64, "aspp_width": 32,
-    "low_level_width": 12, "decoder_width": 32, "head_width": 32, "decoder_channels": 16,
-    "embed_dim": 24, "depths": (1, 1, 1, 1), "backbone": "resnet18", "dlf_depths": (1, 1),
-    "edge_blocks": 1, "drop_path_rate": 0.0,
+    "base_width": 8,
+    "depth": 3,
+    "width_mult": 0.125,
+    "fc_width": 64,
+    "aspp_width": 32,
+    "low_level_width": 12,
+    "decoder_width": 32,
+    "head_width": 32,
+    "decoder_channels": 16,
+    "embed_dim": 24,
+    "depths": (1, 1, 1, 1),
+    "backbone": "resnet18",
+    "dlf_depths": (1, 1),
+    "edge_blocks": 1,
+    "drop_path_rate": 0.0,
 }
 # per model, on top of the above
 _TINY_BY_MODEL: dict[str, dict[str, Any]] = {

@@ -12,8 +12,15 @@ from typing import Any
 from medseg.benchmark.leaderboard import DEFAULT_METRICS, build_leaderboard
 from medseg.benchmark.tables import to_csv, to_markdown
 
-REPORT_FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "leaderboard.html",
-                "bars.png", "pareto.png", "curves.png")
+REPORT_FILES = (
+    "leaderboard.md",
+    "leaderboard.csv",
+    "leaderboard.json",
+    "leaderboard.html",
+    "bars.png",
+    "pareto.png",
+    "curves.png",
+)
 
 
 def _median(values: list[Any]) -> float | None:
@@ -25,8 +32,16 @@ def _group_info(infos: list[dict[str, Any]]) -> dict[str, Any]:
     """Facts of one model x loss row from its fold cells (medians; the largest memory)."""
     first = infos[0]
     row = {"model": first["model"], "loss": first["loss"], "folds": len(infos)}
-    for key in ("params", "gflops", "train_images_per_s", "infer_images_per_s", "train_seconds",
-                "epochs", "best_val_dice", "eval_seconds"):
+    for key in (
+        "params",
+        "gflops",
+        "train_images_per_s",
+        "infer_images_per_s",
+        "train_seconds",
+        "epochs",
+        "best_val_dice",
+        "eval_seconds",
+    ):
         row[key] = _median([i.get(key) for i in infos])
     mem = [i.get("peak_memory_mb") for i in infos if i.get("peak_memory_mb") is not None]
     row["peak_memory_mb"] = max(mem) if mem else None
@@ -34,8 +49,9 @@ def _group_info(infos: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
-def collect(cells: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]],
-                                                   dict[str, list[dict[str, Any]]]]:
+def collect(
+    cells: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """Per-case records keyed by ``model__loss`` (folds pooled, cases keyed by fold),
     per-row facts and per-cell training histories."""
     records: list[dict[str, Any]] = []
@@ -61,12 +77,19 @@ def machine_description() -> str:
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
     import os
 
-    return (f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, "
-            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    return (
+        f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    )
 
 
-def build_report(out_dir: str | Path, *, primary: str | None = None, metrics: tuple[str, ...] = DEFAULT_METRICS,
-                 title: str | None = None) -> dict[str, Any]:
+def build_report(
+    out_dir: str | Path,
+    *,
+    primary: str | None = None,
+    metrics: tuple[str, ...] = DEFAULT_METRICS,
+    title: str | None = None,
+) -> dict[str, Any]:
     """Write ``leaderboard.{md,csv,json,html}``, ``bars.png``, ``pareto.png``, ``curves.png``
     into ``out_dir`` from its finished cells. Returns ``{"board": ..., "paths": {...}}``."""
     from medseg.atomic import atomic_write_text
@@ -94,18 +117,26 @@ def build_report(out_dir: str | Path, *, primary: str | None = None, metrics: tu
     meta: dict[str, Any] = {}
     if plan:
         budget = plan.get("budget_s")
-        meta = {"data": plan.get("data") or "(from config)", "config": plan.get("config") or "(defaults)",
-                "models": ", ".join(f"{m} {plan['model_options'].get(m) or ''}".strip() for m in plan["models"]),
-                "losses": ", ".join(plan["losses"]),
-                "budget per cell": f"{budget:.0f} s" if budget else "-", "epochs": plan.get("epochs") or "-",
-                "folds": f"{plan['folds']} ({plan['fold_method']})" if plan.get("folds") else "single split",
-                "seed": plan.get("seed"), "overrides": " ".join(plan.get("overrides", []) +
-                                                                plan.get("auto_overrides", [])) or "-"}
+        meta = {
+            "data": plan.get("data") or "(from config)",
+            "config": plan.get("config") or "(defaults)",
+            "models": ", ".join(f"{m} {plan['model_options'].get(m) or ''}".strip() for m in plan["models"]),
+            "losses": ", ".join(plan["losses"]),
+            "budget per cell": f"{budget:.0f} s" if budget else "-",
+            "epochs": plan.get("epochs") or "-",
+            "folds": f"{plan['folds']} ({plan['fold_method']})" if plan.get("folds") else "single split",
+            "seed": plan.get("seed"),
+            "overrides": " ".join(plan.get("overrides", []) + plan.get("auto_overrides", [])) or "-",
+        }
     meta["cells finished"] = f"{len(cells)} of {len(state.get('cells', cells))}"
     meta["machine"] = machine_description()
-    figures = {"Mean accuracy with confidence intervals": paths["bars.png"],
-               "Accuracy versus inference speed (Pareto front)": paths["pareto.png"],
-               "Training curves": paths["curves.png"]}
-    atomic_write_text(paths["leaderboard.html"], render_html(board, title=title or f"medseg benchmark: {out_dir.name}",
-                                                             meta=meta, figures=figures))
+    figures = {
+        "Mean accuracy with confidence intervals": paths["bars.png"],
+        "Accuracy versus inference speed (Pareto front)": paths["pareto.png"],
+        "Training curves": paths["curves.png"],
+    }
+    atomic_write_text(
+        paths["leaderboard.html"],
+        render_html(board, title=title or f"medseg benchmark: {out_dir.name}", meta=meta, figures=figures),
+    )
     return {"board": board, "paths": {k: str(v) for k, v in paths.items()}, "meta": meta}

@@ -50,6 +50,7 @@ _FIXED_KEYS = ("config", "data", "budget_s", "epochs", "folds", "seed", "overrid
 
 # --------------------------------------------------------------------------- parsing
 
+
 def parse_budget(value: str | float | int | None) -> float | None:
     """``"10m"``, ``"90s"``, ``"1.5h"``, ``"600"`` or a number of seconds -> seconds."""
     if value is None:
@@ -117,13 +118,16 @@ def parse_losses(value: str | list) -> list[str]:
 
                 close = difflib.get_close_matches(name, sorted(known), n=1)
                 hint = f" Did you mean '{close[0]}'?" if close else ""
-                raise ConfigError(f"unknown loss '{name}' in '{spec}'.{hint} Known: {', '.join(sorted(known))}")
+                raise ConfigError(
+                    f"unknown loss '{name}' in '{spec}'.{hint} Known: {', '.join(sorted(known))}"
+                )
     if len(set(losses)) != len(losses):
         raise ConfigError("a loss is listed twice")
     return losses
 
 
 # --------------------------------------------------------------------------- cells
+
 
 def _safe(text: str) -> str:
     """A folder-name-safe form of a loss spec; ``__`` is kept as the cell-name separator."""
@@ -246,27 +250,55 @@ def _profile_size(model: Any, size: tuple[int, int]) -> tuple[int, int]:
     return m * math.ceil(size[0] / m), m * math.ceil(size[1] / m)
 
 
-def _profile(out_dir: Path, model: Any, state: dict[str, Any], size: tuple[int, int], batch: int,
-             device: str) -> dict[str, Any]:
+def _profile(
+    out_dir: Path, model: Any, state: dict[str, Any], size: tuple[int, int], batch: int, device: str
+) -> dict[str, Any]:
     """Cost of the cell's model, cached per (model, options, channels, size, batch, device)."""
     from medseg.engine.profiler import profile_module
 
-    key = json.dumps([state["model_name"], state.get("model_options", {}), state["in_channels"],
-                      state.get("out_channels"), list(size), batch, device], sort_keys=True)
-    path = Path(out_dir) / "profiles" / f"{state['model_name']}-{hashlib.sha1(key.encode()).hexdigest()[:10]}.json"
+    key = json.dumps(
+        [
+            state["model_name"],
+            state.get("model_options", {}),
+            state["in_channels"],
+            state.get("out_channels"),
+            list(size),
+            batch,
+            device,
+        ],
+        sort_keys=True,
+    )
+    path = (
+        Path(out_dir)
+        / "profiles"
+        / f"{state['model_name']}-{hashlib.sha1(key.encode()).hexdigest()[:10]}.json"
+    )
     if path.is_file():
         return json.loads(path.read_text())
     size = _profile_size(model, size)
-    args = {"name": state["model_name"], "size": list(size), "in_channels": state["in_channels"],
-            "num_classes": state.get("out_channels", state["num_classes"]), "batch": batch, "device": device,
-            "options": state.get("model_options", {}), "steps": 5, "warmup": 2}
+    args = {
+        "name": state["model_name"],
+        "size": list(size),
+        "in_channels": state["in_channels"],
+        "num_classes": state.get("out_channels", state["num_classes"]),
+        "batch": batch,
+        "device": device,
+        "options": state.get("model_options", {}),
+        "steps": 5,
+        "warmup": 2,
+    }
     try:
         # a fresh interpreter, so that the CPU peak-memory reading (RSS growth) is not hidden by
         # memory the training already took from the system
-        proc = subprocess.run([sys.executable, "-c", _PROFILE_CHILD, json.dumps(args)], capture_output=True,
-                              text=True, timeout=1800, check=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", _PROFILE_CHILD, json.dumps(args)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=True,
+        )
         line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(_PROFILE_MARK))
-        prof = json.loads(line[len(_PROFILE_MARK):])
+        prof = json.loads(line[len(_PROFILE_MARK) :])
     except Exception:  # no subprocess possible here: profile in-process
         prof = profile_module(model, size=size, batch=batch, device=device, steps=5, warmup=2)
     _atomic_json(path, prof)
@@ -296,7 +328,9 @@ def _can_resume(last: Path, plan: dict[str, Any]) -> bool:
         return False
 
 
-def run_cell(cell: Cell, plan: dict[str, Any], out_dir: str | Path, device: str | None = None) -> dict[str, Any]:
+def run_cell(
+    cell: Cell, plan: dict[str, Any], out_dir: str | Path, device: str | None = None
+) -> dict[str, Any]:
     """Train and evaluate one cell (or return its saved result when finished)."""
     from medseg.config import load_config
     from medseg.engine.checkpoint import load_model
@@ -323,28 +357,38 @@ def run_cell(cell: Cell, plan: dict[str, Any], out_dir: str | Path, device: str 
     model, state = load_model(trained["checkpoint"])
     history = trained["history"]
     info: dict[str, Any] = {
-        "model": cell.model, "loss": cell.loss, "fold": cell.fold,
+        "model": cell.model,
+        "loss": cell.loss,
+        "fold": cell.fold,
         "params": sum(p.numel() for p in model.parameters()),
-        "epochs": len(history), "stop_reason": trained.get("stop_reason"),
+        "epochs": len(history),
+        "stop_reason": trained.get("stop_reason"),
         "best_val_dice": trained.get("best_val_dice"),
         # time spent in training steps (robust to resuming); wall time of this process's train() call
         "train_seconds": sum(float(h.get("epoch_seconds") or 0) for h in history),
         "train_wall_seconds": train_wall,
-        "eval_seconds": eval_wall, "train_images_per_s": _train_throughput(history),
-        "test_cases": len({r["case"] for r in records}), "device": dev,
+        "eval_seconds": eval_wall,
+        "train_images_per_s": _train_throughput(history),
+        "test_cases": len({r["case"] for r in records}),
+        "device": dev,
         "checkpoint": os.path.relpath(trained["checkpoint"], cdir),
     }
     if plan.get("profile", True):
-        info.update(_cost_info(_profile(out_dir, model, state, tuple(cfg.data.size), cfg.train.batch_size, dev)))
+        info.update(
+            _cost_info(_profile(out_dir, model, state, tuple(cfg.data.size), cfg.train.batch_size, dev))
+        )
     result = {"cell": cell.name, "info": info, "history": history, "records": records}
     _atomic_json(done, result)
     return result
 
 
 def _cost_info(prof: dict[str, Any]) -> dict[str, Any]:
-    return {"gflops": prof["gflops_per_image"], "infer_images_per_s": prof["infer_images_per_s"],
-            "peak_memory_mb": prof.get("train_peak_memory_mb"),
-            "profile_train_images_per_s": prof.get("train_images_per_s")}
+    return {
+        "gflops": prof["gflops_per_image"],
+        "infer_images_per_s": prof["infer_images_per_s"],
+        "peak_memory_mb": prof.get("train_peak_memory_mb"),
+        "profile_train_images_per_s": prof.get("train_images_per_s"),
+    }
 
 
 def update_costs(out_dir: str | Path, device: str | None = None) -> int:
@@ -363,8 +407,9 @@ def update_costs(out_dir: str | Path, device: str | None = None) -> int:
         cfg = load_config(path.parent / "config.yaml")
         model, state = load_model(path.parent / saved["info"]["checkpoint"])
         dev = device or str(resolve_device(cfg.train.device))
-        saved["info"].update(_cost_info(_profile(out_dir, model, state, tuple(cfg.data.size),
-                                                 cfg.train.batch_size, dev)))
+        saved["info"].update(
+            _cost_info(_profile(out_dir, model, state, tuple(cfg.data.size), cfg.train.batch_size, dev))
+        )
         _atomic_json(path, saved)
         n += 1
     return n
@@ -372,10 +417,21 @@ def update_costs(out_dir: str | Path, device: str | None = None) -> int:
 
 # --------------------------------------------------------------------------- plan and state
 
-def make_plan(*, models: Any, losses: Any, config: str | Path | dict | None = None, data: str | Path | None = None,
-              budget_s: float | str | None = None, epochs: int | None = None, folds: int | None = None,
-              seed: int = 0, overrides: list[str] | tuple[str, ...] = (), profile: bool = True,
-              primary: str = "dice") -> dict[str, Any]:
+
+def make_plan(
+    *,
+    models: Any,
+    losses: Any,
+    config: str | Path | dict | None = None,
+    data: str | Path | None = None,
+    budget_s: float | str | None = None,
+    epochs: int | None = None,
+    folds: int | None = None,
+    seed: int = 0,
+    overrides: list[str] | tuple[str, ...] = (),
+    profile: bool = True,
+    primary: str = "dice",
+) -> dict[str, Any]:
     """Validate the arguments and freeze them into a JSON-able plan."""
     from medseg.config import load_config
 
@@ -401,11 +457,20 @@ def make_plan(*, models: Any, losses: Any, config: str | Path | dict | None = No
         if "test" not in read_split_files(root):
             auto.append("data.split.test_fraction=0.2")  # held-out cases are needed for the ranking
     plan = {
-        "config": config, "data": data, "budget_s": budget, "epochs": epochs, "folds": folds, "seed": seed,
-        "overrides": list(overrides), "auto_overrides": auto,
+        "config": config,
+        "data": data,
+        "budget_s": budget,
+        "epochs": epochs,
+        "folds": folds,
+        "seed": seed,
+        "overrides": list(overrides),
+        "auto_overrides": auto,
         "fold_method": None if not folds else ("kfold" if _split_supports_folds() else "repeated-holdout"),
-        "models": [m for m, _ in model_items], "model_options": {m: o for m, o in model_items},
-        "losses": loss_list, "profile": profile, "primary": primary,
+        "models": [m for m, _ in model_items],
+        "model_options": {m: o for m, o in model_items},
+        "losses": loss_list,
+        "profile": profile,
+        "primary": primary,
     }
     return json.loads(json.dumps(plan))  # tuples -> lists, as when read back on resume
 
@@ -415,11 +480,14 @@ def _check_compatible(old: dict[str, Any], new: dict[str, Any], state_path: Path
         if old.get(key) != new.get(key):
             raise MedsegError(
                 f"{state_path}: this benchmark was started with {key}={old.get(key)!r}, now {new.get(key)!r}; "
-                "finished cells would not be comparable. Use another output folder, or the original settings")
+                "finished cells would not be comparable. Use another output folder, or the original settings"
+            )
     for m in set(old.get("models", [])) & set(new["models"]):
         if old["model_options"].get(m, {}) != new["model_options"].get(m, {}):
-            raise MedsegError(f"{state_path}: model '{m}' was run with options {old['model_options'].get(m)}, "
-                              f"now {new['model_options'].get(m)}; use another output folder")
+            raise MedsegError(
+                f"{state_path}: model '{m}' was run with options {old['model_options'].get(m)}, "
+                f"now {new['model_options'].get(m)}; use another output folder"
+            )
 
 
 def _write_state(out_dir: Path, plan: dict[str, Any], status: dict[str, dict[str, Any]]) -> None:
@@ -432,7 +500,9 @@ def _write_state(out_dir: Path, plan: dict[str, Any], status: dict[str, dict[str
             row["status"] = "done"
         row.setdefault("status", "pending")
         rows.append(row)
-    _atomic_json(out_dir / STATE_FILE, {"plan": plan, "cells": rows, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    _atomic_json(
+        out_dir / STATE_FILE, {"plan": plan, "cells": rows, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    )
 
 
 # --------------------------------------------------------------------------- parallel workers
@@ -455,8 +525,12 @@ def _run_in_worker(cell: Cell, plan: dict[str, Any], out_dir: str) -> dict[str, 
         run_cell(cell, plan, out_dir, _WORKER_DEVICE)
         return {"status": "done", "seconds": round(time.monotonic() - t0, 1), "device": _WORKER_DEVICE}
     except Exception as exc:
-        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "device": _WORKER_DEVICE,
-                "traceback": traceback.format_exc(limit=8)}
+        return {
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+            "device": _WORKER_DEVICE,
+            "traceback": traceback.format_exc(limit=8),
+        }
 
 
 def _dist_env() -> tuple[int, int, int] | None:
@@ -470,11 +544,25 @@ def _dist_env() -> tuple[int, int, int] | None:
     return rank, world, local
 
 
-def run_benchmark(out_dir: str | Path, *, models: Any, losses: Any, config: str | Path | dict | None = None,
-                  data: str | Path | None = None, budget_s: float | str | None = None, epochs: int | None = None,
-                  folds: int | None = None, seed: int = 0, overrides: list[str] | tuple[str, ...] = (),
-                  workers: int = 1, devices: list[str] | None = None, profile: bool = True,
-                  primary: str = "dice", report: bool = True, log=print) -> dict[str, Any]:
+def run_benchmark(
+    out_dir: str | Path,
+    *,
+    models: Any,
+    losses: Any,
+    config: str | Path | dict | None = None,
+    data: str | Path | None = None,
+    budget_s: float | str | None = None,
+    epochs: int | None = None,
+    folds: int | None = None,
+    seed: int = 0,
+    overrides: list[str] | tuple[str, ...] = (),
+    workers: int = 1,
+    devices: list[str] | None = None,
+    profile: bool = True,
+    primary: str = "dice",
+    report: bool = True,
+    log=print,
+) -> dict[str, Any]:
     """Run (or resume) the benchmark grid in ``out_dir`` and write the report.
 
     ``models``: ``"unet:base_width=8,deeplabv3plus"`` (see :func:`parse_models`); ``losses``:
@@ -488,16 +576,30 @@ def run_benchmark(out_dir: str | Path, *, models: Any, losses: Any, config: str 
     """
     global _WORKER_DEVICE
     out_dir = Path(out_dir)
-    plan = make_plan(models=models, losses=losses, config=config, data=data, budget_s=budget_s, epochs=epochs,
-                     folds=folds, seed=seed, overrides=overrides, profile=profile, primary=primary)
+    plan = make_plan(
+        models=models,
+        losses=losses,
+        config=config,
+        data=data,
+        budget_s=budget_s,
+        epochs=epochs,
+        folds=folds,
+        seed=seed,
+        overrides=overrides,
+        profile=profile,
+        primary=primary,
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / STATE_FILE
     status: dict[str, dict[str, Any]] = {}
     if state_path.is_file():
         old = json.loads(state_path.read_text())
         _check_compatible(old["plan"], plan, state_path)
-        status = {c["name"]: {k: v for k, v in c.items() if k in ("seconds", "error", "device")}
-                  for c in old.get("cells", []) if c.get("status") == "done"}
+        status = {
+            c["name"]: {k: v for k, v in c.items() if k in ("seconds", "error", "device")}
+            for c in old.get("cells", [])
+            if c.get("status") == "done"
+        }
     cells = plan_cells(plan["models"], plan["losses"], plan["folds"])
     skipped = [c.name for c in cells if is_finished(out_dir, c)]
     pending = [c for c in cells if not is_finished(out_dir, c)]
@@ -526,7 +628,11 @@ def run_benchmark(out_dir: str | Path, *, models: Any, losses: Any, config: str 
         rank, world, local = dist
         import torch
 
-        device = f"cuda:{local}" if torch.cuda.is_available() else (devices[local % len(devices)] if devices else None)
+        device = (
+            f"cuda:{local}"
+            if torch.cuda.is_available()
+            else (devices[local % len(devices)] if devices else None)
+        )
         _WORKER_DEVICE = device
         mine = [c for i, c in enumerate(cells) if i % world == rank and not is_finished(out_dir, c)]
         for cell in mine:
@@ -558,9 +664,14 @@ def run_benchmark(out_dir: str | Path, *, models: Any, losses: Any, config: str 
             queue = ctx.Queue()
             for i in range(n):
                 queue.put(devices[i % len(devices)])
-        threads = None if devices and any(d.startswith("cuda") for d in devices) else max(1, (os.cpu_count() or 1) // n)
-        with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(queue, threads)) as pool:
+        threads = (
+            None
+            if devices and any(d.startswith("cuda") for d in devices)
+            else max(1, (os.cpu_count() or 1) // n)
+        )
+        with ProcessPoolExecutor(
+            max_workers=n, mp_context=ctx, initializer=_init_worker, initargs=(queue, threads)
+        ) as pool:
             futures = {pool.submit(_run_in_worker, c, plan, str(out_dir)): c for c in pending}
             remaining = set(futures)
             while remaining:
@@ -573,9 +684,14 @@ def run_benchmark(out_dir: str | Path, *, models: Any, losses: Any, config: str 
                         res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
                     finished(cell, res)
     _write_state(out_dir, plan, status)
-    result: dict[str, Any] = {"out_dir": str(out_dir), "cells": [c.name for c in cells], "ran": ran,
-                              "skipped": skipped, "failed": failed,
-                              "done": [c.name for c in cells if is_finished(out_dir, c)]}
+    result: dict[str, Any] = {
+        "out_dir": str(out_dir),
+        "cells": [c.name for c in cells],
+        "ran": ran,
+        "skipped": skipped,
+        "failed": failed,
+        "done": [c.name for c in cells if is_finished(out_dir, c)],
+    }
     if report and result["done"]:
         from medseg.benchmark.report import build_report
 
@@ -589,7 +705,10 @@ def load_cells(out_dir: str | Path, plan: dict[str, Any] | None = None) -> list[
     if plan is None and (out_dir / STATE_FILE).is_file():
         plan = json.loads((out_dir / STATE_FILE).read_text())["plan"]
     if plan is not None:
-        paths = [cell_dir(out_dir, c) / CELL_FILE for c in plan_cells(plan["models"], plan["losses"], plan["folds"])]
+        paths = [
+            cell_dir(out_dir, c) / CELL_FILE
+            for c in plan_cells(plan["models"], plan["losses"], plan["folds"])
+        ]
     else:
         paths = sorted((out_dir / "cells").glob(f"*/{CELL_FILE}"))
     return [json.loads(p.read_text()) for p in paths if p.is_file()]

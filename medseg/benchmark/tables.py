@@ -102,8 +102,10 @@ def to_csv(board: dict[str, Any]) -> str:
     for r in board["rows"]:
         lo, hi = r.get(f"{primary}_ci", (math.nan, math.nan))
         row = {k: ("" if _is_missing(r.get(k)) else r.get(k)) for k in keys}
-        row[f"{primary}_ci_low"], row[f"{primary}_ci_high"] = ("" if _is_missing(lo) else lo,
-                                                                 "" if _is_missing(hi) else hi)
+        row[f"{primary}_ci_low"], row[f"{primary}_ci_high"] = (
+            "" if _is_missing(lo) else lo,
+            "" if _is_missing(hi) else hi,
+        )
         writer.writerow(row)
     return buf.getvalue()
 
@@ -117,6 +119,8 @@ def to_rich(board: dict[str, Any], title: str = "leaderboard"):
         table.add_column(h, justify="left" if h in ("model", "loss") else "right")
     for row in rows:
         table.add_row(*row)
-    table.caption = (f"paired Wilcoxon signed-rank test of per-case {board['primary']} against the best cell, "
-                     f"Holm-adjusted; n.s. = not significant at {board.get('alpha', 0.05):g}")
+    table.caption = (
+        f"paired Wilcoxon signed-rank test of per-case {board['primary']} against the best cell, "
+        f"Holm-adjusted; n.s. = not significant at {board.get('alpha', 0.05):g}"
+    )
     return table

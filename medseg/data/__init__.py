@@ -9,9 +9,19 @@ from medseg.data.config import AugmentConfig, DataConfig, SplitConfig, Synthetic
 from medseg.data.fingerprint import fingerprint, fingerprint_table, save_fingerprint  # name = module name
 
 __all__ = [
-    "AugmentConfig", "DataConfig", "SplitConfig", "SyntheticConfig",
-    "build_data", "open_cases", "write_synthetic_dataset", "save_nifti_like",
-    "fingerprint", "fingerprint_table", "save_fingerprint", "to_model_space", "DataBundle",
+    "AugmentConfig",
+    "DataConfig",
+    "SplitConfig",
+    "SyntheticConfig",
+    "build_data",
+    "open_cases",
+    "write_synthetic_dataset",
+    "save_nifti_like",
+    "fingerprint",
+    "fingerprint_table",
+    "save_fingerprint",
+    "to_model_space",
+    "DataBundle",
 ]
 
 
@@ -19,12 +29,16 @@ def __getattr__(name: str):
     import importlib
 
     where = {
-        "build_data": "medseg.data.datasets", "open_cases": "medseg.data.datasets",
-        "DataBundle": "medseg.data.datasets", "CaseDataset": "medseg.data.datasets",
+        "build_data": "medseg.data.datasets",
+        "open_cases": "medseg.data.datasets",
+        "DataBundle": "medseg.data.datasets",
+        "CaseDataset": "medseg.data.datasets",
         "TrainDataset": "medseg.data.datasets",
-        "write_synthetic_dataset": "medseg.data.synthetic", "generate_dataset": "medseg.data.synthetic",
+        "write_synthetic_dataset": "medseg.data.synthetic",
+        "generate_dataset": "medseg.data.synthetic",
         "save_nifti_like": "medseg.data.readers",
-        "to_model_space": "medseg.data.transforms", "model_input_size": "medseg.data.transforms",
+        "to_model_space": "medseg.data.transforms",
+        "model_input_size": "medseg.data.transforms",
     }
     if name in where:
         return getattr(importlib.import_module(where[name]), name)

@@ -18,12 +18,18 @@ class SplitConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     val_fraction: float = Field(
-        0.2, ge=0.0, lt=1.0,
+        0.2,
+        ge=0.0,
+        lt=1.0,
         description="Fraction of the training cases held out for validation (also carved from "
-                    "train.txt when no val.txt exists; 0 keeps all of them for training).")
+        "train.txt when no val.txt exists; 0 keeps all of them for training).",
+    )
     test_fraction: float = Field(
-        0.0, ge=0.0, lt=1.0,
-        description="Fraction of the cases held out for testing (ignored when split files exist).")
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Fraction of the cases held out for testing (ignored when split files exist).",
+    )
     seed: int = Field(0, description="Seed of the split shuffle (independent of the training seed).")
 
     @model_validator(mode="after")
@@ -39,8 +45,10 @@ class SyntheticConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["binary", "multiclass"] = Field(
-        "binary", description="binary: textured lesion blobs on skin-like texture (RGB); "
-                              "multiclass: overlapping organ ellipses with noise and bias field (grey, 4 classes).")
+        "binary",
+        description="binary: textured lesion blobs on skin-like texture (RGB); "
+        "multiclass: overlapping organ ellipses with noise and bias field (grey, 4 classes).",
+    )
     n: int = Field(96, ge=3, description="Number of generated images.")
     size: int = Field(96, ge=16, description="Side length of the generated square images, in pixels.")
     seed: int = Field(0, description="Seed of the phantom generator.")
@@ -52,60 +60,93 @@ class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     root: Path | None = Field(
-        None, description="Dataset folder (images/ + masks/; slices/ + volumes/ of HDF5; train_npz/ + "
-                          "test_vol_h5/; imagesTr/ + labelsTr/ of NIfTI) or a single file. Not needed for "
-                          "format 'synthetic'.")
+        None,
+        description="Dataset folder (images/ + masks/; slices/ + volumes/ of HDF5; train_npz/ + "
+        "test_vol_h5/; imagesTr/ + labelsTr/ of NIfTI) or a single file. Not needed for "
+        "format 'synthetic'.",
+    )
     format: Literal["auto", "folder", "h5", "npz", "nifti", "synthetic"] = Field(
-        "auto", description="Dataset layout; 'auto' detects it from the files under root.")
+        "auto", description="Dataset layout; 'auto' detects it from the files under root."
+    )
     images_dir: str = Field("images", description="Folder of images, relative to root (folder format).")
     masks_dir: str = Field("masks", description="Folder of masks, relative to root (folder format).")
     mask_suffix: str = Field(
-        "", description="Suffix of mask file stems, e.g. '_segmentation' when masks/ISIC_1_segmentation.png "
-                        "belongs to images/ISIC_1.jpg.")
+        "",
+        description="Suffix of mask file stems, e.g. '_segmentation' when masks/ISIC_1_segmentation.png "
+        "belongs to images/ISIC_1.jpg.",
+    )
     roi_dir: str | None = Field(
-        "auto", description="Folder of region-of-interest masks (non-zero = inside), e.g. DRIVE 'fov'. "
-                            "'auto' uses fov/ or roi/ when present; null disables.")
+        "auto",
+        description="Folder of region-of-interest masks (non-zero = inside), e.g. DRIVE 'fov'. "
+        "'auto' uses fov/ or roi/ when present; null disables.",
+    )
     mask_values: dict[int, int] | None = Field(
-        None, description="Raw mask value -> class index, e.g. {0: 0, 255: 1}. Class 255 marks ignored "
-                          "pixels. Default (null): {0: 0, 255: 1} for 0/255 masks, identity for small "
-                          "integer labels.")
+        None,
+        description="Raw mask value -> class index, e.g. {0: 0, 255: 1}. Class 255 marks ignored "
+        "pixels. Default (null): {0: 0, 255: 1} for 0/255 masks, identity for small "
+        "integer labels.",
+    )
     mask_threshold: float | None = Field(
-        None, description="Binarise masks as raw >= threshold (e.g. 128 for JPEG-noisy masks); "
-                          "excludes mask_values.")
+        None,
+        description="Binarise masks as raw >= threshold (e.g. 128 for JPEG-noisy masks); "
+        "excludes mask_values.",
+    )
     class_names: list[str] | None = Field(
-        None, description="Class names including background; default from classes.txt / dataset.json, "
-                          "else background, class1, ...")
+        None,
+        description="Class names including background; default from classes.txt / dataset.json, "
+        "else background, class1, ...",
+    )
     num_classes: int | None = Field(
-        None, ge=2, description="Number of classes including background (binary = 2); checked against "
-                                "the data when given.")
+        None,
+        ge=2,
+        description="Number of classes including background (binary = 2); checked against "
+        "the data when given.",
+    )
     in_channels: int | None = Field(
-        None, ge=1, description="Channels fed to the model; grey images are replicated to 3 and RGB "
-                                "converted to grey when set. Default: the channel count of the data.")
+        None,
+        ge=1,
+        description="Channels fed to the model; grey images are replicated to 3 and RGB "
+        "converted to grey when set. Default: the channel count of the data.",
+    )
     size: tuple[int, int] = Field(
-        (256, 256), description="Training sample size [H, W] in pixels (default 256x256; for format "
-                                "'synthetic' the phantom size).")
+        (256, 256),
+        description="Training sample size [H, W] in pixels (default 256x256; for format "
+        "'synthetic' the phantom size).",
+    )
     resize_policy: Literal["resize", "pad", "crop"] = Field(
-        "resize", description="How training samples reach `size`: 'resize' stretches the whole image, "
-                              "'pad' scales keeping the aspect ratio and pads, 'crop' takes random crops at "
-                              "native resolution (large images such as DRIVE or EM). Evaluation uses the "
-                              "same scale (see medseg.data.transforms.to_model_space).")
+        "resize",
+        description="How training samples reach `size`: 'resize' stretches the whole image, "
+        "'pad' scales keeping the aspect ratio and pads, 'crop' takes random crops at "
+        "native resolution (large images such as DRIVE or EM). Evaluation uses the "
+        "same scale (see medseg.data.transforms.to_model_space).",
+    )
     train_repeats: int = Field(
-        1, ge=1, description="Times each training image is drawn per epoch (useful with 'crop' on a few "
-                             "large images).")
+        1,
+        ge=1,
+        description="Times each training image is drawn per epoch (useful with 'crop' on a few "
+        "large images).",
+    )
     split: SplitConfig = Field(default_factory=SplitConfig, description="Split options.")
     normalize: Literal["zscore", "minmax", "none"] = Field(
-        "zscore", description="Intensity normalisation, statistics per image (2D) or per volume (3D): "
-                              "'zscore' per channel, 'minmax' to [0, 1], 'none' keeps values (8-bit images "
-                              "are still divided by 255).")
+        "zscore",
+        description="Intensity normalisation, statistics per image (2D) or per volume (3D): "
+        "'zscore' per channel, 'minmax' to [0, 1], 'none' keeps values (8-bit images "
+        "are still divided by 255).",
+    )
     intensity_clip: tuple[float, float] | None = Field(
-        None, description="Clip raw intensities to [low, high] before normalising (a CT window such as "
-                          "[-125, 275]).")
-    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig,
-                                       description="Options of the built-in phantom data.")
+        None,
+        description="Clip raw intensities to [low, high] before normalising (a CT window such as "
+        "[-125, 275]).",
+    )
+    synthetic: SyntheticConfig = Field(
+        default_factory=SyntheticConfig, description="Options of the built-in phantom data."
+    )
     cache: bool = Field(True, description="Keep decoded images and volumes in memory.")
     validate_on_load: bool = Field(
-        True, description="Decode every file once when the dataset is built, so that bad files are "
-                          "reported before training starts; false only checks that files pair up.")
+        True,
+        description="Decode every file once when the dataset is built, so that bad files are "
+        "reported before training starts; false only checks that files pair up.",
+    )
 
     @field_validator("size")
     @classmethod
@@ -129,10 +170,15 @@ class DataConfig(BaseModel):
             bad = {k: v for k, v in self.mask_values.items() if not (0 <= v < 255 or v == 255)}
             if bad:
                 raise ValueError(f"data.mask_values classes must be in 0..254 (255 = ignore): {bad}")
-        if self.class_names is not None and self.num_classes is not None \
-                and len(self.class_names) != self.num_classes:
-            raise ValueError(f"data.class_names has {len(self.class_names)} names but "
-                             f"data.num_classes is {self.num_classes}")
+        if (
+            self.class_names is not None
+            and self.num_classes is not None
+            and len(self.class_names) != self.num_classes
+        ):
+            raise ValueError(
+                f"data.class_names has {len(self.class_names)} names but "
+                f"data.num_classes is {self.num_classes}"
+            )
         if self.format not in ("synthetic",) and self.root is None:
             raise ValueError("data.root is required unless data.format is 'synthetic'")
         if self.format == "synthetic" and "size" not in self.model_fields_set:
@@ -148,16 +194,25 @@ class AugmentConfig(BaseModel):
     enabled: bool = Field(True, description="Master switch; false keeps only the resize/pad/crop to size.")
     hflip: float = Field(0.5, ge=0, le=1, description="Probability of a horizontal flip.")
     vflip: float = Field(0.0, ge=0, le=1, description="Probability of a vertical flip.")
-    rot90: float = Field(0.0, ge=0, le=1, description="Probability of a random multiple-of-90-degree rotation.")
+    rot90: float = Field(
+        0.0, ge=0, le=1, description="Probability of a random multiple-of-90-degree rotation."
+    )
     affine: float = Field(0.5, ge=0, le=1, description="Probability of a small rotation + scaling.")
     rotate_limit: float = Field(15.0, ge=0, le=180, description="Small rotation range, +- degrees.")
     scale: tuple[float, float] = Field((0.85, 1.15), description="Scale range of the affine transform.")
     elastic: float = Field(0.0, ge=0, le=1, description="Probability of an elastic deformation.")
     elastic_alpha: float = Field(
-        200.0, ge=0, description="Elastic deformation strength (albumentations alpha, Simard et al. 2003); the "
-                                 "mean displacement is about 0.09 * alpha / sigma pixels.")
-    elastic_sigma: float = Field(10.0, gt=0, description="Smoothness (Gaussian sigma, pixels) of the elastic field.")
-    brightness_contrast: float = Field(0.3, ge=0, le=1, description="Probability of brightness/contrast jitter.")
+        200.0,
+        ge=0,
+        description="Elastic deformation strength (albumentations alpha, Simard et al. 2003); the "
+        "mean displacement is about 0.09 * alpha / sigma pixels.",
+    )
+    elastic_sigma: float = Field(
+        10.0, gt=0, description="Smoothness (Gaussian sigma, pixels) of the elastic field."
+    )
+    brightness_contrast: float = Field(
+        0.3, ge=0, le=1, description="Probability of brightness/contrast jitter."
+    )
     brightness: float = Field(0.1, ge=0, le=1, description="Brightness shift limit (fraction of the range).")
     contrast: float = Field(0.1, ge=0, le=1, description="Contrast factor limit (1 +- contrast).")
     gamma: float = Field(0.2, ge=0, le=1, description="Probability of a gamma change.")

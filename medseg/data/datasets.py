@@ -35,14 +35,24 @@ from medseg.data.transforms import TrainTransform, sample_seed
 from medseg.errors import DataError
 
 IGNORE = 255
-ARRAY_SUBDIRS = ("slices", "volumes", "train_npz", "test_vol_h5", "data", "data/slices")  # ACDC, Synapse, SSL4MIS
-SPLIT_NAMES = {"train": ("train.txt", "train_slices.list", "train.list", "train_slices.txt"),
-               "val": ("val.txt", "val.list", "valid.txt"),
-               "test": ("test.txt", "test.list", "test_vol.txt")}
+ARRAY_SUBDIRS = (
+    "slices",
+    "volumes",
+    "train_npz",
+    "test_vol_h5",
+    "data",
+    "data/slices",
+)  # ACDC, Synapse, SSL4MIS
+SPLIT_NAMES = {
+    "train": ("train.txt", "train_slices.list", "train.list", "train_slices.txt"),
+    "val": ("val.txt", "val.list", "valid.txt"),
+    "test": ("test.txt", "test.list", "test_vol.txt"),
+}
 SPLIT_DIRS = (".", "lists/lists_Synapse", "splits")
 
 
 # --------------------------------------------------------------------------- records
+
 
 @dataclass
 class Record:
@@ -62,8 +72,11 @@ class Record:
 
 
 def _files(folder: Path, exts: Sequence[str]) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(tuple(exts)))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(tuple(exts))
+    )
 
 
 def _by_id(paths: list[Path], strip_suffix: str = "") -> dict[str, Path]:
@@ -102,8 +115,10 @@ def detect_format(root: Path, cfg: DataConfig | None = None) -> str:
         return "h5"
     if _files(root, IMAGE_EXTS):
         return "folder"
-    raise DataError(f"{root}: cannot tell the dataset format (expected images/ + masks/, imagesTr/ + "
-                    f"labelsTr/, or .h5/.npz files); set data.format")
+    raise DataError(
+        f"{root}: cannot tell the dataset format (expected images/ + masks/, imagesTr/ + "
+        f"labelsTr/, or .h5/.npz files); set data.format"
+    )
 
 
 def discover_folder(root: Path, cfg: DataConfig, require_masks: bool) -> list[Record]:
@@ -128,8 +143,9 @@ def discover_folder(root: Path, cfg: DataConfig, require_masks: bool) -> list[Re
     if require_masks:
         orphans = sorted(set(masks) - set(img_by_id))
         if orphans:
-            raise DataError(f"{masks[orphans[0]]}: mask has no matching image in {img_dir} "
-                            f"({len(orphans)} such masks)")
+            raise DataError(
+                f"{masks[orphans[0]]}: mask has no matching image in {img_dir} ({len(orphans)} such masks)"
+            )
     roi_dir = None
     if cfg.roi_dir == "auto":
         roi_dir = next((root / d for d in ("fov", "roi") if (root / d).is_dir()), None) if not flat else None
@@ -178,7 +194,11 @@ def discover_nifti(root: Path, require_masks: bool) -> list[Record]:
     else:
         img_dir = next((root / d for d in ("imagesTr", "imagesTs") if (root / d).is_dir()), root)
         img_files = _files(img_dir, NIFTI_EXTS)
-        lab_dir = root / "labelsTr" if img_dir.name == "imagesTr" else (root / "labelsTs" if (root / "labelsTs").is_dir() else None)
+        lab_dir = (
+            root / "labelsTr"
+            if img_dir.name == "imagesTr"
+            else (root / "labelsTs" if (root / "labelsTs").is_dir() else None)
+        )
         if not img_files:
             raise DataError(f"{img_dir}: no NIfTI images (.nii / .nii.gz) found")
     groups: dict[str, list[Path]] = {}
@@ -227,6 +247,7 @@ def class_names_from_root(root: Path | None) -> list[str] | None:
 
 # --------------------------------------------------------------------------- splits
 
+
 def group_key(case_id: str) -> str:
     """Cases sharing a group (slices of a volume, frames of a patient) stay in the same split."""
     return re.sub(r"(_frame\d+)?(_slice_?\d+)?$", "", case_id) or case_id
@@ -243,8 +264,11 @@ def read_split_files(root: Path | None) -> dict[str, tuple[Path, list[str]]]:
             for n in names:
                 p = root / d / n
                 if p.is_file():
-                    ids = [file_id(Path(ln.split()[0])) for ln in p.read_text().splitlines()
-                           if ln.strip() and not ln.lstrip().startswith("#")]
+                    ids = [
+                        file_id(Path(ln.split()[0]))
+                        for ln in p.read_text().splitlines()
+                        if ln.strip() and not ln.lstrip().startswith("#")
+                    ]
                     found[split] = (p, ids)
                     break
         if found:
@@ -252,7 +276,9 @@ def read_split_files(root: Path | None) -> dict[str, tuple[Path, list[str]]]:
     return found
 
 
-def _carve(ids: list[str], fraction: float, rng: np.random.Generator, min_one: bool) -> tuple[list[str], list[str]]:
+def _carve(
+    ids: list[str], fraction: float, rng: np.random.Generator, min_one: bool
+) -> tuple[list[str], list[str]]:
     groups = sorted({group_key(i) for i in ids})
     rng.shuffle(groups)
     n = int(round(fraction * len(groups)))
@@ -272,8 +298,10 @@ def split_ids(ids: list[str], root: Path | None, cfg: DataConfig) -> dict[str, l
         for split, (path, listed) in files.items():
             missing = [i for i in listed if i not in known]
             if missing:
-                raise DataError(f"{path}: lists '{missing[0]}' but no such case exists under {root} "
-                                f"({len(missing)} missing ids)")
+                raise DataError(
+                    f"{path}: lists '{missing[0]}' but no such case exists under {root} "
+                    f"({len(missing)} missing ids)"
+                )
             out[split] = listed
         if "train" not in out:
             taken = set(out.get("val", [])) | set(out.get("test", []))
@@ -292,6 +320,7 @@ def split_ids(ids: list[str], root: Path | None, cfg: DataConfig) -> dict[str, l
 
 
 # --------------------------------------------------------------------------- loading
+
 
 @dataclass
 class Prepared:
@@ -345,8 +374,9 @@ class Settings:
     channel_source: str = ""
 
 
-def auto_mapping(values: set[int], num_classes: int | None, where: str,
-                 first_seen: Mapping[int, str] | None = None) -> dict[int, int]:
+def auto_mapping(
+    values: set[int], num_classes: int | None, where: str, first_seen: Mapping[int, str] | None = None
+) -> dict[int, int]:
     """Default raw->class mapping: {0:0, 255:1} for 0/255 masks, identity for small integer labels."""
     if not values or values <= {0, 255}:
         return {0: 0, 255: 1}
@@ -358,8 +388,11 @@ def auto_mapping(values: set[int], num_classes: int | None, where: str,
         return {v: v for v in range(max(top + 1, num_classes or 0))}
     shown = sorted(values)
     shown_s = ", ".join(map(str, shown[:12])) + (", ..." if len(shown) > 12 else "")
-    hint = ("data.mask_threshold: 128 (values look like JPEG noise)" if len(values) > 16
-            else "data.mask_values, e.g. {" + ", ".join(f"{v}: {i}" for i, v in enumerate(shown[:4])) + "}")
+    hint = (
+        "data.mask_threshold: 128 (values look like JPEG noise)"
+        if len(values) > 16
+        else "data.mask_values, e.g. {" + ", ".join(f"{v}: {i}" for i, v in enumerate(shown[:4])) + "}"
+    )
     odd = [v for v in shown if v not in (0, 255)]
     if first_seen and odd and odd[0] in first_seen:
         where = f"{first_seen[odd[0]]}: value {odd[0]};"
@@ -375,8 +408,10 @@ def map_mask(raw: np.ndarray, settings: Settings, path: str) -> np.ndarray:
     if np.issubdtype(raw.dtype, np.floating):
         r = np.rint(raw)
         if not np.array_equal(r, raw):
-            raise DataError(f"{path}: mask holds non-integer values (e.g. {raw[r != raw].flat[0]:g}); "
-                            f"set data.mask_threshold to binarise it")
+            raise DataError(
+                f"{path}: mask holds non-integer values (e.g. {raw[r != raw].flat[0]:g}); "
+                f"set data.mask_threshold to binarise it"
+            )
         raw = r.astype(np.int64)
     mapping = settings.mapping or {}
     if raw.dtype == np.uint8:
@@ -384,8 +419,10 @@ def map_mask(raw: np.ndarray, settings: Settings, path: str) -> np.ndarray:
 
         bad = sorted(values_present(raw) - set(mapping))
         if bad:
-            raise DataError(f"{path}: mask values {bad[:8]} are not in the class mapping "
-                            f"{_fmt_mapping(mapping)} (set data.mask_values or data.mask_threshold)")
+            raise DataError(
+                f"{path}: mask values {bad[:8]} are not in the class mapping "
+                f"{_fmt_mapping(mapping)} (set data.mask_values or data.mask_threshold)"
+            )
         lut = np.zeros(256, np.uint8)
         for k, v in mapping.items():
             if 0 <= k < 256:
@@ -395,14 +432,18 @@ def map_mask(raw: np.ndarray, settings: Settings, path: str) -> np.ndarray:
         vals, inv = np.unique(raw, return_inverse=True)
         bad = [int(v) for v in vals if int(v) not in mapping]
         if bad:
-            raise DataError(f"{path}: mask values {bad[:8]} are not in the class mapping "
-                            f"{_fmt_mapping(mapping)} (set data.mask_values or data.mask_threshold)")
+            raise DataError(
+                f"{path}: mask values {bad[:8]} are not in the class mapping "
+                f"{_fmt_mapping(mapping)} (set data.mask_values or data.mask_threshold)"
+            )
         out = np.array([mapping[int(v)] for v in vals], np.int16)[inv.reshape(raw.shape)]
     out = out.astype(np.uint8)
     over = (out != IGNORE) & (out >= settings.num_classes)
     if over.any():
-        raise DataError(f"{path}: mask class {int(out[over].max())} is outside 0..{settings.num_classes - 1} "
-                        f"(data.num_classes = {settings.num_classes})")
+        raise DataError(
+            f"{path}: mask class {int(out[over].max())} is outside 0..{settings.num_classes - 1} "
+            f"(data.num_classes = {settings.num_classes})"
+        )
     return out
 
 
@@ -467,8 +508,10 @@ class CaseStore:
             roi = read_mask_2d(rec.roi, "region-of-interest mask") > 0 if rec.roi is not None else None
             for other, what, path in ((mask, "mask", rec.mask), (roi, "region-of-interest mask", rec.roi)):
                 if other is not None and other.shape != image.shape[:2]:
-                    raise DataError(f"{path}: {what} size does not match image {rec.image[0].name} "
-                                    f"({_spatial_mismatch(other.shape, image.shape[:2])}, WxH)")
+                    raise DataError(
+                        f"{path}: {what} size does not match image {rec.image[0].name} "
+                        f"({_spatial_mismatch(other.shape, image.shape[:2])}, WxH)"
+                    )
             return RawCase(image, mask, roi)
         if rec.kind == "array":
             image, label = read_array_case(rec.image[0])
@@ -478,8 +521,10 @@ class CaseStore:
         if rec.mask is not None:
             label = read_nifti_label(rec.mask)
             if label.shape != image.shape[:3]:
-                raise DataError(f"{rec.mask}: label shape {label.shape[::-1]} (x, y, z) does not match image "
-                                f"{rec.image[0].name} {image.shape[:3][::-1]}")
+                raise DataError(
+                    f"{rec.mask}: label shape {label.shape[::-1]} (x, y, z) does not match image "
+                    f"{rec.image[0].name} {image.shape[:3][::-1]}"
+                )
         return RawCase(image, label, None, spacing, geometry)
 
     def scan(self, num_classes: int | None, validate_all: bool) -> tuple[dict[int, str], dict[int, int]]:
@@ -504,8 +549,10 @@ class CaseStore:
         image = raw.image
         if image.shape[-1] != s.in_channels:
             if self.cfg.in_channels is None:
-                raise DataError(f"{rec.source}: image has {image.shape[-1]} channels but {s.channel_source} has "
-                                f"{s.in_channels}; set data.in_channels to convert")
+                raise DataError(
+                    f"{rec.source}: image has {image.shape[-1]} channels but {s.channel_source} has "
+                    f"{s.in_channels}; set data.in_channels to convert"
+                )
             image = _convert_channels(image, s.in_channels, rec.source)
         if image.dtype not in (np.uint8, np.float32):
             image = image.astype(np.float32)
@@ -533,8 +580,18 @@ class CaseStore:
             else:
                 shift = np.full(image.shape[-1], -lo / (hi - lo))
                 scale = np.full(image.shape[-1], 1.0 / (hi - lo))
-        return Prepared(image, mask, roi, lo, hi, shift.astype(np.float32), scale.astype(np.float32),
-                        raw.spacing, raw.geometry, raw_values)
+        return Prepared(
+            image,
+            mask,
+            roi,
+            lo,
+            hi,
+            shift.astype(np.float32),
+            scale.astype(np.float32),
+            raw.spacing,
+            raw.geometry,
+            raw_values,
+        )
 
     def get(self, i: int) -> Prepared:
         hit = self._cache.get(i)
@@ -555,7 +612,9 @@ def values_present(mask: np.ndarray) -> set[int]:
     if mask.dtype == np.uint8:
         import cv2
 
-        hist = cv2.calcHist([np.ascontiguousarray(mask.reshape(mask.shape[0], -1))], [0], None, [256], [0, 256])
+        hist = cv2.calcHist(
+            [np.ascontiguousarray(mask.reshape(mask.shape[0], -1))], [0], None, [256], [0, 256]
+        )
         return {int(v) for v in np.flatnonzero(hist.ravel())}
     if mask.dtype == bool:
         return {int(v) for v in np.unique(mask)}
@@ -590,6 +649,7 @@ def display_rgb(unit: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- datasets
 
+
 class TrainDataset(Dataset):
     """Augmented fixed-size 2D training samples; volumes contribute one sample per slice.
 
@@ -598,8 +658,16 @@ class TrainDataset(Dataset):
     ones included, see the new value (call ``set_epoch`` before iterating the loader).
     """
 
-    def __init__(self, store: CaseStore, indices: list[int], cfg: DataConfig, aug: AugmentConfig, seed: int,
-                 extra_targets: tuple[str, ...] = (), target_options: Mapping[str, Mapping] | None = None) -> None:
+    def __init__(
+        self,
+        store: CaseStore,
+        indices: list[int],
+        cfg: DataConfig,
+        aug: AugmentConfig,
+        seed: int,
+        extra_targets: tuple[str, ...] = (),
+        target_options: Mapping[str, Mapping] | None = None,
+    ) -> None:
         self.store, self.cfg, self.seed = store, cfg, int(seed)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.items: list[tuple[int, int | None]] = []
@@ -640,7 +708,11 @@ class TrainDataset(Dataset):
         i, z = self.items[k]
         prep = self.store.get(i)
         image = prep.image if z is None else prep.image[z]
-        mask = np.zeros(image.shape[:2], np.uint8) if prep.mask is None else (prep.mask if z is None else prep.mask[z])
+        mask = (
+            np.zeros(image.shape[:2], np.uint8)
+            if prep.mask is None
+            else (prep.mask if z is None else prep.mask[z])
+        )
         roi = None if prep.roi is None else (prep.roi if z is None else prep.roi[z]).astype(np.uint8)
         s = sample_seed(self.seed, self.epoch, index)
         image, mask, roi = self.transform.resize(np.ascontiguousarray(image), mask, roi, s)
@@ -648,20 +720,27 @@ class TrainDataset(Dataset):
             image = image[:, :, None]
         unit, mask, roi = self.transform.augment(prep.unit(image), mask, roi, (s + 1) & 0xFFFFFFFF)
         x = prep.normalise(unit)
-        out = {"image": torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)),
-               "mask": torch.from_numpy(mask.astype(np.int64)),
-               "roi": torch.from_numpy(roi.astype(bool)),
-               "id": self._item_id(k)}
+        out = {
+            "image": torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)),
+            "mask": torch.from_numpy(mask.astype(np.int64)),
+            "roi": torch.from_numpy(roi.astype(bool)),
+            "id": self._item_id(k),
+        }
         if self.extra_targets:
             from medseg.data import edges
 
             m = np.where(roi > 0, mask, 0).astype(np.int64)
             if "weight_map" in self.extra_targets:
-                out["weight_map"] = torch.from_numpy(np.asarray(
-                    edges.unet_weight_map(m, **self.target_options.get("weight_map", {})), dtype=np.float32))
+                out["weight_map"] = torch.from_numpy(
+                    np.asarray(
+                        edges.unet_weight_map(m, **self.target_options.get("weight_map", {})),
+                        dtype=np.float32,
+                    )
+                )
             if "edge" in self.extra_targets:
-                out["edge"] = torch.from_numpy(np.asarray(
-                    edges.edge_target(m, **self.target_options.get("edge", {})), dtype=np.float32))
+                out["edge"] = torch.from_numpy(
+                    np.asarray(edges.edge_target(m, **self.target_options.get("edge", {})), dtype=np.float32)
+                )
         return out
 
 
@@ -728,6 +807,7 @@ class DataBundle:
 
 # --------------------------------------------------------------------------- building
 
+
 def _records(cfg: DataConfig, require_masks: bool) -> tuple[list[Record], dict | None, str]:
     if cfg.format == "synthetic":
         from medseg.data.synthetic import generate_dataset
@@ -747,8 +827,9 @@ def _records(cfg: DataConfig, require_masks: bool) -> tuple[list[Record], dict |
     return discover_nifti(root, require_masks), None, fmt
 
 
-def _settings(store: CaseStore, cfg: DataConfig, validate_all: bool, names: list[str] | None,
-              where: str) -> Settings:
+def _settings(
+    store: CaseStore, cfg: DataConfig, validate_all: bool, names: list[str] | None, where: str
+) -> Settings:
     num_classes = cfg.num_classes or (len(cfg.class_names) if cfg.class_names else None)
     values, channels = store.scan(num_classes, validate_all)
     first = min(channels) if channels else 0
@@ -757,7 +838,11 @@ def _settings(store: CaseStore, cfg: DataConfig, validate_all: bool, names: list
         mapping = None
         n = num_classes or 2
     else:
-        mapping = dict(cfg.mask_values) if cfg.mask_values is not None else auto_mapping(set(values), num_classes, where, values)
+        mapping = (
+            dict(cfg.mask_values)
+            if cfg.mask_values is not None
+            else auto_mapping(set(values), num_classes, where, values)
+        )
         classes = [v for v in mapping.values() if v != IGNORE]
         n = num_classes or max(2, (max(classes) + 1) if classes else 2)
     if names is not None and num_classes is None and len(names) > n:
@@ -776,8 +861,9 @@ def _names(cfg: DataConfig, n: int, found: list[str] | None) -> list[str]:
     return ["background"] + [f"class{k}" for k in range(1, n)]
 
 
-def build_store(cfg: DataConfig, *, require_masks: bool = True, use_masks: bool = True,
-                validate: bool | None = None) -> tuple[CaseStore, str, list[str]]:
+def build_store(
+    cfg: DataConfig, *, require_masks: bool = True, use_masks: bool = True, validate: bool | None = None
+) -> tuple[CaseStore, str, list[str]]:
     """Discover, scan and validate a dataset; returns the store, the format and the class names."""
     records, memory, fmt = _records(cfg, require_masks)
     if not use_masks:
@@ -786,7 +872,11 @@ def build_store(cfg: DataConfig, *, require_masks: bool = True, use_masks: bool 
     store = CaseStore(records, cfg, memory)
     store.use_masks = use_masks
     root = None if cfg.root is None else Path(cfg.root).expanduser()
-    found_names = memory_names(cfg) if fmt == "synthetic" else class_names_from_root(root if root and root.is_dir() else None)
+    found_names = (
+        memory_names(cfg)
+        if fmt == "synthetic"
+        else class_names_from_root(root if root and root.is_dir() else None)
+    )
     validate_all = cfg.validate_on_load if validate is None else validate
     store.settings = _settings(store, cfg, validate_all, found_names, str(root or "synthetic"))
     if validate_all:
@@ -801,9 +891,14 @@ def memory_names(cfg: DataConfig) -> list[str]:
     return class_names(cfg.synthetic.kind)
 
 
-def build_data(cfg: DataConfig, aug: AugmentConfig | None = None, *, seed: int = 0,
-               extra_targets: tuple[str, ...] = (),
-               target_options: Mapping[str, Mapping] | None = None) -> DataBundle:
+def build_data(
+    cfg: DataConfig,
+    aug: AugmentConfig | None = None,
+    *,
+    seed: int = 0,
+    extra_targets: tuple[str, ...] = (),
+    target_options: Mapping[str, Mapping] | None = None,
+) -> DataBundle:
     """Build the training, validation and test datasets of ``cfg``.
 
     ``extra_targets`` ("weight_map", "edge") add per-sample targets computed from the augmented
@@ -825,9 +920,15 @@ def build_data(cfg: DataConfig, aug: AugmentConfig | None = None, *, seed: int =
     return DataBundle(train, val, test, s.num_classes, names, s.in_channels, volumetric, cfg, splits, store)
 
 
-def open_cases(source: str | Path | DataConfig, *, cfg: DataConfig | None = None, split: str | None = None,
-               masks: bool | None = None, in_channels: int | None = None,
-               num_classes: int | None = None) -> CaseDataset:
+def open_cases(
+    source: str | Path | DataConfig,
+    *,
+    cfg: DataConfig | None = None,
+    split: str | None = None,
+    masks: bool | None = None,
+    in_channels: int | None = None,
+    num_classes: int | None = None,
+) -> CaseDataset:
     """Cases of an arbitrary image folder / file / dataset, for prediction and evaluation.
 
     ``source``: a path (a folder with or without images/ + masks/, one image, an .h5/.npz file, a NIfTI

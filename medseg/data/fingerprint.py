@@ -30,8 +30,9 @@ def _counts(raw: np.ndarray) -> dict[int, int]:
     if raw.dtype == np.uint8:
         hist = np.bincount(raw.ravel(), minlength=256)
         return {int(v): int(hist[v]) for v in np.flatnonzero(hist)}
-    vals, cnt = np.unique(np.rint(raw).astype(np.int64) if np.issubdtype(raw.dtype, np.floating) else raw,
-                          return_counts=True)
+    vals, cnt = np.unique(
+        np.rint(raw).astype(np.int64) if np.issubdtype(raw.dtype, np.floating) else raw, return_counts=True
+    )
     return {int(v): int(c) for v, c in zip(vals, cnt)}
 
 
@@ -93,12 +94,16 @@ def fingerprint(source: DataConfig | str | Path, *, max_cases: int | None = None
     mapping: dict[int, int] | None = None
     if cfg.mask_threshold is None:
         try:
-            mapping = dict(cfg.mask_values) if cfg.mask_values is not None else auto_mapping(
-                values, cfg.num_classes, str(cfg.root), first_seen)
+            mapping = (
+                dict(cfg.mask_values)
+                if cfg.mask_values is not None
+                else auto_mapping(values, cfg.num_classes, str(cfg.root), first_seen)
+            )
         except DataError as e:
             problems.append(str(e))
-    n_classes = cfg.num_classes or (2 if mapping is None else max(2, max(
-        [v for v in mapping.values() if v != 255], default=1) + 1))
+    n_classes = cfg.num_classes or (
+        2 if mapping is None else max(2, max([v for v in mapping.values() if v != 255], default=1) + 1)
+    )
     found = class_names_from_root(Path(cfg.root) if cfg.root and Path(cfg.root).is_dir() else None)
     if fmt == "synthetic":
         from medseg.data.synthetic import class_names
@@ -131,10 +136,15 @@ def fingerprint(source: DataConfig | str | Path, *, max_cases: int | None = None
     intensity = None
     if pooled:
         allv = np.concatenate(pooled)
-        intensity = {"min": float(allv.min()), "max": float(allv.max()), "mean": float(allv.mean()),
-                     "std": float(allv.std()), "p0_5": float(np.percentile(allv, 0.5)),
-                     "p99_5": float(np.percentile(allv, 99.5)),
-                     "channel_means": [float(v) for v in np.mean(chan_means, axis=0)]}
+        intensity = {
+            "min": float(allv.min()),
+            "max": float(allv.max()),
+            "mean": float(allv.mean()),
+            "std": float(allv.std()),
+            "p0_5": float(np.percentile(allv, 0.5)),
+            "p99_5": float(np.percentile(allv, 99.5)),
+            "channel_means": [float(v) for v in np.mean(chan_means, axis=0)],
+        }
     split: dict[str, Any] | None = None
     try:
         root = Path(cfg.root) if cfg.root is not None and Path(cfg.root).is_dir() else None
@@ -162,13 +172,21 @@ def fingerprint(source: DataConfig | str | Path, *, max_cases: int | None = None
         "mask_threshold": cfg.mask_threshold,
         "num_classes": n_classes,
         "class_names": names,
-        "class_frequency": ({n: (float(c) / total if total else 0.0) for n, c in zip(names, class_pixels)}
-                            if mapped else None),
+        "class_frequency": (
+            {n: (float(c) / total if total else 0.0) for n, c in zip(names, class_pixels)} if mapped else None
+        ),
         "class_presence": {n: int(p) for n, p in zip(names, presence)} if mapped else None,
         "empty_masks": len(empty) if mapped else None,
         "empty_mask_ids": empty[:20],
-        "spacing": (None if sp_arr is None else {
-            "min": sp_arr.min(0).tolist(), "median": np.median(sp_arr, 0).tolist(), "max": sp_arr.max(0).tolist()}),
+        "spacing": (
+            None
+            if sp_arr is None
+            else {
+                "min": sp_arr.min(0).tolist(),
+                "median": np.median(sp_arr, 0).tolist(),
+                "max": sp_arr.max(0).tolist(),
+            }
+        ),
         "problems": problems,
     }
 
@@ -207,12 +225,18 @@ def fingerprint_table(fp: dict[str, Any]):
     t.add_row("dtype", ", ".join(f"{k}: {v}" for k, v in fp["dtypes"].items()) or "-")
     if fp["intensity"]:
         i = fp["intensity"]
-        t.add_row("intensity", f"mean {i['mean']:.4g}, std {i['std']:.4g}, range {i['min']:.4g} .. {i['max']:.4g}, "
-                               f"p0.5-p99.5 {i['p0_5']:.4g} .. {i['p99_5']:.4g}")
+        t.add_row(
+            "intensity",
+            f"mean {i['mean']:.4g}, std {i['std']:.4g}, range {i['min']:.4g} .. {i['max']:.4g}, "
+            f"p0.5-p99.5 {i['p0_5']:.4g} .. {i['p99_5']:.4g}",
+        )
     if fp["spacing"]:
         s = fp["spacing"]
-        t.add_row("spacing", f"median {tuple(round(v, 4) for v in s['median'])}, min {tuple(round(v, 4) for v in s['min'])}, "
-                             f"max {tuple(round(v, 4) for v in s['max'])}")
+        t.add_row(
+            "spacing",
+            f"median {tuple(round(v, 4) for v in s['median'])}, min {tuple(round(v, 4) for v in s['min'])}, "
+            f"max {tuple(round(v, 4) for v in s['max'])}",
+        )
     vals = fp["mask_values"]
     t.add_row("raw mask values", (", ".join(map(str, vals[:16])) + (" ..." if len(vals) > 16 else "")) or "-")
     if fp["mask_threshold"] is not None:
@@ -220,11 +244,19 @@ def fingerprint_table(fp: dict[str, Any]):
     elif fp["class_mapping"]:
         t.add_row("class mapping", ", ".join(f"{k}->{v}" for k, v in list(fp["class_mapping"].items())[:12]))
     if fp["class_frequency"]:
-        t.add_row("class pixel frequency", ", ".join(
-            f"{n} {100 * f:.2f}% (in {fp['class_presence'][n]} cases)" for n, f in fp["class_frequency"].items()))
+        t.add_row(
+            "class pixel frequency",
+            ", ".join(
+                f"{n} {100 * f:.2f}% (in {fp['class_presence'][n]} cases)"
+                for n, f in fp["class_frequency"].items()
+            ),
+        )
     if fp["empty_masks"] is not None:
-        t.add_row("empty masks", str(fp["empty_masks"]) + (f" ({', '.join(fp['empty_mask_ids'][:5])}...)"
-                                                          if fp["empty_masks"] else ""))
+        t.add_row(
+            "empty masks",
+            str(fp["empty_masks"])
+            + (f" ({', '.join(fp['empty_mask_ids'][:5])}...)" if fp["empty_masks"] else ""),
+        )
     if fp["has_roi"]:
         t.add_row("region-of-interest masks", "yes")
     for p in fp["problems"][:10]:

@@ -81,7 +81,9 @@ def _tiff_or_pil(path: Path, what: str) -> np.ndarray:
 def read_image_2d(path: Path) -> np.ndarray:
     """Read a PNG/JPG/BMP/TIFF image as ``[H, W, C]`` in its native dtype."""
     path = Path(path)
-    arr = _tiff_or_pil(path, "image") if path.suffix.lower() in (".tif", ".tiff") else _pil_array(path, "image")
+    arr = (
+        _tiff_or_pil(path, "image") if path.suffix.lower() in (".tif", ".tiff") else _pil_array(path, "image")
+    )
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[0] < 2 or arr.shape[1] < 2:
@@ -100,8 +102,10 @@ def read_mask_2d(path: Path, what: str = "mask") -> np.ndarray:
         if arr.shape[2] == 1 or all(np.array_equal(arr[..., 0], arr[..., c]) for c in range(1, arr.shape[2])):
             arr = arr[..., 0]
         else:
-            raise DataError(f"{path}: {what} has {arr.shape[2]} different colour channels; expected a "
-                            f"single-channel label image (or R = G = B)")
+            raise DataError(
+                f"{path}: {what} has {arr.shape[2]} different colour channels; expected a "
+                f"single-channel label image (or R = G = B)"
+            )
     if arr.ndim != 2:
         raise DataError(f"{path}: expected a 2D {what}, got an array of shape {arr.shape}")
     if arr.dtype == bool:
@@ -117,6 +121,7 @@ def check_finite(arr: np.ndarray, path: Path | str) -> None:
 
 
 # --------------------------------------------------------------------------- HDF5 / npz
+
 
 def _match_image_to_label(image: np.ndarray, label_shape: tuple[int, ...] | None, path: Path) -> np.ndarray:
     """Return the image as ``[..., C]`` with spatial shape equal to the label's."""
@@ -206,6 +211,7 @@ def read_array_case(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 # --------------------------------------------------------------------------- NIfTI
 
+
 def _load_nifti(path: Path, what: str) -> Any:
     import nibabel as nib
 
@@ -243,8 +249,9 @@ def read_nifti_image(paths: list[Path]) -> tuple[np.ndarray, tuple[float, float,
         if first is None:
             first = img
         elif arr.shape[:3] != chans[0].shape[:3]:
-            raise DataError(f"{p}: channel volume shape {arr.shape[:3]} differs from {paths[0].name} "
-                            f"{chans[0].shape[:3]}")
+            raise DataError(
+                f"{p}: channel volume shape {arr.shape[:3]} differs from {paths[0].name} {chans[0].shape[:3]}"
+            )
         chans.append(arr)
     image = chans[0] if len(chans) == 1 else np.concatenate(chans, axis=-1)
     if np.issubdtype(image.dtype, np.floating):
@@ -253,8 +260,12 @@ def read_nifti_image(paths: list[Path]) -> tuple[np.ndarray, tuple[float, float,
     zooms = tuple(float(z) for z in first.header.get_zooms()[:3])
     zooms = zooms + (1.0,) * (3 - len(zooms))
     spacing = (zooms[2], zooms[1], zooms[0])
-    geometry = {"source": str(paths[0]), "affine": np.asarray(first.affine, dtype=float).tolist(),
-                "shape_xyz": [int(s) for s in first.shape[:3]], "layout": "zyx"}
+    geometry = {
+        "source": str(paths[0]),
+        "affine": np.asarray(first.affine, dtype=float).tolist(),
+        "shape_xyz": [int(s) for s in first.shape[:3]],
+        "layout": "zyx",
+    }
     return image, spacing, geometry
 
 

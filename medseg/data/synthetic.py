@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-CLASS_NAMES = {"binary": ["background", "lesion"],
-               "multiclass": ["background", "organ", "ring", "core"]}
+CLASS_NAMES = {"binary": ["background", "lesion"], "multiclass": ["background", "organ", "ring", "core"]}
 
 
 def class_names(kind: str) -> list[str]:
@@ -33,8 +32,15 @@ def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarr
     return (g - g.mean()) / (g.std() + 1e-8)
 
 
-def _blob(rng: np.random.Generator, size: int, cy: float, cx: float, radius: float,
-          aspect: float = 1.0, irregularity: float = 0.15) -> np.ndarray:
+def _blob(
+    rng: np.random.Generator,
+    size: int,
+    cy: float,
+    cx: float,
+    radius: float,
+    aspect: float = 1.0,
+    irregularity: float = 0.15,
+) -> np.ndarray:
     """A star-shaped region: an ellipse whose radius varies with a few random harmonics."""
     yy, xx = np.mgrid[:size, :size].astype(np.float64)
     angle = rng.uniform(0, np.pi)
@@ -86,11 +92,25 @@ def _multiclass(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
     img = np.full((size, size), 0.04)
     c = size / 2 + rng.uniform(-0.05, 0.05, 2) * size
     body = _blob(rng, size, c[0], c[1], size * rng.uniform(0.4, 0.46), rng.uniform(1.1, 1.4), 0.05)
-    level = {0: rng.uniform(0.28, 0.36), 1: rng.uniform(0.48, 0.58), 2: rng.uniform(0.1, 0.18),
-             3: rng.uniform(0.8, 0.9)}
+    level = {
+        0: rng.uniform(0.28, 0.36),
+        1: rng.uniform(0.48, 0.58),
+        2: rng.uniform(0.1, 0.18),
+        3: rng.uniform(0.8, 0.9),
+    }
     img[body] = level[0]
-    organ = _blob(rng, size, c[0] + rng.uniform(-0.12, 0.12) * size, c[1] + rng.uniform(-0.15, 0.0) * size,
-                  size * rng.uniform(0.16, 0.22), rng.uniform(1.0, 1.5), 0.15) & body
+    organ = (
+        _blob(
+            rng,
+            size,
+            c[0] + rng.uniform(-0.12, 0.12) * size,
+            c[1] + rng.uniform(-0.15, 0.0) * size,
+            size * rng.uniform(0.16, 0.22),
+            rng.uniform(1.0, 1.5),
+            0.15,
+        )
+        & body
+    )
     label[organ] = 1
     cy, cx = c[0] + rng.uniform(-0.1, 0.1) * size, c[1] + rng.uniform(0.05, 0.18) * size
     r_core = size * rng.uniform(0.08, 0.12)
@@ -114,15 +134,17 @@ def generate_phantom(kind: str, size: int, seed: int, index: int = 0) -> tuple[n
     return _binary(rng, size) if kind == "binary" else _multiclass(rng, size)
 
 
-def generate_dataset(kind: str = "binary", n: int = 96, size: int = 96,
-                     seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+def generate_dataset(
+    kind: str = "binary", n: int = 96, size: int = 96, seed: int = 0
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
     """``n`` phantoms: (images, labels as class indices, class names)."""
     pairs = [generate_phantom(kind, size, seed, k) for k in range(n)]
     return [p[0] for p in pairs], [p[1] for p in pairs], class_names(kind)
 
 
-def write_synthetic_dataset(out_dir: str | Path, kind: str = "binary", n: int = 96, size: int = 96,
-                            seed: int = 0) -> Path:
+def write_synthetic_dataset(
+    out_dir: str | Path, kind: str = "binary", n: int = 96, size: int = 96, seed: int = 0
+) -> Path:
     """Write a folder dataset (``images/*.png``, ``masks/*.png``, ``classes.txt``) of phantoms.
 
     Binary masks are stored as 0/255, multi-class masks as class indices 0..3.

@@ -34,14 +34,29 @@ def _size_transforms(cfg: DataConfig) -> list:
 
     h, w = cfg.size
     if cfg.resize_policy == "resize":
-        return [A.Resize(h, w, interpolation=cv2.INTER_LINEAR, area_for_downscale="image",
-                         mask_interpolation=cv2.INTER_NEAREST_EXACT)]
+        return [
+            A.Resize(
+                h,
+                w,
+                interpolation=cv2.INTER_LINEAR,
+                area_for_downscale="image",
+                mask_interpolation=cv2.INTER_NEAREST_EXACT,
+            )
+        ]
     if cfg.resize_policy == "pad":
-        return [A.LongestMaxSize(max_size_hw=(h, w), interpolation=cv2.INTER_LINEAR, area_for_downscale="image",
-                         mask_interpolation=cv2.INTER_NEAREST_EXACT),
-                A.PadIfNeeded(h, w, position="center", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0)]
-    return [A.PadIfNeeded(h, w, position="center", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
-            A.RandomCrop(h, w)]
+        return [
+            A.LongestMaxSize(
+                max_size_hw=(h, w),
+                interpolation=cv2.INTER_LINEAR,
+                area_for_downscale="image",
+                mask_interpolation=cv2.INTER_NEAREST_EXACT,
+            ),
+            A.PadIfNeeded(h, w, position="center", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
+        ]
+    return [
+        A.PadIfNeeded(h, w, position="center", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
+        A.RandomCrop(h, w),
+    ]
 
 
 def _aug_transforms(aug: AugmentConfig) -> list:
@@ -55,16 +70,37 @@ def _aug_transforms(aug: AugmentConfig) -> list:
     if aug.vflip > 0:
         t.append(A.VerticalFlip(p=aug.vflip))
     if aug.affine > 0 and (aug.rotate_limit > 0 or aug.scale != (1.0, 1.0)):
-        t.append(A.Affine(rotate=(-aug.rotate_limit, aug.rotate_limit), scale=aug.scale,
-                          interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST,
-                          border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=aug.affine))
+        t.append(
+            A.Affine(
+                rotate=(-aug.rotate_limit, aug.rotate_limit),
+                scale=aug.scale,
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=0,
+                p=aug.affine,
+            )
+        )
     if aug.elastic > 0:
-        t.append(A.ElasticTransform(alpha=aug.elastic_alpha, sigma=aug.elastic_sigma,
-                                    interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST,
-                                    border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=aug.elastic))
+        t.append(
+            A.ElasticTransform(
+                alpha=aug.elastic_alpha,
+                sigma=aug.elastic_sigma,
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=0,
+                p=aug.elastic,
+            )
+        )
     if aug.brightness_contrast > 0 and (aug.brightness > 0 or aug.contrast > 0):
-        t.append(A.RandomBrightnessContrast(brightness_limit=aug.brightness, contrast_limit=aug.contrast,
-                                            p=aug.brightness_contrast))
+        t.append(
+            A.RandomBrightnessContrast(
+                brightness_limit=aug.brightness, contrast_limit=aug.contrast, p=aug.brightness_contrast
+            )
+        )
     if aug.gamma > 0:
         lo, hi = aug.gamma_limit
         t.append(A.RandomGamma(gamma_limit=(lo * 100, hi * 100), p=aug.gamma))
@@ -119,7 +155,9 @@ def model_input_size(height: int, width: int, cfg: DataConfig) -> tuple[int, int
     return height, width
 
 
-def to_model_space(image: torch.Tensor, cfg: DataConfig) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+def to_model_space(
+    image: torch.Tensor, cfg: DataConfig
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
     """Bring a native-resolution case image ``[B, C, H, W]`` to the scale the model was trained at.
 
     Returns the resized image and ``undo(probs [B, K, h, w]) -> [B, K, H, W]`` (bilinear). With

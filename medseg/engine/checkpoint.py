@@ -45,8 +45,10 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     for idx, values in meta.get("scalars", {}).items():
         state.setdefault(int(idx), {}).update(values)
     # JSON turns tuples (e.g. Adam's betas) into lists; restore them.
-    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
-              for g in meta["param_groups"]]
+    groups = [
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
+        for g in meta["param_groups"]
+    ]
     return {"state": state, "param_groups": groups}
 
 
@@ -78,8 +80,14 @@ def restore_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
         random.setstate((p[0], tuple(p[1]), p[2]))
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, state: dict[str, Any], *,
-                    optimizer: torch.optim.Optimizer | None = None, rng: bool = False) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    state: dict[str, Any],
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    rng: bool = False,
+) -> Path:
     """Write ``model`` (+ optimizer and RNG when given) and the JSON ``state`` atomically.
 
     ``state`` must hold ``model_name``, ``model_options``, ``in_channels``, ``num_classes``.
@@ -151,8 +159,10 @@ def load_state_strict(model: torch.nn.Module, weights: dict[str, torch.Tensor], 
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
         if wrong:
             k = wrong[0]
-            parts.append(f"{len(wrong)} with other shapes (e.g. {k}: file {tuple(weights[k].shape)} "
-                         f"vs model {tuple(own[k].shape)})")
+            parts.append(
+                f"{len(wrong)} with other shapes (e.g. {k}: file {tuple(weights[k].shape)} "
+                f"vs model {tuple(own[k].shape)})"
+            )
         raise CheckpointError(f"{source}: weights do not fit this model: " + "; ".join(parts))
     model.load_state_dict(weights, strict=True)
 
@@ -166,8 +176,12 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu"):
 
     tensors, meta = read_checkpoint(path)
     state = meta["state"]
-    model = build_model(state["model_name"], state["in_channels"], state.get("out_channels", state["num_classes"]),
-                        **state.get("model_options", {}))
+    model = build_model(
+        state["model_name"],
+        state["in_channels"],
+        state.get("out_channels", state["num_classes"]),
+        **state.get("model_options", {}),
+    )
     load_state_strict(model, split_tensors(tensors, "model"), str(path))
     return model.to(device).eval(), state
 
@@ -201,15 +215,22 @@ def load_weights_file(model: torch.nn.Module, path: str | Path) -> None:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any failure means the file is unusable
-            raise CheckpointError(f"{path}: not a loadable state dict ({type(exc).__name__}: {exc})") from None
+            raise CheckpointError(
+                f"{path}: not a loadable state dict ({type(exc).__name__}: {exc})"
+            ) from None
         weights = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else None
         if not isinstance(weights, dict):
             raise CheckpointError(f"{path}: expected a state dict, found {type(obj).__name__}")
     load_state_strict(model, weights, str(path))
 
 
-def restore_training(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                     *, expect: dict[str, Any] | None = None) -> dict:
+def restore_training(
+    path: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    *,
+    expect: dict[str, Any] | None = None,
+) -> dict:
     """Load model, optimizer and RNG for ``--resume``; returns the saved state.
 
     ``expect`` (model_name, model_options, num_classes, in_channels) must match the
@@ -219,8 +240,9 @@ def restore_training(path: str | Path, model: torch.nn.Module, optimizer: torch.
     state = meta["state"]
     for key, value in (expect or {}).items():
         if state.get(key) != value:
-            raise CheckpointError(f"{path}: checkpoint has {key}={state.get(key)!r}, "
-                                  f"but this run has {key}={value!r}")
+            raise CheckpointError(
+                f"{path}: checkpoint has {key}={state.get(key)!r}, but this run has {key}={value!r}"
+            )
     load_state_strict(getattr(model, "module", model), split_tensors(tensors, "model"), str(path))
     if optimizer is not None:
         if "optimizer" not in meta:

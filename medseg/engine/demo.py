@@ -26,10 +26,20 @@ def demo_config(out: Path, kind: str = "binary", epochs: int | None = None) -> d
         "loss": {"name": "dice_ce"},
         "optim": {"name": "adamw", "lr": 3e-3, "weight_decay": 1e-4},
         "schedule": {"name": "poly", "warmup_epochs": 1},
-        "train": {"epochs": epochs or s["epochs"], "batch_size": 8, "seed": 0, "val_every": 1,
-                  "log_tensorboard": True},
-        "data": {"root": str(out / "data"), "format": "folder", "size": [96, 96], "resize_policy": "resize",
-                 "split": {"val_fraction": 0.15, "test_fraction": 0.15, "seed": 0}},
+        "train": {
+            "epochs": epochs or s["epochs"],
+            "batch_size": 8,
+            "seed": 0,
+            "val_every": 1,
+            "log_tensorboard": True,
+        },
+        "data": {
+            "root": str(out / "data"),
+            "format": "folder",
+            "size": [96, 96],
+            "resize_policy": "resize",
+            "split": {"val_fraction": 0.15, "test_fraction": 0.15, "seed": 0},
+        },
         "augment": {"hflip": 0.5, "vflip": 0.5, "rot90": 0.5, "affine": 0.3},
         "eval": {"overlays": 12},
     }
@@ -55,8 +65,10 @@ def run_demo(out: Path, *, epochs: int | None = None, kind: str = "binary") -> d
     from medseg.metrics.report import summary_table
 
     console.print(summary_table(ev["summary"], metrics=["dice", "iou", "hd95", "assd", "nsd"]))
-    console.print(f"\n[bold green]Demo finished.[/] Mean foreground Dice on {len(set(r['case'] for r in ev['records']))} "
-                  f"held-out phantoms: [bold]{np.mean(dice):.4f}[/]")
+    console.print(
+        f"\n[bold green]Demo finished.[/] Mean foreground Dice on {len(set(r['case'] for r in ev['records']))} "
+        f"held-out phantoms: [bold]{np.mean(dice):.4f}[/]"
+    )
     console.print(f"  report:     {ev['out_dir']}")
     console.print(f"  checkpoint: {result['checkpoint']}")
     console.print(f"  overlays:   {ev['paths']['overlays']}")

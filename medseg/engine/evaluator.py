@@ -50,8 +50,9 @@ def labels_from_proba(proba: torch.Tensor) -> torch.Tensor:
     return proba.argmax(dim=-3)
 
 
-def _predict_slices(model: torch.nn.Module, x: torch.Tensor, cfg: Config, device: torch.device,
-                    tta: bool) -> torch.Tensor:
+def _predict_slices(
+    model: torch.nn.Module, x: torch.Tensor, cfg: Config, device: torch.device, tta: bool
+) -> torch.Tensor:
     """Probabilities ``[N, K, H, W]`` (on CPU) for images ``[N, C, H, W]`` at native size.
 
     Images are brought to the scale the model was trained at (``data.resize_policy``),
@@ -65,15 +66,30 @@ def _predict_slices(model: torch.nn.Module, x: torch.Tensor, cfg: Config, device
     window = ev.window or (tuple(cfg.data.size) if cfg.data.resize_policy == "crop" else None)
     out = []
     for i in range(0, x.shape[0], ev.batch_size):
-        chunk, undo = to_model_space(x[i:i + ev.batch_size].to(device), cfg.data)
-        proba = predict_proba(model, chunk, window=window, overlap=ev.overlap, blend=ev.blend,
-                              batch_size=ev.batch_size, tta=tta, device=device)
+        chunk, undo = to_model_space(x[i : i + ev.batch_size].to(device), cfg.data)
+        proba = predict_proba(
+            model,
+            chunk,
+            window=window,
+            overlap=ev.overlap,
+            blend=ev.blend,
+            batch_size=ev.batch_size,
+            tta=tta,
+            device=device,
+        )
         out.append(undo(proba).float().cpu())
     return torch.cat(out)
 
 
-def predict_case(model: torch.nn.Module, case: dict, cfg: Config, device: torch.device, *,
-                 tta: bool | None = None, crf: bool | None = None) -> tuple[np.ndarray, torch.Tensor]:
+def predict_case(
+    model: torch.nn.Module,
+    case: dict,
+    cfg: Config,
+    device: torch.device,
+    *,
+    tta: bool | None = None,
+    crf: bool | None = None,
+) -> tuple[np.ndarray, torch.Tensor]:
     """Labels (numpy, native size; ``[H, W]`` or ``[D, H, W]``) and probabilities for one case."""
     tta = cfg.eval.tta if tta is None else tta
     crf = cfg.eval.crf if crf is None else crf
@@ -85,8 +101,12 @@ def predict_case(model: torch.nn.Module, case: dict, cfg: Config, device: torch.
 
         display = np.asarray(case["display"])
         display = display if volume else display[None]
-        proba = torch.stack([torch.as_tensor(dense_crf(display[i], _two_channel(proba[i]).numpy()))
-                             for i in range(proba.shape[0])])
+        proba = torch.stack(
+            [
+                torch.as_tensor(dense_crf(display[i], _two_channel(proba[i]).numpy()))
+                for i in range(proba.shape[0])
+            ]
+        )
     labels = labels_from_proba(proba).numpy().astype(np.uint8 if proba.shape[1] < 256 else np.int32)
     if not volume:
         labels, proba = labels[0], proba[0]
@@ -98,7 +118,9 @@ def _two_channel(p: torch.Tensor) -> torch.Tensor:
     return torch.cat([1 - p, p]) if p.shape[0] == 1 else p
 
 
-def quick_dice(pred: np.ndarray, target: np.ndarray, num_classes: int, roi: np.ndarray | None = None) -> float:
+def quick_dice(
+    pred: np.ndarray, target: np.ndarray, num_classes: int, roi: np.ndarray | None = None
+) -> float:
     """Mean foreground Dice of one case (validation during training)."""
     from medseg.metrics import dice
 
@@ -122,9 +144,18 @@ def _overlay_slice(case: dict, labels: np.ndarray, target: np.ndarray | None) ->
     return side_by_side(display, labels, target)
 
 
-def evaluate_cases(model: torch.nn.Module, cases, task: Task, cfg: Config, *, out_dir: str | Path | None,
-                   device: torch.device | str = "cpu", tta: bool | None = None, crf: bool | None = None,
-                   description: str = "evaluating") -> dict:
+def evaluate_cases(
+    model: torch.nn.Module,
+    cases,
+    task: Task,
+    cfg: Config,
+    *,
+    out_dir: str | Path | None,
+    device: torch.device | str = "cpu",
+    tta: bool | None = None,
+    crf: bool | None = None,
+    description: str = "evaluating",
+) -> dict:
     """Run inference on every case, compute all metrics, write the report to ``out_dir``."""
     from medseg.metrics import evaluate_case
     from medseg.metrics import report as rep
@@ -143,9 +174,16 @@ def evaluate_cases(model: torch.nn.Module, cases, task: Task, cfg: Config, *, ou
             if target is None:
                 raise MedsegError(f"{case.get('source', case['id'])}: no mask to evaluate against")
             per_class = evaluate_case(
-                labels, target, task.num_classes, spacing=case.get("spacing"),
-                include_background=False, roi=_np(case.get("roi")), empty=cfg.eval.empty,
-                surface=cfg.eval.surface, nsd_tolerance=cfg.eval.nsd_tolerance)
+                labels,
+                target,
+                task.num_classes,
+                spacing=case.get("spacing"),
+                include_background=False,
+                roi=_np(case.get("roi")),
+                empty=cfg.eval.empty,
+                surface=cfg.eval.surface,
+                nsd_tolerance=cfg.eval.nsd_tolerance,
+            )
             records.extend(rep.case_records(case["id"], per_class, list(task.class_names)))
             if out_dir is not None and cfg.eval.overlays:
                 kept[case["id"]] = (case, labels, target)
@@ -154,17 +192,29 @@ def evaluate_cases(model: torch.nn.Module, cases, task: Task, cfg: Config, *, ou
     result: dict[str, Any] = {"records": records, "summary": summary}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        paths = rep.write_report(records, out_dir, list(task.class_names), meta={
-            "empty_policy": cfg.eval.empty, "nsd_tolerance": cfg.eval.nsd_tolerance,
-            "tta": cfg.eval.tta if tta is None else tta, "crf": cfg.eval.crf if crf is None else crf,
-            "window": cfg.eval.window, "model": cfg.model.name, "cases": len(cases)})
+        paths = rep.write_report(
+            records,
+            out_dir,
+            list(task.class_names),
+            meta={
+                "empty_policy": cfg.eval.empty,
+                "nsd_tolerance": cfg.eval.nsd_tolerance,
+                "tta": cfg.eval.tta if tta is None else tta,
+                "crf": cfg.eval.crf if crf is None else crf,
+                "window": cfg.eval.window,
+                "model": cfg.model.name,
+                "cases": len(cases),
+            },
+        )
         overlay_dir = out_dir / "overlays"
         overlay_dir.mkdir(exist_ok=True)
         worst = [w["case"] for w in rep.worst_cases(records, metric="dice", k=cfg.eval.overlays)]
         for rank, case_id in enumerate(worst):
             if case_id in kept:
                 case, labels, target = kept[case_id]
-                save_png(overlay_dir / f"{rank:02d}_{_safe(case_id)}.png", _overlay_slice(case, labels, target))
+                save_png(
+                    overlay_dir / f"{rank:02d}_{_safe(case_id)}.png", _overlay_slice(case, labels, target)
+                )
         result["paths"] = {k: str(v) for k, v in paths.items()} | {"overlays": str(overlay_dir)}
     return result
 
@@ -179,10 +229,17 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def evaluate_checkpoint(checkpoint: str | Path, *, overrides: list[str] | tuple[str, ...] = (),
-                        data_root: str | Path | None = None, split: str = "test",
-                        out_dir: str | Path | None = None, device: str = "auto",
-                        tta: bool | None = None, crf: bool | None = None) -> dict:
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    data_root: str | Path | None = None,
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    device: str = "auto",
+    tta: bool | None = None,
+    crf: bool | None = None,
+) -> dict:
     """Evaluate a checkpoint on a split of its training data, or on another folder."""
     from medseg.data import build_data, open_cases
     from medseg.engine.checkpoint import load_inference_model
@@ -202,13 +259,25 @@ def evaluate_checkpoint(checkpoint: str | Path, *, overrides: list[str] | tuple[
             raise MedsegError(f"split must be 'val' or 'test', got {split!r}")
         cases = getattr(data, split)
         if len(cases) == 0:
-            raise MedsegError(f"{cfg.data.root}: the {split} split is empty; pass --data FOLDER or --split val")
+            raise MedsegError(
+                f"{cfg.data.root}: the {split} split is empty; pass --data FOLDER or --split val"
+            )
         label = split
     out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent.parent / "eval" / label
-    result = evaluate_cases(model, cases, task, cfg, out_dir=out, device=dev, tta=tta, crf=crf,
-                            description=f"evaluating {label}")
+    result = evaluate_cases(
+        model, cases, task, cfg, out_dir=out, device=dev, tta=tta, crf=crf, description=f"evaluating {label}"
+    )
     result["out_dir"] = str(out)
-    atomic_write_text(out / "run.json", json.dumps({"checkpoint": str(checkpoint), "split": label,
-                                              "tta": cfg.eval.tta if tta is None else tta,
-                                              "crf": cfg.eval.crf if crf is None else crf}, indent=2))
+    atomic_write_text(
+        out / "run.json",
+        json.dumps(
+            {
+                "checkpoint": str(checkpoint),
+                "split": label,
+                "tta": cfg.eval.tta if tta is None else tta,
+                "crf": cfg.eval.crf if crf is None else crf,
+            },
+            indent=2,
+        ),
+    )
     return result

@@ -6,10 +6,22 @@ import numpy as np
 from scipy import ndimage
 
 # Distinct colours for classes 1..N (class 0 is background and not drawn).
-PALETTE = np.array([
-    [0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-    [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
-], dtype=np.uint8)
+PALETTE = np.array(
+    [
+        [0, 0, 0],
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+        [250, 190, 212],
+    ],
+    dtype=np.uint8,
+)
 
 
 def colour(k: int) -> np.ndarray:
@@ -28,8 +40,9 @@ def to_rgb(display: np.ndarray) -> np.ndarray:
     return img[..., :3]
 
 
-def overlay(display: np.ndarray, pred: np.ndarray, target: np.ndarray | None = None,
-            alpha: float = 0.4) -> np.ndarray:
+def overlay(
+    display: np.ndarray, pred: np.ndarray, target: np.ndarray | None = None, alpha: float = 0.4
+) -> np.ndarray:
     """RGB uint8 image: each predicted class filled in its colour, each ground-truth class
     outlined in the same colour (so misses show as empty outlines, false positives as fill
     without outline)."""

@@ -25,13 +25,23 @@ def _check_channels(case: dict, in_channels: int) -> None:
     image = case["image"]
     c = image.shape[-3]
     if c != in_channels:
-        raise MedsegError(f"{case.get('source', case['id'])}: image has {c} channels, "
-                          f"the model was trained on {in_channels}")
+        raise MedsegError(
+            f"{case.get('source', case['id'])}: image has {c} channels, "
+            f"the model was trained on {in_channels}"
+        )
 
 
-def predict_folder(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path, *,
-                   overrides: list[str] | tuple[str, ...] = (), device: str = "auto", tta: bool = False,
-                   crf: bool = False, overlays: bool = True) -> dict:
+def predict_folder(
+    checkpoint: str | Path,
+    inputs: str | Path,
+    out_dir: str | Path,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    device: str = "auto",
+    tta: bool = False,
+    crf: bool = False,
+    overlays: bool = True,
+) -> dict:
     """Predict every image/volume under ``inputs``; write masks (and overlays) to ``out_dir``.
 
     Binary masks are written as 0/255 PNG, multi-class ones as class-index PNG; volumes

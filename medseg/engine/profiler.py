@@ -116,10 +116,19 @@ def _time_steps(step, device: torch.device, warmup: int, steps: int) -> list[flo
     return times
 
 
-def profile_module(model: nn.Module, *, size: tuple[int, int] = (256, 256), batch: int = 2,
-                   device: str | torch.device | None = None, steps: int = 10, warmup: int = 3,
-                   train: bool = True, amp: bool = False, memory_format: bool | str = "auto",
-                   fuse: bool = True) -> dict[str, Any]:
+def profile_module(
+    model: nn.Module,
+    *,
+    size: tuple[int, int] = (256, 256),
+    batch: int = 2,
+    device: str | torch.device | None = None,
+    steps: int = 10,
+    warmup: int = 3,
+    train: bool = True,
+    amp: bool = False,
+    memory_format: bool | str = "auto",
+    fuse: bool = True,
+) -> dict[str, Any]:
     """Profile ``model`` on random inputs ``[batch, in_channels, *size]``, run the way medseg
     runs it: weights and inputs in ``memory_format`` (``"auto"``: the model's
     ``preferred_memory_format``, as the trainer and evaluator use it), and for inference a
@@ -133,8 +142,11 @@ def profile_module(model: nn.Module, *, size: tuple[int, int] = (256, 256), batc
     """
     if steps < 1 or warmup < 0 or batch < 1:
         raise ValueError("profile_module needs steps >= 1, warmup >= 0, batch >= 1")
-    device = torch.device(device) if device is not None else (
-        torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    device = (
+        torch.device(device)
+        if device is not None
+        else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    )
     m = int(getattr(model, "input_multiple", 1) or 1)
     if size[0] % m or size[1] % m:
         raise ValueError(f"{type(model).__name__} needs H and W divisible by {m}, got {tuple(size)}")
@@ -154,8 +166,18 @@ def profile_module(model: nn.Module, *, size: tuple[int, int] = (256, 256), batc
         model.train(was_training)
 
 
-def _profile(model: nn.Module, size: tuple[int, int], batch: int, device: torch.device, steps: int,
-             warmup: int, train: bool, amp: bool, memory_format: bool | str, fuse: bool) -> dict[str, Any]:
+def _profile(
+    model: nn.Module,
+    size: tuple[int, int],
+    batch: int,
+    device: torch.device,
+    steps: int,
+    warmup: int,
+    train: bool,
+    amp: bool,
+    memory_format: bool | str,
+    fuse: bool,
+) -> dict[str, Any]:
     from medseg.models.base import format_input, resolve_memory_format, to_preferred_format
     from medseg.models.fuse import fuse_conv_bn
 
@@ -182,18 +204,29 @@ def _profile(model: nn.Module, size: tuple[int, int], batch: int, device: torch.
     with peak_memory(device) as infer_mem:
         infer_times = _time_steps(infer_step, device, warmup, steps)
     out: dict[str, Any] = {
-        "model": type(model).__name__, "device": str(device),
+        "model": type(model).__name__,
+        "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "amp": amp,
-        "memory_format": ("channels_last" if resolve_memory_format(model, memory_format) == torch.channels_last
-                          else "contiguous"), "fused": fuse,
-        "input_shape": [batch, channels, *size], "params": params, "trainable_params": trainable,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "amp": amp,
+        "memory_format": (
+            "channels_last"
+            if resolve_memory_format(model, memory_format) == torch.channels_last
+            else "contiguous"
+        ),
+        "fused": fuse,
+        "input_shape": [batch, channels, *size],
+        "params": params,
+        "trainable_params": trainable,
         "gflops_per_image": flops / 1e9,
         "train_gflops_per_image": train_flops / 1e9 if train_flops is not None else None,
         "infer_ms_per_batch": 1e3 * statistics.median(infer_times),
         "infer_images_per_s": batch / statistics.median(infer_times),
-        "infer_peak_memory_mb": infer_mem["mb"], "memory_method": infer_mem["method"],
-        "steps": steps, "warmup": warmup,
+        "infer_peak_memory_mb": infer_mem["mb"],
+        "memory_method": infer_mem["method"],
+        "steps": steps,
+        "warmup": warmup,
     }
     if train:
         model.train()
@@ -210,24 +243,48 @@ def _profile(model: nn.Module, size: tuple[int, int], batch: int, device: torch.
 
         with peak_memory(device) as train_mem:
             train_times = _time_steps(train_step, device, warmup, steps)
-        out.update({
-            "train_ms_per_batch": 1e3 * statistics.median(train_times),
-            "train_images_per_s": batch / statistics.median(train_times),
-            "train_peak_memory_mb": train_mem["mb"],
-        })
+        out.update(
+            {
+                "train_ms_per_batch": 1e3 * statistics.median(train_times),
+                "train_images_per_s": batch / statistics.median(train_times),
+                "train_peak_memory_mb": train_mem["mb"],
+            }
+        )
     return out
 
 
-def profile_model(name: str, *, size: tuple[int, int] = (256, 256), in_channels: int = 3, num_classes: int = 2,
-                  batch: int = 2, device: str | torch.device | None = None, options: dict[str, Any] | None = None,
-                  steps: int = 10, warmup: int = 3, train: bool = True, amp: bool = False,
-                  memory_format: bool | str = "auto", fuse: bool = True) -> dict[str, Any]:
+def profile_model(
+    name: str,
+    *,
+    size: tuple[int, int] = (256, 256),
+    in_channels: int = 3,
+    num_classes: int = 2,
+    batch: int = 2,
+    device: str | torch.device | None = None,
+    options: dict[str, Any] | None = None,
+    steps: int = 10,
+    warmup: int = 3,
+    train: bool = True,
+    amp: bool = False,
+    memory_format: bool | str = "auto",
+    fuse: bool = True,
+) -> dict[str, Any]:
     """Build the registered model ``name`` (random weights) and :func:`profile_module` it."""
     from medseg.models import build_model
 
     model = build_model(name, in_channels, num_classes, **(options or {}))
-    result = profile_module(model, size=size, batch=batch, device=device, steps=steps, warmup=warmup,
-                            train=train, amp=amp, memory_format=memory_format, fuse=fuse)
+    result = profile_module(
+        model,
+        size=size,
+        batch=batch,
+        device=device,
+        steps=steps,
+        warmup=warmup,
+        train=train,
+        amp=amp,
+        memory_format=memory_format,
+        fuse=fuse,
+    )
     result.update({"model": name, "options": dict(options or {}), "num_classes": num_classes})
     return result
 
@@ -243,16 +300,33 @@ def profile_table(results: list[dict[str, Any]] | dict[str, Any]):
     if isinstance(results, dict):
         results = [results]
     first = results[0] if results else {}
-    title = (f"{first.get('device_name', '')} ({first.get('device', '')}, {first.get('threads', '')} threads), "
-             f"input {first.get('input_shape', '')}")
+    title = (
+        f"{first.get('device_name', '')} ({first.get('device', '')}, {first.get('threads', '')} threads), "
+        f"input {first.get('input_shape', '')}"
+    )
     table = Table(title=title)
-    for col in ("model", "params (M)", "GFLOPs/img", "train img/s", "infer img/s",
-                "train peak MB", "infer peak MB"):
+    for col in (
+        "model",
+        "params (M)",
+        "GFLOPs/img",
+        "train img/s",
+        "infer img/s",
+        "train peak MB",
+        "infer peak MB",
+    ):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in results:
-        table.add_row(str(r["model"]), _fmt(r["params"] / 1e6, ".3f"), _fmt(r["gflops_per_image"], ".3f"),
-                      _fmt(r.get("train_images_per_s"), ".2f"), _fmt(r["infer_images_per_s"], ".2f"),
-                      _fmt(r.get("train_peak_memory_mb"), ".0f"), _fmt(r["infer_peak_memory_mb"], ".0f"))
-    table.caption = ("FLOPs by torch.utils.flop_counter (multiply-add = 2); throughput = median of "
-                     f"{first.get('steps', '')} steps; memory: {first.get('memory_method', '')}")
+        table.add_row(
+            str(r["model"]),
+            _fmt(r["params"] / 1e6, ".3f"),
+            _fmt(r["gflops_per_image"], ".3f"),
+            _fmt(r.get("train_images_per_s"), ".2f"),
+            _fmt(r["infer_images_per_s"], ".2f"),
+            _fmt(r.get("train_peak_memory_mb"), ".0f"),
+            _fmt(r["infer_peak_memory_mb"], ".0f"),
+        )
+    table.caption = (
+        "FLOPs by torch.utils.flop_counter (multiply-add = 2); throughput = median of "
+        f"{first.get('steps', '')} steps; memory: {first.get('memory_method', '')}"
+    )
     return table

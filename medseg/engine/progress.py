@@ -20,7 +20,15 @@ console = Console(stderr=True)
 def make_progress(*extra_columns, transient: bool = False) -> Progress:
     disable = os.environ.get("MEDSEG_NO_PROGRESS") == "1"
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        *extra_columns, console=console, transient=transient, disable=disable,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("elapsed"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        *extra_columns,
+        console=console,
+        transient=transient,
+        disable=disable,
     )

@@ -24,5 +24,8 @@ def tune_glibc_malloc() -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    return bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
-                and libc.mallopt(_M_TOP_PAD, 1 << 28))
+    return bool(
+        libc.mallopt(_M_MMAP_MAX, 0)
+        and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+        and libc.mallopt(_M_TOP_PAD, 1 << 28)
+    )

@@ -66,7 +66,7 @@ class EpochSampler(Sampler[int]):
         order = torch.randperm(self.n, generator=g).tolist()
         per_rank = math.ceil(self.n / self.world)
         order += order[: per_rank * self.world - self.n]  # pad so every rank has equal work
-        return iter(order[self.rank::self.world])
+        return iter(order[self.rank :: self.world])
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.world)
@@ -187,9 +187,14 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 def _model_state(cfg: Config, task: Task, in_channels: int) -> dict:
     return {
-        "model_name": cfg.model.name, "model_options": dict(cfg.model.options),
-        "in_channels": in_channels, "num_classes": task.num_classes, "out_channels": task.out_channels,
-        "task_mode": task.mode, "class_names": list(task.class_names), "config": cfg.to_dict(),
+        "model_name": cfg.model.name,
+        "model_options": dict(cfg.model.options),
+        "in_channels": in_channels,
+        "num_classes": task.num_classes,
+        "out_channels": task.out_channels,
+        "task_mode": task.mode,
+        "class_names": list(task.class_names),
+        "config": cfg.to_dict(),
         "medseg_version": __import__("medseg").__version__,
     }
 
@@ -203,8 +208,11 @@ def validate(model: torch.nn.Module, cases, task: Task, cfg: Config, device: tor
             case = cases[i]
             labels, _ = predict_case(model, case, cfg, device, tta=False, crf=False)
             roi = case.get("roi")
-            scores.append(quick_dice(labels, case["mask"].numpy(), task.num_classes,
-                                     None if roi is None else roi.numpy()))
+            scores.append(
+                quick_dice(
+                    labels, case["mask"].numpy(), task.num_classes, None if roi is None else roi.numpy()
+                )
+            )
     model.train()
     return float(np.mean(scores)) if scores else float("nan")
 
@@ -253,16 +261,19 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
     data = build_data(cfg.data, cfg.augment, seed=cfg.train.seed, extra_targets=extra)
     task = make_task(cfg.loss.mode, data.num_classes, data.class_names)
     loss_fn = build_loss(cfg.loss.name, mode=task.mode, ignore_index=IGNORE_INDEX, **cfg.loss.options)
-    model = build_model(cfg.model.name, data.in_channels, task.out_channels, weights=cfg.model.weights,
-                        **cfg.model.options).to(device)
+    model = build_model(
+        cfg.model.name, data.in_channels, task.out_channels, weights=cfg.model.weights, **cfg.model.options
+    ).to(device)
     margin = int(getattr(model, "output_margin", 0))
     if margin:
         for side in cfg.data.size:
             if model.output_size(int(side)) is None:
                 near = model.valid_input_size(max(1, int(side) - 2 * margin))
-                raise MedsegError(f"data.size {list(cfg.data.size)} is not a valid input of {cfg.model.name} "
-                                  f"(valid convolutions); use e.g. data.size=[{near},{near}] "
-                                  f"(output {model.output_size(near)})")
+                raise MedsegError(
+                    f"data.size {list(cfg.data.size)} is not a valid input of {cfg.model.name} "
+                    f"(valid convolutions); use e.g. data.size=[{near},{near}] "
+                    f"(output {model.output_size(near)})"
+                )
     if not getattr(loss_fn, "uses_aux", False) and cfg.loss.aux_weight > 0:
         # Models with an auxiliary head (PSPNet) get its loss added at cfg.loss.aux_weight.
         with torch.no_grad():
@@ -282,8 +293,12 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
     history: list[dict] = []
     start_epoch, best, stale, step = 1, -1.0, 0, 0
     if resume_path is not None:
-        saved = ckpt.restore_training(resume_path, model, optimizer, expect={
-            k: state[k] for k in ("model_name", "model_options", "in_channels", "num_classes")})
+        saved = ckpt.restore_training(
+            resume_path,
+            model,
+            optimizer,
+            expect={k: state[k] for k in ("model_name", "model_options", "in_channels", "num_classes")},
+        )
         history = saved["history"]
         start_epoch, best, stale, step = saved["epoch"] + 1, saved["best"], saved["stale"], saved["step"]
         if dd.main:
@@ -294,14 +309,23 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
     net: torch.nn.Module = AuxForward(model) if uses_aux else model
     if dd.enabled:
         net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
     sampler = EpochSampler(len(data.train), cfg.train.seed, dd.rank, dd.world)
-    loader = DataLoader(data.train, batch_size=cfg.train.batch_size, sampler=sampler,
-                        num_workers=cfg.train.num_workers, drop_last=len(sampler) > cfg.train.batch_size,
-                        persistent_workers=cfg.train.num_workers > 0, pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        data.train,
+        batch_size=cfg.train.batch_size,
+        sampler=sampler,
+        num_workers=cfg.train.num_workers,
+        drop_last=len(sampler) > cfg.train.batch_size,
+        persistent_workers=cfg.train.num_workers > 0,
+        pin_memory=device.type == "cuda",
+    )
     if len(data.train) == 0:
         raise MedsegError(f"{cfg.data.root}: the training split is empty")
-    steps_per_epoch = len(loader) if cfg.train.steps_per_epoch is None else min(len(loader), cfg.train.steps_per_epoch)
+    steps_per_epoch = (
+        len(loader) if cfg.train.steps_per_epoch is None else min(len(loader), cfg.train.steps_per_epoch)
+    )
     total_steps = steps_per_epoch * cfg.train.epochs
     warmup = int(round(cfg.schedule.warmup_epochs * steps_per_epoch))
     scaler = torch.amp.GradScaler(enabled=cfg.train.amp == "fp16" and device.type == "cuda")
@@ -318,9 +342,11 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
             except ImportError:
                 writer = None
         n_params = count_parameters(model)
-        console.print(f"[bold]{cfg.model.name}[/] ({n_params / 1e6:.2f} M parameters) on {device}, "
-                      f"{len(data.train)} training / {len(data.val)} validation samples, "
-                      f"{task.mode} with {task.num_classes} classes, loss {cfg.loss.name}")
+        console.print(
+            f"[bold]{cfg.model.name}[/] ({n_params / 1e6:.2f} M parameters) on {device}, "
+            f"{len(data.train)} training / {len(data.val)} validation samples, "
+            f"{task.mode} with {task.num_classes} classes, loss {cfg.loss.name}"
+        )
 
     t_start = time.monotonic()
     budget_s = None if cfg.train.budget_minutes is None else cfg.train.budget_minutes * 60
@@ -338,8 +364,12 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
                 if i >= steps_per_epoch:
                     break
                 for g in optimizer.param_groups:
-                    g["lr"] = cfg.optim.lr * lr_factor(_schedule_step(step, t_start, budget_s, total_steps),
-                                                       total_steps, warmup, cfg.schedule)
+                    g["lr"] = cfg.optim.lr * lr_factor(
+                        _schedule_step(step, t_start, budget_s, total_steps),
+                        total_steps,
+                        warmup,
+                        cfg.schedule,
+                    )
                 x = batch["image"].to(device, non_blocking=True)
                 x = format_input(x, model, cfg.train.channels_last)
                 target = batch["mask"].to(device, non_blocking=True)
@@ -356,8 +386,10 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
                     else:
                         loss = loss_fn(net(x), target, **extras)
                 if not torch.isfinite(loss):
-                    raise MedsegError(f"training diverged: loss is {loss.item()} at epoch {epoch}, step {i}; "
-                                      "lower optim.lr or enable train.grad_clip")
+                    raise MedsegError(
+                        f"training diverged: loss is {loss.item()} at epoch {epoch}, step {i}; "
+                        "lower optim.lr or enable train.grad_clip"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if cfg.train.grad_clip:
@@ -368,16 +400,22 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
                 step += 1
                 running += loss.item() * x.shape[0]
                 seen += x.shape[0]
-                progress.update(bar, advance=1, description=f"epoch {epoch}/{cfg.train.epochs} "
-                                f"loss {running / seen:.4f}")
+                progress.update(
+                    bar, advance=1, description=f"epoch {epoch}/{cfg.train.epochs} loss {running / seen:.4f}"
+                )
                 if budget_s is not None and dd.broadcast(time.monotonic() - t_start >= budget_s):
                     break  # out of time mid-epoch: validate and checkpoint below, then stop
             seconds = time.monotonic() - t0
             train_loss = dd.mean(running / max(seen, 1))
-            row: dict[str, Any] = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
-                                   "train_loss": train_loss, "val_dice": None,
-                                   "epoch_seconds": round(seconds, 3),
-                                   "images_per_second": round(seen * dd.world / max(seconds, 1e-9), 3)}
+            row: dict[str, Any] = {
+                "epoch": epoch,
+                "step": step,
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_loss": train_loss,
+                "val_dice": None,
+                "epoch_seconds": round(seconds, 3),
+                "images_per_second": round(seen * dd.world / max(seconds, 1e-9), 3),
+            }
             improved = False
             if dd.main and len(data.val) and (epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs):
                 row["val_dice"] = validate(model, data.val, task, cfg, device)
@@ -392,10 +430,19 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
             patience_out = cfg.train.early_stopping is not None and stale >= cfg.train.early_stopping
             finished = epoch == cfg.train.epochs or patience_out  # a budget stop can be resumed
             if dd.main:
-                saved_state = {**state, "epoch": epoch, "step": step, "best": best, "stale": stale,
-                               "history": history, "finished": finished}
+                saved_state = {
+                    **state,
+                    "epoch": epoch,
+                    "step": step,
+                    "best": best,
+                    "stale": stale,
+                    "history": history,
+                    "finished": finished,
+                }
                 if improved:
-                    ckpt.save_checkpoint(ckpt_dir / "best.safetensors", model, {**saved_state, "best_epoch": epoch})
+                    ckpt.save_checkpoint(
+                        ckpt_dir / "best.safetensors", model, {**saved_state, "best_epoch": epoch}
+                    )
                 ckpt.save_checkpoint(last_path, model, saved_state, optimizer=optimizer, rng=True)
                 _write_log(out / "log.csv", history)
                 plot_curves(history, out / "curves.png")
@@ -405,8 +452,9 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
                             writer.add_scalar(key, row[key], epoch)
                     writer.flush()
                 vd = "" if row["val_dice"] is None else f"  val Dice {row['val_dice']:.4f}"
-                progress.console.print(f"epoch {epoch}: loss {train_loss:.4f}{vd}  "
-                                       f"({row['images_per_second']:.1f} img/s)")
+                progress.console.print(
+                    f"epoch {epoch}: loss {train_loss:.4f}{vd}  ({row['images_per_second']:.1f} img/s)"
+                )
             stop = dd.broadcast(over_budget or patience_out)
             if stop:
                 stop_reason = "budget" if over_budget else "early stopping"
@@ -415,10 +463,16 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
         writer.close()
     dd.barrier()
     best_path = ckpt_dir / "best.safetensors"
-    return {"out_dir": str(out), "best_val_dice": best if best >= 0 else None,
-            "checkpoint": str(best_path if best_path.exists() else last_path),
-            "last_checkpoint": str(last_path), "history": history, "stop_reason": stop_reason,
-            "task": task, "rank": dd.rank}
+    return {
+        "out_dir": str(out),
+        "best_val_dice": best if best >= 0 else None,
+        "checkpoint": str(best_path if best_path.exists() else last_path),
+        "last_checkpoint": str(last_path),
+        "history": history,
+        "stop_reason": stop_reason,
+        "task": task,
+        "rank": dd.rank,
+    }
 
 
 class AuxForward(torch.nn.Module):

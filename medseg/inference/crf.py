@@ -84,8 +84,9 @@ class PermutohedralLattice:
         uniq, inverse = np.unique(codes.ravel(), return_inverse=True)
         self.m = len(uniq)
         rows = np.arange(n)
-        self._splat = sp.csr_matrix((bary.ravel().astype(np.float32), (inverse.ravel(), np.repeat(rows, d + 1))),
-                                    shape=(self.m, n))  # float32 like the reference code: half the traffic
+        self._splat = sp.csr_matrix(
+            (bary.ravel().astype(np.float32), (inverse.ravel(), np.repeat(rows, d + 1))), shape=(self.m, n)
+        )  # float32 like the reference code: half the traffic
         self._slice = self._splat.T
         # neighbours along each lattice direction j: key +-1 everywhere, -+d at coordinate j
         # (index m = a zero "missing" vertex)
@@ -122,10 +123,18 @@ class _NormalisedKernel:
         return self.norm * self.lattice.filter(q * self.norm)
 
 
-def dense_crf(image: np.ndarray | torch.Tensor, proba: np.ndarray | torch.Tensor, iterations: int = 5, *,
-              sxy_gaussian: float = 3.0, compat_gaussian: float = 3.0, sxy_bilateral: float = 80.0,
-              srgb_bilateral: float = 13.0, compat_bilateral: float = 10.0,
-              eps: float = 1e-5) -> np.ndarray | torch.Tensor:
+def dense_crf(
+    image: np.ndarray | torch.Tensor,
+    proba: np.ndarray | torch.Tensor,
+    iterations: int = 5,
+    *,
+    sxy_gaussian: float = 3.0,
+    compat_gaussian: float = 3.0,
+    sxy_bilateral: float = 80.0,
+    srgb_bilateral: float = 13.0,
+    compat_bilateral: float = 10.0,
+    eps: float = 1e-5,
+) -> np.ndarray | torch.Tensor:
     """Refine class probabilities with a fully connected CRF.
 
     ``image``: uint8 ``[H, W, C]`` (any C; grey ``[H, W]`` works). ``proba``: ``[K, H, W]``
@@ -140,7 +149,9 @@ def dense_crf(image: np.ndarray | torch.Tensor, proba: np.ndarray | torch.Tensor
     if img.ndim == 2:
         img = img[:, :, None]
     if p.ndim != 3 or img.ndim != 3:
-        raise ValueError(f"dense_crf expects image [H, W, C] and proba [K, H, W], got {img.shape} and {p.shape}")
+        raise ValueError(
+            f"dense_crf expects image [H, W, C] and proba [K, H, W], got {img.shape} and {p.shape}"
+        )
     if img.shape[:2] != p.shape[1:]:
         raise ValueError(f"image size {img.shape[:2]} differs from probability size {p.shape[1:]}")
     if iterations < 0:

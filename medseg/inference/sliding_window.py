@@ -87,7 +87,7 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 def _batched(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 def _whole(model, x, acc_device) -> torch.Tensor:
@@ -106,20 +106,23 @@ def _sliding(model, x, window, overlap, blend, batch_size, acc_device) -> torch.
     hp, wp = xp.shape[-2:]
     steps = [max(1, int(s * (1 - overlap))) for s in win]
     boxes = [(y, xx) for y in _starts(hp, win[0], steps[0]) for xx in _starts(wp, win[1], steps[1])]
-    weight = (gaussian_importance(win, device=acc_device) if blend == "gaussian"
-              else torch.ones(win, device=acc_device))
+    weight = (
+        gaussian_importance(win, device=acc_device)
+        if blend == "gaussian"
+        else torch.ones(win, device=acc_device)
+    )
     acc: torch.Tensor | None = None
     norm = torch.zeros(hp, wp, device=acc_device)
     for y, xx in boxes:
-        norm[y:y + win[0], xx:xx + win[1]] += weight
+        norm[y : y + win[0], xx : xx + win[1]] += weight
     jobs = [(i, y, xx) for i in range(b) for y, xx in boxes]
     for chunk in _batched(jobs, batch_size):
-        tiles = torch.stack([xp[i, :, y:y + win[0], xx:xx + win[1]] for i, y, xx in chunk])
+        tiles = torch.stack([xp[i, :, y : y + win[0], xx : xx + win[1]] for i, y, xx in chunk])
         proba = logits_to_proba(model(format_input(tiles, model)).float()).to(acc_device)
         if acc is None:
             acc = torch.zeros(b, proba.shape[1], hp, wp, device=acc_device)
         for p, (i, y, xx) in zip(proba, chunk):
-            acc[i, :, y:y + win[0], xx:xx + win[1]] += p * weight
+            acc[i, :, y : y + win[0], xx : xx + win[1]] += p * weight
     assert acc is not None
     return (acc / norm)[..., :h, :w]
 
@@ -137,26 +140,39 @@ def _overlap_tile(model, x, window, batch_size, acc_device) -> torch.Tensor:
     tin = [model.valid_input_size(max(int(s), align)) for s in wanted]
     tout = [int(model.output_size(s)) for s in tin]
     steps = [t // align * align for t in tout]
-    starts = [[k * st for k in range(1 + math.ceil(max(n - t, 0) / st))] for n, t, st in zip((h, w), tout, steps)]
-    xp = mirror_pad(x, margin, starts[0][-1] + tout[0] - h + margin, margin, starts[1][-1] + tout[1] - w + margin)
+    starts = [
+        [k * st for k in range(1 + math.ceil(max(n - t, 0) / st))] for n, t, st in zip((h, w), tout, steps)
+    ]
+    xp = mirror_pad(
+        x, margin, starts[0][-1] + tout[0] - h + margin, margin, starts[1][-1] + tout[1] - w + margin
+    )
     out: torch.Tensor | None = None
     jobs = [(i, y, xx) for i in range(b) for y in starts[0] for xx in starts[1]]
     for chunk in _batched(jobs, batch_size):
-        tiles = torch.stack([xp[i, :, y:y + tin[0], xx:xx + tin[1]] for i, y, xx in chunk])
+        tiles = torch.stack([xp[i, :, y : y + tin[0], xx : xx + tin[1]] for i, y, xx in chunk])
         proba = logits_to_proba(model(format_input(tiles, model)).float()).to(acc_device)
         if out is None:
-            out = torch.zeros(b, proba.shape[1], starts[0][-1] + tout[0], starts[1][-1] + tout[1],
-                              device=acc_device)
+            out = torch.zeros(
+                b, proba.shape[1], starts[0][-1] + tout[0], starts[1][-1] + tout[1], device=acc_device
+            )
         for p, (i, y, xx) in zip(proba, chunk):
-            out[i, :, y:y + tout[0], xx:xx + tout[1]] = p
+            out[i, :, y : y + tout[0], xx : xx + tout[1]] = p
     assert out is not None
     return out[..., :h, :w]
 
 
 @torch.no_grad()
-def predict_proba(model: torch.nn.Module, image: torch.Tensor, *, window: tuple[int, int] | None = None,
-                  overlap: float = 0.5, blend: str = "gaussian", batch_size: int = 4, tta: bool = False,
-                  device: torch.device | str | None = None) -> torch.Tensor:
+def predict_proba(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    *,
+    window: tuple[int, int] | None = None,
+    overlap: float = 0.5,
+    blend: str = "gaussian",
+    batch_size: int = 4,
+    tta: bool = False,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """Class probabilities ``[B, K, H, W]`` (float32) for images ``[B, C, H, W]`` of any size.
 
     The model runs on its own device (the image is moved there); ``device`` is where the
@@ -196,8 +212,9 @@ def predict_proba(model: torch.nn.Module, image: torch.Tensor, *, window: tuple[
 
 
 @torch.no_grad()
-def predict_volume(model: torch.nn.Module, volume: torch.Tensor, *, axis: int = 0, slice_batch: int = 8,
-                   **kwargs) -> torch.Tensor:
+def predict_volume(
+    model: torch.nn.Module, volume: torch.Tensor, *, axis: int = 0, slice_batch: int = 8, **kwargs
+) -> torch.Tensor:
     """Slice-by-slice probabilities for a volume ``[C, D, H, W]`` (or ``[D, H, W]`` with one
     channel): 2-D slices along spatial ``axis`` (0 = D) go through :func:`predict_proba`
     ``slice_batch`` at a time; returns ``[K, D, H, W]``."""
@@ -208,6 +225,8 @@ def predict_volume(model: torch.nn.Module, volume: torch.Tensor, *, axis: int = 
     if axis not in (0, 1, 2):
         raise ValueError("axis must be 0, 1 or 2 (a spatial axis of [C, D, H, W])")
     slices = volume.movedim(axis + 1, 0)  # [S, C, a, b]
-    outs = [predict_proba(model, slices[i:i + slice_batch], **kwargs)
-            for i in range(0, slices.shape[0], slice_batch)]
+    outs = [
+        predict_proba(model, slices[i : i + slice_batch], **kwargs)
+        for i in range(0, slices.shape[0], slice_batch)
+    ]
     return torch.cat(outs, dim=0).movedim(0, axis + 1)  # [K, ...] with the slice axis back in place

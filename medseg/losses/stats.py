@@ -30,7 +30,9 @@ def _class_sums(pv: Tensor, idx: Tensor, v: Tensor | None, per_image: bool) -> t
         pv.mul_(v.unsqueeze(1))
     pv_at = pv.gather(1, idx.unsqueeze(1)).squeeze(1)
     n = b * c if per_image else c
-    tp = torch.zeros(n, dtype=pv.dtype, device=pv.device).scatter_add_(0, _bins(idx, c, per_image), pv_at.reshape(-1))
+    tp = torch.zeros(n, dtype=pv.dtype, device=pv.device).scatter_add_(
+        0, _bins(idx, c, per_image), pv_at.reshape(-1)
+    )
     return pv_at, tp, pv.sum(2)
 
 

@@ -21,8 +21,9 @@ for _name in _MODEL_MODULES:
         importlib.import_module(f"medseg.models.{_name}")
 
 
-def build_model(name: str, in_channels: int, num_classes: int, *, weights: str | Path | None = None,
-                **options: Any) -> SegmentationModel:
+def build_model(
+    name: str, in_channels: int, num_classes: int, *, weights: str | Path | None = None, **options: Any
+) -> SegmentationModel:
     """Build a registered model with random initialisation, or load a local weights file
     (safetensors or a torch state dict; nothing is ever downloaded)."""
     model = MODELS.build(name, in_channels=in_channels, num_classes=num_classes, **options)

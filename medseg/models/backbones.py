@@ -27,8 +27,26 @@ from torch import nn
 
 from medseg.errors import CheckpointError
 
-VGG16_CFG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
-                                    512, 512, 512, "M", 512, 512, 512, "M")
+VGG16_CFG: tuple[int | str, ...] = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+)
 
 
 def scaled(width: int, width_mult: float, divisor: int = 1) -> int:
@@ -45,9 +63,17 @@ class VGG16(nn.Module):
     ``first_padding`` is the padding of conv1_1 (FCN uses 100).
     """
 
-    def __init__(self, in_channels: int = 3, *, batch_norm: bool = False, width_mult: float = 1.0,
-                 pools: Sequence[tuple[int, int, int]] = ((2, 2, 0),) * 5, ceil_mode: bool = False,
-                 conv5_dilation: int = 1, first_padding: int = 1) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        *,
+        batch_norm: bool = False,
+        width_mult: float = 1.0,
+        pools: Sequence[tuple[int, int, int]] = ((2, 2, 0),) * 5,
+        ceil_mode: bool = False,
+        conv5_dilation: int = 1,
+        first_padding: int = 1,
+    ) -> None:
         super().__init__()
         if len(pools) != 5:
             raise ValueError("VGG16 needs 5 pooling specifications")
@@ -104,8 +130,14 @@ class VGG16(nn.Module):
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 dilation: int = 1) -> None:
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        dilation: int = 1,
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -126,8 +158,14 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 dilation: int = 1) -> None:
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        dilation: int = 1,
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -162,8 +200,15 @@ class ResNet(nn.Module):
     truncated if fewer).
     """
 
-    def __init__(self, depth: str = "resnet50", in_channels: int = 3, *, output_stride: int = 32,
-                 width_mult: float = 1.0, multi_grid: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        depth: str = "resnet50",
+        in_channels: int = 3,
+        *,
+        output_stride: int = 32,
+        width_mult: float = 1.0,
+        multi_grid: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         if depth not in RESNET_LAYERS:
             raise ValueError(f"unknown ResNet '{depth}'; choose one of {', '.join(RESNET_LAYERS)}")
@@ -182,15 +227,27 @@ class ResNet(nn.Module):
         self.layer3 = self._make_layer(block, 4 * w, counts[2], 2, dilate[1])
         self.layer4 = self._make_layer(block, 8 * w, counts[3], 2, dilate[2], multi_grid)
         e = block.expansion
-        self.channels = {"stem": w, "layer1": w * e, "layer2": 2 * w * e, "layer3": 4 * w * e,
-                         "layer4": 8 * w * e}
+        self.channels = {
+            "stem": w,
+            "layer1": w * e,
+            "layer2": 2 * w * e,
+            "layer3": 4 * w * e,
+            "layer4": 8 * w * e,
+        }
         self.output_stride = output_stride
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def _make_layer(self, block: type[nn.Module], planes: int, blocks: int, stride: int = 1,
-                    dilate: bool = False, multi_grid: Sequence[int] | None = None) -> nn.Sequential:
+    def _make_layer(
+        self,
+        block: type[nn.Module],
+        planes: int,
+        blocks: int,
+        stride: int = 1,
+        dilate: bool = False,
+        multi_grid: Sequence[int] | None = None,
+    ) -> nn.Sequential:
         previous = self.dilation
         if dilate:
             self.dilation *= stride
@@ -198,8 +255,9 @@ class ResNet(nn.Module):
         e = block.expansion  # type: ignore[attr-defined]
         downsample = None
         if stride != 1 or self.inplanes != planes * e:
-            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes * e, 1, stride, bias=False),
-                                       nn.BatchNorm2d(planes * e))
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * e, 1, stride, bias=False), nn.BatchNorm2d(planes * e)
+            )
         if multi_grid is not None:
             if not multi_grid:
                 raise ValueError("multi_grid must not be empty")
@@ -228,8 +286,15 @@ class ResNet(nn.Module):
 class ConvBNReLU6(nn.Sequential):
     """Conv -> BN -> ReLU6 (torchvision ``Conv2dNormActivation`` layout: keys ``0``, ``1``)."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
-                 dilation: int = 1) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        dilation: int = 1,
+    ) -> None:
         pad = dilation * (kernel_size - 1) // 2
         super().__init__(
             nn.Conv2d(in_ch, out_ch, kernel_size, stride, pad, dilation=dilation, groups=groups, bias=False),
@@ -248,16 +313,26 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand_ratio != 1:
             layers.append(ConvBNReLU6(inp, hidden, 1))
-        layers += [ConvBNReLU6(hidden, hidden, 3, stride, groups=hidden, dilation=dilation),
-                   nn.Conv2d(hidden, oup, 1, bias=False), nn.BatchNorm2d(oup)]
+        layers += [
+            ConvBNReLU6(hidden, hidden, 3, stride, groups=hidden, dilation=dilation),
+            nn.Conv2d(hidden, oup, 1, bias=False),
+            nn.BatchNorm2d(oup),
+        ]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv(x) if self.use_res_connect else self.conv(x)
 
 
-MOBILENETV2_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                       (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+MOBILENETV2_SETTING = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 
 class MobileNetV2(nn.Module):
@@ -291,8 +366,10 @@ class MobileNetV2(nn.Module):
         # _ends = [4, 7, 14]: features[:4] is stride 4, [:7] stride 8, [:14] stride 16
         self._bounds = [0, *self._ends, len(feats)]
         self.channels = {
-            "layer1": scaled(24, width_mult, 8), "layer2": scaled(32, width_mult, 8),
-            "layer3": scaled(96, width_mult, 8), "layer4": last,
+            "layer1": scaled(24, width_mult, 8),
+            "layer2": scaled(32, width_mult, 8),
+            "layer3": scaled(96, width_mult, 8),
+            "layer4": last,
         }
         self.output_stride = output_stride
 
@@ -311,18 +388,28 @@ class MobileNetV2(nn.Module):
 BACKBONES = ("vgg16", "vgg16_bn", *RESNET_LAYERS, "mobilenetv2")
 
 
-def build_backbone(name: str, in_channels: int = 3, *, output_stride: int = 32, width_mult: float = 1.0,
-                   multi_grid: Sequence[int] | None = None, weights: str | Path | None = None) -> nn.Module:
+def build_backbone(
+    name: str,
+    in_channels: int = 3,
+    *,
+    output_stride: int = 32,
+    width_mult: float = 1.0,
+    multi_grid: Sequence[int] | None = None,
+    weights: str | Path | None = None,
+) -> nn.Module:
     """A ResNet or MobileNetV2 encoder with ``forward_features`` (see the module docstring)."""
     if name in RESNET_LAYERS:
-        net: nn.Module = ResNet(name, in_channels, output_stride=output_stride, width_mult=width_mult,
-                                multi_grid=multi_grid)
+        net: nn.Module = ResNet(
+            name, in_channels, output_stride=output_stride, width_mult=width_mult, multi_grid=multi_grid
+        )
     elif name == "mobilenetv2":
         if multi_grid is not None:
             raise ValueError("multi_grid applies to ResNet backbones only")
         net = MobileNetV2(in_channels, output_stride=output_stride, width_mult=width_mult)
     else:
-        raise ValueError(f"unknown backbone '{name}'; choose one of {', '.join([*RESNET_LAYERS, 'mobilenetv2'])}")
+        raise ValueError(
+            f"unknown backbone '{name}'; choose one of {', '.join([*RESNET_LAYERS, 'mobilenetv2'])}"
+        )
     if weights is not None:
         load_backbone_weights(net, weights)
     return net
@@ -361,7 +448,7 @@ def load_backbone_weights(module: nn.Module, path: str | Path, *, prefix: str = 
     filters and rescaling. Returns the module's keys that stayed at initialisation;
     raises :class:`CheckpointError` for a shape mismatch or when nothing matches.
     """
-    state = {k[len(prefix):]: v for k, v in read_state_dict(path).items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in read_state_dict(path).items() if k.startswith(prefix)}
     own = module.state_dict()
     loaded: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -369,16 +456,19 @@ def load_backbone_weights(module: nn.Module, path: str | Path, *, prefix: str = 
             continue
         target = own[key]
         if value.shape != target.shape:
-            if (value.ndim == 4 and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]):
+            if value.ndim == 4 and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]:
                 idx = torch.arange(target.shape[1]) % value.shape[1]
                 value = value[:, idx] * (value.shape[1] / target.shape[1])
             else:
-                raise CheckpointError(f"{path}: '{key}' has shape {tuple(value.shape)}, "
-                                      f"the model expects {tuple(target.shape)}")
+                raise CheckpointError(
+                    f"{path}: '{key}' has shape {tuple(value.shape)}, the model expects {tuple(target.shape)}"
+                )
         loaded[key] = value.to(target.dtype)
     if not loaded:
-        raise CheckpointError(f"{path}: no tensor name matches this backbone (prefix '{prefix}'); "
-                              "expected torchvision-style names such as "
-                              f"{', '.join(list(own)[:3])}")
+        raise CheckpointError(
+            f"{path}: no tensor name matches this backbone (prefix '{prefix}'); "
+            "expected torchvision-style names such as "
+            f"{', '.join(list(own)[:3])}"
+        )
     module.load_state_dict(loaded, strict=False)
     return [k for k in own if k not in loaded and not k.endswith("num_batches_tracked")]

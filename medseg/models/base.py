@@ -59,15 +59,22 @@ def resolve_memory_format(model: nn.Module, setting: bool | str | None = "auto")
     if setting is None or setting == "auto":
         inner: nn.Module | None = model
         while inner is not None and not hasattr(inner, "preferred_memory_format"):
-            inner = next((c for c in (getattr(inner, "module", None), getattr(inner, "model", None))
-                          if isinstance(c, nn.Module)), None)
+            inner = next(
+                (
+                    c
+                    for c in (getattr(inner, "module", None), getattr(inner, "model", None))
+                    if isinstance(c, nn.Module)
+                ),
+                None,
+            )
         return getattr(inner, "preferred_memory_format", torch.contiguous_format)
     if isinstance(setting, bool):
         return torch.channels_last if setting else torch.contiguous_format
     if setting in _FORMATS:
         return _FORMATS[setting]
-    raise ValueError(f"memory format setting must be 'auto', 'channels_last', 'contiguous' or a bool, "
-                     f"got {setting!r}")
+    raise ValueError(
+        f"memory format setting must be 'auto', 'channels_last', 'contiguous' or a bool, got {setting!r}"
+    )
 
 
 def to_preferred_format(model: M, setting: bool | str | None = "auto") -> M:

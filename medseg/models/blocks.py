@@ -40,8 +40,16 @@ class ConvNormAct(nn.Sequential):
         if padding is None:
             padding = dilation * (kernel_size - 1) // 2
         layers: list[nn.Module] = [
-            nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=padding,
-                      dilation=dilation, groups=groups, bias=norm == "none")
+            nn.Conv2d(
+                in_ch,
+                out_ch,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=groups,
+                bias=norm == "none",
+            )
         ]
         layers.append(make_norm(norm, out_ch))
         if act:
@@ -52,8 +60,9 @@ class ConvNormAct(nn.Sequential):
 class SeparableConv(nn.Sequential):
     """Depthwise (optionally dilated) conv -> norm -> ReLU -> pointwise conv -> norm -> ReLU."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, *, dilation: int = 1,
-                 norm: str = "batch") -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel_size: int = 3, *, dilation: int = 1, norm: str = "batch"
+    ) -> None:
         super().__init__(
             ConvNormAct(in_ch, in_ch, kernel_size, dilation=dilation, groups=in_ch, norm=norm),
             ConvNormAct(in_ch, out_ch, 1, norm=norm),

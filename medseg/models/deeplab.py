@@ -53,8 +53,16 @@ class ImagePooling(nn.Module):
 class ASPP(nn.Module):
     """Atrous spatial pyramid pooling of DeepLab v3 (and v3+ with ``separable=True``)."""
 
-    def __init__(self, in_ch: int, out_ch: int = 256, rates: Sequence[int] = (6, 12, 18), *,
-                 separable: bool = False, norm: str = "batch", dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int = 256,
+        rates: Sequence[int] = (6, 12, 18),
+        *,
+        separable: bool = False,
+        norm: str = "batch",
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         branches: list[nn.Module] = [ConvNormAct(in_ch, out_ch, 1, norm=norm)]
         for r in rates:
@@ -64,8 +72,9 @@ class ASPP(nn.Module):
                 branches.append(ConvNormAct(in_ch, out_ch, 3, dilation=r, norm=norm))
         branches.append(ImagePooling(in_ch, out_ch))
         self.branches = nn.ModuleList(branches)
-        self.project = nn.Sequential(ConvNormAct(out_ch * len(branches), out_ch, 1, norm=norm),
-                                     nn.Dropout2d(dropout))
+        self.project = nn.Sequential(
+            ConvNormAct(out_ch * len(branches), out_ch, 1, norm=norm), nn.Dropout2d(dropout)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.project(torch.cat([b(x) for b in self.branches], dim=1))
@@ -74,8 +83,17 @@ class ASPP(nn.Module):
 class DeepLabV1(SegmentationModel):
     """DeepLab-LargeFOV on atrous VGG-16 (see the module docstring)."""
 
-    def __init__(self, in_channels: int, num_classes: int, *, width_mult: float = 1.0, fc_width: int = 1024,
-                 fc6_dilation: int = 12, dropout: float = 0.5, backbone_weights: str | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        width_mult: float = 1.0,
+        fc_width: int = 1024,
+        fc6_dilation: int = 12,
+        dropout: float = 0.5,
+        backbone_weights: str | None = None,
+    ) -> None:
         super().__init__()
         self.in_channels, self.num_classes = in_channels, num_classes
         self.input_multiple = 8
@@ -101,14 +119,27 @@ class DeepLabV1(SegmentationModel):
 class DeepLabV2(SegmentationModel):
     """ASPP-L (rates 6/12/18/24, branch scores summed) on a dilated ResNet."""
 
-    def __init__(self, in_channels: int, num_classes: int, *, backbone: str = "resnet50",
-                 output_stride: int = 8, width_mult: float = 1.0, rates: Sequence[int] = (6, 12, 18, 24),
-                 backbone_weights: str | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        backbone: str = "resnet50",
+        output_stride: int = 8,
+        width_mult: float = 1.0,
+        rates: Sequence[int] = (6, 12, 18, 24),
+        backbone_weights: str | None = None,
+    ) -> None:
         super().__init__()
         self.in_channels, self.num_classes = in_channels, num_classes
         self.input_multiple = output_stride
-        self.backbone = build_backbone(backbone, in_channels, output_stride=output_stride,
-                                       width_mult=width_mult, weights=backbone_weights)
+        self.backbone = build_backbone(
+            backbone,
+            in_channels,
+            output_stride=output_stride,
+            width_mult=width_mult,
+            weights=backbone_weights,
+        )
         c = self.backbone.channels["layer4"]
         self.aspp = nn.ModuleList(nn.Conv2d(c, num_classes, 3, padding=r, dilation=r) for r in rates)
         for conv in self.aspp:  # the reference initialises the classifiers with N(0, 0.01)
@@ -130,20 +161,42 @@ def _scaled_rates(rates: Sequence[int] | None, output_stride: int) -> tuple[int,
 class DeepLabV3(SegmentationModel):
     """ASPP (1x1, three atrous 3x3, image pooling) on a dilated backbone."""
 
-    def __init__(self, in_channels: int, num_classes: int, *, backbone: str = "resnet50",
-                 output_stride: int = 16, width_mult: float = 1.0, rates: Sequence[int] | None = None,
-                 multi_grid: Sequence[int] | None = (1, 2, 4), aspp_width: int = 256, dropout: float = 0.1,
-                 norm: str = "batch", backbone_weights: str | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        backbone: str = "resnet50",
+        output_stride: int = 16,
+        width_mult: float = 1.0,
+        rates: Sequence[int] | None = None,
+        multi_grid: Sequence[int] | None = (1, 2, 4),
+        aspp_width: int = 256,
+        dropout: float = 0.1,
+        norm: str = "batch",
+        backbone_weights: str | None = None,
+    ) -> None:
         super().__init__()
         self.in_channels, self.num_classes = in_channels, num_classes
         self.input_multiple = output_stride
         if backbone == "mobilenetv2":
             multi_grid = None
-        self.backbone = build_backbone(backbone, in_channels, output_stride=output_stride,
-                                       width_mult=width_mult, multi_grid=multi_grid, weights=backbone_weights)
+        self.backbone = build_backbone(
+            backbone,
+            in_channels,
+            output_stride=output_stride,
+            width_mult=width_mult,
+            multi_grid=multi_grid,
+            weights=backbone_weights,
+        )
         w = scaled(aspp_width, width_mult)
-        self.aspp = ASPP(self.backbone.channels["layer4"], w, _scaled_rates(rates, output_stride), norm=norm,
-                         dropout=dropout)
+        self.aspp = ASPP(
+            self.backbone.channels["layer4"],
+            w,
+            _scaled_rates(rates, output_stride),
+            norm=norm,
+            dropout=dropout,
+        )
         self.classifier = nn.Conv2d(w, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,22 +208,42 @@ class DeepLabV3(SegmentationModel):
 class DeepLabV3Plus(SegmentationModel):
     """v3 encoder (separable ASPP) + decoder fusing stride-4 features reduced to 48 channels."""
 
-    def __init__(self, in_channels: int, num_classes: int, *, backbone: str = "resnet50",
-                 output_stride: int = 16, width_mult: float = 1.0, rates: Sequence[int] | None = None,
-                 aspp_width: int = 256, low_level_width: int = 48, decoder_width: int = 256,
-                 dropout: float = 0.1, norm: str = "batch", backbone_weights: str | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        backbone: str = "resnet50",
+        output_stride: int = 16,
+        width_mult: float = 1.0,
+        rates: Sequence[int] | None = None,
+        aspp_width: int = 256,
+        low_level_width: int = 48,
+        decoder_width: int = 256,
+        dropout: float = 0.1,
+        norm: str = "batch",
+        backbone_weights: str | None = None,
+    ) -> None:
         super().__init__()
         self.in_channels, self.num_classes = in_channels, num_classes
         self.input_multiple = output_stride
-        self.backbone = build_backbone(backbone, in_channels, output_stride=output_stride,
-                                       width_mult=width_mult, weights=backbone_weights)
+        self.backbone = build_backbone(
+            backbone,
+            in_channels,
+            output_stride=output_stride,
+            width_mult=width_mult,
+            weights=backbone_weights,
+        )
         ch = self.backbone.channels
         w = scaled(aspp_width, width_mult)
-        self.aspp = ASPP(ch["layer4"], w, _scaled_rates(rates, output_stride), separable=True, norm=norm,
-                         dropout=dropout)
+        self.aspp = ASPP(
+            ch["layer4"], w, _scaled_rates(rates, output_stride), separable=True, norm=norm, dropout=dropout
+        )
         lw, dw = scaled(low_level_width, width_mult), scaled(decoder_width, width_mult)
         self.reduce = ConvNormAct(ch["layer1"], lw, 1, norm=norm)
-        self.decoder = nn.Sequential(SeparableConv(w + lw, dw, 3, norm=norm), SeparableConv(dw, dw, 3, norm=norm))
+        self.decoder = nn.Sequential(
+            SeparableConv(w + lw, dw, 3, norm=norm), SeparableConv(dw, dw, 3, norm=norm)
+        )
         self.classifier = nn.Conv2d(dw, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -188,41 +261,113 @@ _V3 = "Chen et al., 2017 (arXiv:1706.05587)"
 _V3P = "Chen et al., ECCV 2018 (arXiv:1802.02611)"
 
 
-@MODELS.register("deeplabv1", paper=_V1, summary="DeepLab v1 LargeFOV: atrous VGG-16, x8 bilinear, CRF optional")
-def build_deeplabv1(in_channels: int, num_classes: int, width_mult: float = 1.0, fc_width: int = 1024,
-                    fc6_dilation: int = 12, dropout: float = 0.5,
-                    backbone_weights: str | None = None) -> DeepLabV1:
-    return DeepLabV1(in_channels, num_classes, width_mult=width_mult, fc_width=fc_width,
-                     fc6_dilation=fc6_dilation, dropout=dropout, backbone_weights=backbone_weights)
+@MODELS.register(
+    "deeplabv1", paper=_V1, summary="DeepLab v1 LargeFOV: atrous VGG-16, x8 bilinear, CRF optional"
+)
+def build_deeplabv1(
+    in_channels: int,
+    num_classes: int,
+    width_mult: float = 1.0,
+    fc_width: int = 1024,
+    fc6_dilation: int = 12,
+    dropout: float = 0.5,
+    backbone_weights: str | None = None,
+) -> DeepLabV1:
+    return DeepLabV1(
+        in_channels,
+        num_classes,
+        width_mult=width_mult,
+        fc_width=fc_width,
+        fc6_dilation=fc6_dilation,
+        dropout=dropout,
+        backbone_weights=backbone_weights,
+    )
 
 
-@MODELS.register("deeplabv2", paper=_V2, summary="DeepLab v2: dilated ResNet (OS 8) + ASPP-L 6/12/18/24 summed")
-def build_deeplabv2(in_channels: int, num_classes: int, backbone: str = "resnet50", output_stride: int = 8,
-                    width_mult: float = 1.0, rates: tuple[int, ...] = (6, 12, 18, 24),
-                    backbone_weights: str | None = None) -> DeepLabV2:
-    return DeepLabV2(in_channels, num_classes, backbone=backbone, output_stride=output_stride,
-                     width_mult=width_mult, rates=rates, backbone_weights=backbone_weights)
+@MODELS.register(
+    "deeplabv2", paper=_V2, summary="DeepLab v2: dilated ResNet (OS 8) + ASPP-L 6/12/18/24 summed"
+)
+def build_deeplabv2(
+    in_channels: int,
+    num_classes: int,
+    backbone: str = "resnet50",
+    output_stride: int = 8,
+    width_mult: float = 1.0,
+    rates: tuple[int, ...] = (6, 12, 18, 24),
+    backbone_weights: str | None = None,
+) -> DeepLabV2:
+    return DeepLabV2(
+        in_channels,
+        num_classes,
+        backbone=backbone,
+        output_stride=output_stride,
+        width_mult=width_mult,
+        rates=rates,
+        backbone_weights=backbone_weights,
+    )
 
 
-@MODELS.register("deeplabv3", paper=_V3, summary="DeepLab v3: dilated ResNet (OS 16) + ASPP with image pooling")
-def build_deeplabv3(in_channels: int, num_classes: int, backbone: str = "resnet50", output_stride: int = 16,
-                    width_mult: float = 1.0, rates: tuple[int, ...] | None = None,
-                    multi_grid: tuple[int, ...] | None = (1, 2, 4), aspp_width: int = 256,
-                    dropout: float = 0.1, norm: str = "batch",
-                    backbone_weights: str | None = None) -> DeepLabV3:
-    return DeepLabV3(in_channels, num_classes, backbone=backbone, output_stride=output_stride,
-                     width_mult=width_mult, rates=rates, multi_grid=multi_grid, aspp_width=aspp_width,
-                     dropout=dropout, norm=norm, backbone_weights=backbone_weights)
+@MODELS.register(
+    "deeplabv3", paper=_V3, summary="DeepLab v3: dilated ResNet (OS 16) + ASPP with image pooling"
+)
+def build_deeplabv3(
+    in_channels: int,
+    num_classes: int,
+    backbone: str = "resnet50",
+    output_stride: int = 16,
+    width_mult: float = 1.0,
+    rates: tuple[int, ...] | None = None,
+    multi_grid: tuple[int, ...] | None = (1, 2, 4),
+    aspp_width: int = 256,
+    dropout: float = 0.1,
+    norm: str = "batch",
+    backbone_weights: str | None = None,
+) -> DeepLabV3:
+    return DeepLabV3(
+        in_channels,
+        num_classes,
+        backbone=backbone,
+        output_stride=output_stride,
+        width_mult=width_mult,
+        rates=rates,
+        multi_grid=multi_grid,
+        aspp_width=aspp_width,
+        dropout=dropout,
+        norm=norm,
+        backbone_weights=backbone_weights,
+    )
 
 
-@MODELS.register("deeplabv3plus", paper=_V3P,
-                 summary="DeepLab v3+: separable ASPP encoder (OS 16) + decoder with stride-4 features")
-def build_deeplabv3plus(in_channels: int, num_classes: int, backbone: str = "resnet50",
-                        output_stride: int = 16, width_mult: float = 1.0,
-                        rates: tuple[int, ...] | None = None, aspp_width: int = 256,
-                        low_level_width: int = 48, decoder_width: int = 256, dropout: float = 0.1,
-                        norm: str = "batch", backbone_weights: str | None = None) -> DeepLabV3Plus:
-    return DeepLabV3Plus(in_channels, num_classes, backbone=backbone, output_stride=output_stride,
-                         width_mult=width_mult, rates=rates, aspp_width=aspp_width,
-                         low_level_width=low_level_width, decoder_width=decoder_width, dropout=dropout,
-                         norm=norm, backbone_weights=backbone_weights)
+@MODELS.register(
+    "deeplabv3plus",
+    paper=_V3P,
+    summary="DeepLab v3+: separable ASPP encoder (OS 16) + decoder with stride-4 features",
+)
+def build_deeplabv3plus(
+    in_channels: int,
+    num_classes: int,
+    backbone: str = "resnet50",
+    output_stride: int = 16,
+    width_mult: float = 1.0,
+    rates: tuple[int, ...] | None = None,
+    aspp_width: int = 256,
+    low_level_width: int = 48,
+    decoder_width: int = 256,
+    dropout: float = 0.1,
+    norm: str = "batch",
+    backbone_weights: str | None = None,
+) -> DeepLabV3Plus:
+    return DeepLabV3Plus(
+        in_channels,
+        num_classes,
+        backbone=backbone,
+        output_stride=output_stride,
+        width_mult=width_mult,
+        rates=rates,
+        aspp_width=aspp_width,
+        low_level_width=low_level_width,
+        decoder_width=decoder_width,
+        dropout=dropout,
+        norm=norm,
+        backbone_weights=backbone_weights,
+    )

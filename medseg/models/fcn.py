@@ -62,29 +62,40 @@ class FixedBilinearUpsample(nn.Module):
         self.register_buffer("weight", kernel, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose2d(x, self.weight.to(x.dtype), stride=self.factor, padding=self.padding,
-                                  groups=x.shape[1])
+        return F.conv_transpose2d(
+            x, self.weight.to(x.dtype), stride=self.factor, padding=self.padding, groups=x.shape[1]
+        )
 
 
 def crop_like(x: torch.Tensor, offset: int, ref: torch.Tensor) -> torch.Tensor:
     """Caffe ``Crop``: ``x[..., o:o+h, o:o+w]`` with the spatial size of ``ref``."""
     h, w = ref.shape[-2:]
-    return x[..., offset:offset + h, offset:offset + w]
+    return x[..., offset : offset + h, offset : offset + w]
 
 
 class FCNVGG(SegmentationModel):
     """FCN on VGG-16 (the paper's nets); ``variant`` is 32, 16 or 8 (the output stride
     of the finest fused score)."""
 
-    def __init__(self, in_channels: int, num_classes: int, *, variant: int = 8, width_mult: float = 1.0,
-                 fc_width: int = 4096, batch_norm: bool = False, dropout: float = 0.5) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        variant: int = 8,
+        width_mult: float = 1.0,
+        fc_width: int = 4096,
+        batch_norm: bool = False,
+        dropout: float = 0.5,
+    ) -> None:
         super().__init__()
         if variant not in (32, 16, 8):
             raise ValueError(f"FCN variant must be 32, 16 or 8, got {variant}")
         self.in_channels, self.num_classes, self.variant = in_channels, num_classes, variant
         self.input_multiple = 1  # conv1_1 padding 100 + crops: any size works
-        self.backbone = VGG16(in_channels, batch_norm=batch_norm, width_mult=width_mult, ceil_mode=True,
-                              first_padding=100)
+        self.backbone = VGG16(
+            in_channels, batch_norm=batch_norm, width_mult=width_mult, ceil_mode=True, first_padding=100
+        )
         c = self.backbone.stage_channels
         fc = scaled(fc_width, width_mult)
         k = num_classes
@@ -145,21 +156,38 @@ class FCNResNet(SegmentationModel):
     32/16/8, learned 2x bilinear-initialised upsampling, fixed bilinear final upsampling.
     FCN-32s may use a dilated ResNet (``output_stride`` 16 or 8)."""
 
-    def __init__(self, in_channels: int, num_classes: int, *, variant: int = 8, backbone: str = "resnet50",
-                 width_mult: float = 1.0, backbone_weights: str | None = None, output_stride: int = 32,
-                 head_conv: int = 0, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        variant: int = 8,
+        backbone: str = "resnet50",
+        width_mult: float = 1.0,
+        backbone_weights: str | None = None,
+        output_stride: int = 32,
+        head_conv: int = 0,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         if variant not in (32, 16, 8):
             raise ValueError(f"FCN variant must be 32, 16 or 8, got {variant}")
         if output_stride != 32 and variant != 32:
-            raise ValueError(f"output_stride {output_stride} needs FCN-32s: the skips of FCN-{variant}s "
-                             "expect an undilated ResNet (output_stride 32)")
+            raise ValueError(
+                f"output_stride {output_stride} needs FCN-32s: the skips of FCN-{variant}s "
+                "expect an undilated ResNet (output_stride 32)"
+            )
         if head_conv < 0:
             raise ValueError(f"head_conv must be >= 0, got {head_conv}")
         self.in_channels, self.num_classes, self.variant = in_channels, num_classes, variant
         self.input_multiple = output_stride
-        self.backbone = build_backbone(backbone, in_channels, output_stride=output_stride, width_mult=width_mult,
-                                       weights=backbone_weights)
+        self.backbone = build_backbone(
+            backbone,
+            in_channels,
+            output_stride=output_stride,
+            width_mult=width_mult,
+            weights=backbone_weights,
+        )
         ch, k = self.backbone.channels, num_classes
         top = ch["layer4"]
         self.head: nn.Module = nn.Identity()
@@ -187,46 +215,122 @@ class FCNResNet(SegmentationModel):
         return self.upscore(score)
 
 
-def _build(variant: int, in_channels: int, num_classes: int, backbone: str, width_mult: float,
-           fc_width: int, dropout: float, backbone_weights: str | None, output_stride: int = 32,
-           head_conv: int = 0) -> SegmentationModel:
+def _build(
+    variant: int,
+    in_channels: int,
+    num_classes: int,
+    backbone: str,
+    width_mult: float,
+    fc_width: int,
+    dropout: float,
+    backbone_weights: str | None,
+    output_stride: int = 32,
+    head_conv: int = 0,
+) -> SegmentationModel:
     if backbone in ("vgg16", "vgg16_bn"):
         if output_stride != 32 or head_conv:
-            raise ValueError("output_stride and head_conv apply to ResNet backbones only "
-                             "(the VGG-16 FCN has fc6/fc7 as its head)")
-        model: SegmentationModel = FCNVGG(in_channels, num_classes, variant=variant, width_mult=width_mult,
-                                          fc_width=fc_width, batch_norm=backbone == "vgg16_bn",
-                                          dropout=dropout)
+            raise ValueError(
+                "output_stride and head_conv apply to ResNet backbones only "
+                "(the VGG-16 FCN has fc6/fc7 as its head)"
+            )
+        model: SegmentationModel = FCNVGG(
+            in_channels,
+            num_classes,
+            variant=variant,
+            width_mult=width_mult,
+            fc_width=fc_width,
+            batch_norm=backbone == "vgg16_bn",
+            dropout=dropout,
+        )
         if backbone_weights is not None:
             model.load_backbone(backbone_weights)
         return model
     if backbone in RESNET_LAYERS:
-        return FCNResNet(in_channels, num_classes, variant=variant, backbone=backbone, width_mult=width_mult,
-                         backbone_weights=backbone_weights, output_stride=output_stride, head_conv=head_conv,
-                         dropout=dropout)
-    raise ValueError(f"FCN backbone must be vgg16, vgg16_bn or one of {', '.join(RESNET_LAYERS)}; "
-                     f"got '{backbone}'")
+        return FCNResNet(
+            in_channels,
+            num_classes,
+            variant=variant,
+            backbone=backbone,
+            width_mult=width_mult,
+            backbone_weights=backbone_weights,
+            output_stride=output_stride,
+            head_conv=head_conv,
+            dropout=dropout,
+        )
+    raise ValueError(
+        f"FCN backbone must be vgg16, vgg16_bn or one of {', '.join(RESNET_LAYERS)}; got '{backbone}'"
+    )
 
 
 @MODELS.register("fcn32s", paper=PAPER, summary="FCN-32s: VGG-16 (or ResNet), single-stream x32 upsampling")
-def build_fcn32s(in_channels: int, num_classes: int, backbone: str = "vgg16", width_mult: float = 1.0,
-                 fc_width: int = 4096, dropout: float = 0.5, backbone_weights: str | None = None,
-                 output_stride: int = 32, head_conv: int = 0) -> SegmentationModel:
-    return _build(32, in_channels, num_classes, backbone, width_mult, fc_width, dropout, backbone_weights,
-                  output_stride, head_conv)
+def build_fcn32s(
+    in_channels: int,
+    num_classes: int,
+    backbone: str = "vgg16",
+    width_mult: float = 1.0,
+    fc_width: int = 4096,
+    dropout: float = 0.5,
+    backbone_weights: str | None = None,
+    output_stride: int = 32,
+    head_conv: int = 0,
+) -> SegmentationModel:
+    return _build(
+        32,
+        in_channels,
+        num_classes,
+        backbone,
+        width_mult,
+        fc_width,
+        dropout,
+        backbone_weights,
+        output_stride,
+        head_conv,
+    )
 
 
 @MODELS.register("fcn16s", paper=PAPER, summary="FCN-16s: FCN-32s + pool4 skip fused by addition")
-def build_fcn16s(in_channels: int, num_classes: int, backbone: str = "vgg16", width_mult: float = 1.0,
-                 fc_width: int = 4096, dropout: float = 0.5, backbone_weights: str | None = None,
-                 head_conv: int = 0) -> SegmentationModel:
-    return _build(16, in_channels, num_classes, backbone, width_mult, fc_width, dropout, backbone_weights,
-                  head_conv=head_conv)
+def build_fcn16s(
+    in_channels: int,
+    num_classes: int,
+    backbone: str = "vgg16",
+    width_mult: float = 1.0,
+    fc_width: int = 4096,
+    dropout: float = 0.5,
+    backbone_weights: str | None = None,
+    head_conv: int = 0,
+) -> SegmentationModel:
+    return _build(
+        16,
+        in_channels,
+        num_classes,
+        backbone,
+        width_mult,
+        fc_width,
+        dropout,
+        backbone_weights,
+        head_conv=head_conv,
+    )
 
 
 @MODELS.register("fcn8s", paper=PAPER, summary="FCN-8s: FCN-16s + pool3 skip fused by addition")
-def build_fcn8s(in_channels: int, num_classes: int, backbone: str = "vgg16", width_mult: float = 1.0,
-                fc_width: int = 4096, dropout: float = 0.5, backbone_weights: str | None = None,
-                head_conv: int = 0) -> SegmentationModel:
-    return _build(8, in_channels, num_classes, backbone, width_mult, fc_width, dropout, backbone_weights,
-                  head_conv=head_conv)
+def build_fcn8s(
+    in_channels: int,
+    num_classes: int,
+    backbone: str = "vgg16",
+    width_mult: float = 1.0,
+    fc_width: int = 4096,
+    dropout: float = 0.5,
+    backbone_weights: str | None = None,
+    head_conv: int = 0,
+) -> SegmentationModel:
+    return _build(
+        8,
+        in_channels,
+        num_classes,
+        backbone,
+        width_mult,
+        fc_width,
+        dropout,
+        backbone_weights,
+        head_conv=head_conv,
+    )

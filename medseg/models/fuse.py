@@ -34,9 +34,13 @@ _NAMED_PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
 
 def _foldable(conv: nn.Module | None, bn: nn.Module | None) -> bool:
     # exact types: a subclass may override forward (e.g. a re-parameterised convolution)
-    return (type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d
-            and bn.running_mean is not None and bn.running_var is not None
-            and bn.num_features == conv.out_channels)
+    return (
+        type(conv) is nn.Conv2d
+        and type(bn) is nn.BatchNorm2d
+        and bn.running_mean is not None
+        and bn.running_var is not None
+        and bn.num_features == conv.out_channels
+    )
 
 
 def _is_plain_sequential(module: nn.Module) -> bool:

@@ -55,44 +55,69 @@ class PyramidPooling(nn.Module):
 
 
 class PSPNet(SegmentationModel):
-    def __init__(self, in_channels: int, num_classes: int, *, backbone: str = "resnet50",
-                 output_stride: int = 8, width_mult: float = 1.0, bins: Sequence[int] = (1, 2, 3, 6),
-                 head_width: int = 512, dropout: float = 0.1, norm: str = "batch",
-                 backbone_weights: str | None = None, feature_layer: str = "layer4",
-                 head_kernel: int = 3) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        backbone: str = "resnet50",
+        output_stride: int = 8,
+        width_mult: float = 1.0,
+        bins: Sequence[int] = (1, 2, 3, 6),
+        head_width: int = 512,
+        dropout: float = 0.1,
+        norm: str = "batch",
+        backbone_weights: str | None = None,
+        feature_layer: str = "layer4",
+        head_kernel: int = 3,
+    ) -> None:
         super().__init__()
         if feature_layer not in _FEATURE_STRIDE:
-            raise ValueError(f"feature_layer must be one of {', '.join(_FEATURE_STRIDE)}, got '{feature_layer}'")
+            raise ValueError(
+                f"feature_layer must be one of {', '.join(_FEATURE_STRIDE)}, got '{feature_layer}'"
+            )
         if head_kernel not in (1, 3):
             raise ValueError(f"head_kernel must be 1 or 3, got {head_kernel}")
         self.in_channels, self.num_classes = in_channels, num_classes
         self.feature_layer = feature_layer
         self.input_multiple = min(output_stride, _FEATURE_STRIDE[feature_layer])
-        self.backbone = build_backbone(backbone, in_channels, output_stride=output_stride,
-                                       width_mult=width_mult, weights=backbone_weights)
+        self.backbone = build_backbone(
+            backbone,
+            in_channels,
+            output_stride=output_stride,
+            width_mult=width_mult,
+            weights=backbone_weights,
+        )
         ch = self.backbone.channels
         if feature_layer != "layer4":
             if not isinstance(self.backbone, ResNet):
                 raise ValueError(f"feature_layer '{feature_layer}' needs a ResNet backbone, got '{backbone}'")
             # later stages are never run: drop them (and their parameters)
-            for name in ("layer3", "layer4")[("layer2", "layer3").index(feature_layer):]:
+            for name in ("layer3", "layer4")[("layer2", "layer3").index(feature_layer) :]:
                 setattr(self.backbone, name, nn.Identity())
         self.ppm = PyramidPooling(ch[feature_layer], bins, norm)
         hw = max(8, int(head_width * width_mult))
-        self.head = nn.Sequential(ConvNormAct(self.ppm.out_channels, hw, head_kernel, norm=norm),
-                                  nn.Dropout2d(dropout), nn.Conv2d(hw, num_classes, 1))
+        self.head = nn.Sequential(
+            ConvNormAct(self.ppm.out_channels, hw, head_kernel, norm=norm),
+            nn.Dropout2d(dropout),
+            nn.Conv2d(hw, num_classes, 1),
+        )
         self.aux_head: nn.Module | None = None
         if feature_layer == "layer4":  # deep supervision on stage 4 (layer3)
             aw = max(8, ch["layer3"] // 4)
-            self.aux_head = nn.Sequential(ConvNormAct(ch["layer3"], aw, 3, norm=norm), nn.Dropout2d(dropout),
-                                          nn.Conv2d(aw, num_classes, 1))
+            self.aux_head = nn.Sequential(
+                ConvNormAct(ch["layer3"], aw, 3, norm=norm),
+                nn.Dropout2d(dropout),
+                nn.Conv2d(aw, num_classes, 1),
+            )
 
     def _run(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, dict]:
         self.check_input(x)
         size = x.shape[-2:]
         feats = self.backbone.forward_features(x)
-        logits = F.interpolate(self.head(self.ppm(feats[self.feature_layer])), size=size, mode="bilinear",
-                               align_corners=False)
+        logits = F.interpolate(
+            self.head(self.ppm(feats[self.feature_layer])), size=size, mode="bilinear", align_corners=False
+        )
         if not with_aux or self.aux_head is None:
             return logits, {}
         aux = F.interpolate(self.aux_head(feats["layer3"]), size=size, mode="bilinear", align_corners=False)
@@ -105,12 +130,36 @@ class PSPNet(SegmentationModel):
         return self._run(x, True)
 
 
-@MODELS.register("pspnet", paper="Zhao et al., CVPR 2017 (arXiv:1612.01105)",
-                 summary="PSPNet: dilated ResNet + pyramid pooling (bins 1/2/3/6), aux head on stage 4")
-def build_pspnet(in_channels: int, num_classes: int, backbone: str = "resnet50", output_stride: int = 8,
-                 width_mult: float = 1.0, bins: tuple[int, ...] = (1, 2, 3, 6), head_width: int = 512,
-                 dropout: float = 0.1, norm: str = "batch", backbone_weights: str | None = None,
-                 feature_layer: str = "layer4", head_kernel: int = 3) -> PSPNet:
-    return PSPNet(in_channels, num_classes, backbone=backbone, output_stride=output_stride,
-                  width_mult=width_mult, bins=bins, head_width=head_width, dropout=dropout, norm=norm,
-                  backbone_weights=backbone_weights, feature_layer=feature_layer, head_kernel=head_kernel)
+@MODELS.register(
+    "pspnet",
+    paper="Zhao et al., CVPR 2017 (arXiv:1612.01105)",
+    summary="PSPNet: dilated ResNet + pyramid pooling (bins 1/2/3/6), aux head on stage 4",
+)
+def build_pspnet(
+    in_channels: int,
+    num_classes: int,
+    backbone: str = "resnet50",
+    output_stride: int = 8,
+    width_mult: float = 1.0,
+    bins: tuple[int, ...] = (1, 2, 3, 6),
+    head_width: int = 512,
+    dropout: float = 0.1,
+    norm: str = "batch",
+    backbone_weights: str | None = None,
+    feature_layer: str = "layer4",
+    head_kernel: int = 3,
+) -> PSPNet:
+    return PSPNet(
+        in_channels,
+        num_classes,
+        backbone=backbone,
+        output_stride=output_stride,
+        width_mult=width_mult,
+        bins=bins,
+        head_width=head_width,
+        dropout=dropout,
+        norm=norm,
+        backbone_weights=backbone_weights,
+        feature_layer=feature_layer,
+        head_kernel=head_kernel,
+    )

@@ -26,8 +26,15 @@ _DECODER = ((3, 512, 512), (3, 512, 256), (3, 256, 128), (2, 128, 64), (2, 64, N
 
 
 class SegNet(SegmentationModel):
-    def __init__(self, in_channels: int, num_classes: int, *, width_mult: float = 1.0, norm: str = "batch",
-                 backbone_weights: str | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        width_mult: float = 1.0,
+        norm: str = "batch",
+        backbone_weights: str | None = None,
+    ) -> None:
         super().__init__()
         self.in_channels, self.num_classes = in_channels, num_classes
         self.input_multiple = 1
@@ -59,8 +66,18 @@ class SegNet(SegmentationModel):
         return x
 
 
-@MODELS.register("segnet", paper="Badrinarayanan et al., TPAMI 2017 (arXiv:1511.00561)",
-                 summary="SegNet: VGG-16-BN encoder, decoder upsampled by max-pooling indices")
-def build_segnet(in_channels: int, num_classes: int, width_mult: float = 1.0, norm: str = "batch",
-                 backbone_weights: str | None = None) -> SegNet:
-    return SegNet(in_channels, num_classes, width_mult=width_mult, norm=norm, backbone_weights=backbone_weights)
+@MODELS.register(
+    "segnet",
+    paper="Badrinarayanan et al., TPAMI 2017 (arXiv:1511.00561)",
+    summary="SegNet: VGG-16-BN encoder, decoder upsampled by max-pooling indices",
+)
+def build_segnet(
+    in_channels: int,
+    num_classes: int,
+    width_mult: float = 1.0,
+    norm: str = "batch",
+    backbone_weights: str | None = None,
+) -> SegNet:
+    return SegNet(
+        in_channels, num_classes, width_mult=width_mult, norm=norm, backbone_weights=backbone_weights
+    )

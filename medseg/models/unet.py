@@ -24,8 +24,17 @@ class DoubleConv(nn.Sequential):
         )
 
 
-def _build_layers(model: nn.Module, in_channels: int, num_classes: int, depth: int, base_width: int,
-                  norm: str, upsample: str, dropout: float, padding: int) -> None:
+def _build_layers(
+    model: nn.Module,
+    in_channels: int,
+    num_classes: int,
+    depth: int,
+    base_width: int,
+    norm: str,
+    upsample: str,
+    dropout: float,
+    padding: int,
+) -> None:
     """Encoder, decoder and head shared by the padded (``padding=1``) and valid (``padding=0``) U-Nets."""
     if depth < 1:
         raise ValueError("U-Net depth must be >= 1")
@@ -41,10 +50,12 @@ def _build_layers(model: nn.Module, in_channels: int, num_classes: int, depth: i
         if upsample == "transpose":
             model.ups.append(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2))
         else:
-            model.ups.append(nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                nn.Conv2d(widths[i + 1], widths[i], 1),
-            ))
+            model.ups.append(
+                nn.Sequential(
+                    nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                    nn.Conv2d(widths[i + 1], widths[i], 1),
+                )
+            )
         model.decoders.append(DoubleConv(2 * widths[i], widths[i], norm, padding))
     model.head = nn.Conv2d(widths[0], num_classes, 1)
 
@@ -81,12 +92,29 @@ class UNet(SegmentationModel):
         return self.head(x)
 
 
-@MODELS.register("unet", paper="Ronneberger et al., MICCAI 2015 (arXiv:1505.04597)",
-                 summary="U-Net with padded convolutions")
-def build_unet(in_channels: int, num_classes: int, depth: int = 4, base_width: int = 64,
-               norm: str = "batch", upsample: str = "transpose", dropout: float = 0.0) -> UNet:
-    return UNet(in_channels, num_classes, depth=depth, base_width=base_width, norm=norm,
-                upsample=upsample, dropout=dropout)
+@MODELS.register(
+    "unet",
+    paper="Ronneberger et al., MICCAI 2015 (arXiv:1505.04597)",
+    summary="U-Net with padded convolutions",
+)
+def build_unet(
+    in_channels: int,
+    num_classes: int,
+    depth: int = 4,
+    base_width: int = 64,
+    norm: str = "batch",
+    upsample: str = "transpose",
+    dropout: float = 0.0,
+) -> UNet:
+    return UNet(
+        in_channels,
+        num_classes,
+        depth=depth,
+        base_width=base_width,
+        norm=norm,
+        upsample=upsample,
+        dropout=dropout,
+    )
 
 
 def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -96,7 +124,7 @@ def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if th > h or tw > w:
         raise ValueError(f"cannot centre-crop {(h, w)} to the larger {size}")
     top, left = (h - th) // 2, (w - tw) // 2
-    return x[..., top:top + th, left:left + tw]
+    return x[..., top : top + th, left : left + tw]
 
 
 class UNetValid(SegmentationModel):
@@ -112,8 +140,17 @@ class UNetValid(SegmentationModel):
     weight map of Eq. 2 is the ``weight_map`` of the U-Net weighted cross-entropy loss.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, *, depth: int = 4, base_width: int = 64,
-                 norm: str = "batch", upsample: str = "transpose", dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        depth: int = 4,
+        base_width: int = 64,
+        norm: str = "batch",
+        upsample: str = "transpose",
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.in_channels, self.num_classes, self.depth = in_channels, num_classes, depth
         self.input_multiple = 1  # sizes are checked by valid-size rules instead
@@ -169,9 +206,26 @@ class UNetValid(SegmentationModel):
         return self.head(x)
 
 
-@MODELS.register("unet_valid", paper="Ronneberger et al., MICCAI 2015 (arXiv:1505.04597)",
-                 summary="U-Net with valid (unpadded) convolutions, overlap-tile inference (572 -> 388)")
-def build_unet_valid(in_channels: int, num_classes: int, depth: int = 4, base_width: int = 64,
-                     norm: str = "batch", upsample: str = "transpose", dropout: float = 0.0) -> UNetValid:
-    return UNetValid(in_channels, num_classes, depth=depth, base_width=base_width, norm=norm,
-                     upsample=upsample, dropout=dropout)
+@MODELS.register(
+    "unet_valid",
+    paper="Ronneberger et al., MICCAI 2015 (arXiv:1505.04597)",
+    summary="U-Net with valid (unpadded) convolutions, overlap-tile inference (572 -> 388)",
+)
+def build_unet_valid(
+    in_channels: int,
+    num_classes: int,
+    depth: int = 4,
+    base_width: int = 64,
+    norm: str = "batch",
+    upsample: str = "transpose",
+    dropout: float = 0.0,
+) -> UNetValid:
+    return UNetValid(
+        in_channels,
+        num_classes,
+        depth=depth,
+        base_width=base_width,
+        norm=norm,
+        upsample=upsample,
+        dropout=dropout,
+    )

@@ -46,15 +46,27 @@ class UNetResNet(SegmentationModel):
 
     input_multiple = 32
 
-    def __init__(self, in_channels: int, num_classes: int, *, backbone: str = "resnet34",
-                 decoder_widths: Sequence[int] = (256, 128, 64, 32, 16), norm: str = "batch",
-                 width_mult: float = 1.0, backbone_weights: str | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        backbone: str = "resnet34",
+        decoder_widths: Sequence[int] = (256, 128, 64, 32, 16),
+        norm: str = "batch",
+        width_mult: float = 1.0,
+        backbone_weights: str | None = None,
+    ) -> None:
         super().__init__()
         if backbone not in RESNET_LAYERS:
-            raise ValueError(f"unet_resnet needs a ResNet backbone ({', '.join(RESNET_LAYERS)}); got '{backbone}'")
+            raise ValueError(
+                f"unet_resnet needs a ResNet backbone ({', '.join(RESNET_LAYERS)}); got '{backbone}'"
+            )
         if len(decoder_widths) != len(_SKIPS):
-            raise ValueError(f"decoder_widths needs {len(_SKIPS)} widths (strides 16, 8, 4, 2, 1), "
-                             f"got {len(decoder_widths)}")
+            raise ValueError(
+                f"decoder_widths needs {len(_SKIPS)} widths (strides 16, 8, 4, 2, 1), "
+                f"got {len(decoder_widths)}"
+            )
         self.in_channels, self.num_classes = in_channels, num_classes
         self.backbone = build_backbone(backbone, in_channels, width_mult=width_mult, weights=backbone_weights)
         ch = self.backbone.channels
@@ -75,12 +87,27 @@ class UNetResNet(SegmentationModel):
         return self.head(h)
 
 
-@MODELS.register("unet_resnet",
-                 paper="Ronneberger et al., MICCAI 2015 (arXiv:1505.04597) with a ResNet encoder "
-                       "(He et al., CVPR 2016, arXiv:1512.03385)",
-                 summary="U-Net with a ResNet encoder (default ResNet-34), nearest-upsampling decoder")
-def build_unet_resnet(in_channels: int, num_classes: int, backbone: str = "resnet34",
-                      decoder_widths: tuple[int, ...] = (256, 128, 64, 32, 16), norm: str = "batch",
-                      width_mult: float = 1.0, backbone_weights: str | None = None) -> UNetResNet:
-    return UNetResNet(in_channels, num_classes, backbone=backbone, decoder_widths=decoder_widths, norm=norm,
-                      width_mult=width_mult, backbone_weights=backbone_weights)
+@MODELS.register(
+    "unet_resnet",
+    paper="Ronneberger et al., MICCAI 2015 (arXiv:1505.04597) with a ResNet encoder "
+    "(He et al., CVPR 2016, arXiv:1512.03385)",
+    summary="U-Net with a ResNet encoder (default ResNet-34), nearest-upsampling decoder",
+)
+def build_unet_resnet(
+    in_channels: int,
+    num_classes: int,
+    backbone: str = "resnet34",
+    decoder_widths: tuple[int, ...] = (256, 128, 64, 32, 16),
+    norm: str = "batch",
+    width_mult: float = 1.0,
+    backbone_weights: str | None = None,
+) -> UNetResNet:
+    return UNetResNet(
+        in_channels,
+        num_classes,
+        backbone=backbone,
+        decoder_widths=decoder_widths,
+        norm=norm,
+        width_mult=width_mult,
+        backbone_weights=backbone_weights,
+    )

@@ -4,5 +4,11 @@ from medseg.models.befunet.model import BEFUnet, befunet, befunet_small
 from medseg.models.befunet.pdc import PixelDifferenceConv2d, reparameterize_pdc
 from medseg.models.befunet.swin import load_swin_weights
 
-__all__ = ["BEFUnet", "befunet", "befunet_small", "PixelDifferenceConv2d", "reparameterize_pdc",
-           "load_swin_weights"]
+__all__ = [
+    "BEFUnet",
+    "befunet",
+    "befunet_small",
+    "PixelDifferenceConv2d",
+    "reparameterize_pdc",
+    "load_swin_weights",
+]

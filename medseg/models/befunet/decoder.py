@@ -26,16 +26,27 @@ class ConvUpsample(nn.Sequential):
     def __init__(self, in_channels: int, channels: int, steps: int, upsample: bool) -> None:
         layers: list[nn.Module] = []
         for s in range(steps):
-            layers += [nn.Conv2d(in_channels if s == 0 else channels, channels, 3, padding=1, bias=False),
-                       group_norm(channels), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(in_channels if s == 0 else channels, channels, 3, padding=1, bias=False),
+                group_norm(channels),
+                nn.ReLU(inplace=True),
+            ]
             if upsample:
                 layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
         super().__init__(*layers)
 
 
 class BEFUnetDecoder(nn.Module):
-    def __init__(self, shallow_channels: int, deep_channels: int, num_classes: int, *, channels: int = 128,
-                 head_channels: int = 16, deep_steps: int = 3) -> None:
+    def __init__(
+        self,
+        shallow_channels: int,
+        deep_channels: int,
+        num_classes: int,
+        *,
+        channels: int = 128,
+        head_channels: int = 16,
+        deep_steps: int = 3,
+    ) -> None:
         super().__init__()
         self.shallow = ConvUpsample(shallow_channels, channels, 1, upsample=False)
         self.deep = ConvUpsample(deep_channels, channels, deep_steps, upsample=True)

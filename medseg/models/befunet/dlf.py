@@ -40,7 +40,9 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = (
+            self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        )
         return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c))
 
 
@@ -91,19 +93,26 @@ class DLF(nn.Module):
     learnable position embeddings (interpolated bicubically for other sizes).
     """
 
-    def __init__(self, dims: tuple[int, int], grids: tuple[tuple[int, int], tuple[int, int]],
-                 depths: tuple[int, int] = (1, 2), num_heads: tuple[int, int] = (6, 12),
-                 mlp_ratio: float = 2.0) -> None:
+    def __init__(
+        self,
+        dims: tuple[int, int],
+        grids: tuple[tuple[int, int], tuple[int, int]],
+        depths: tuple[int, int] = (1, 2),
+        num_heads: tuple[int, int] = (6, 12),
+        mlp_ratio: float = 2.0,
+    ) -> None:
         super().__init__()
         self.dims, self.grids = tuple(dims), tuple(tuple(g) for g in grids)
         self.cls_norm = nn.ModuleList(nn.LayerNorm(d) for d in dims)
         self.pos_embed = nn.ParameterList(
-            nn.Parameter(torch.zeros(1, 1 + g[0] * g[1], d)) for d, g in zip(dims, self.grids))
+            nn.Parameter(torch.zeros(1, 1 + g[0] * g[1], d)) for d, g in zip(dims, self.grids)
+        )
         for p in self.pos_embed:
             nn.init.trunc_normal_(p, std=0.02)
         self.encoders = nn.ModuleList(
             nn.Sequential(*[EncoderBlock(d, h, mlp_ratio) for _ in range(n)])
-            for d, h, n in zip(dims, num_heads, depths))
+            for d, h, n in zip(dims, num_heads, depths)
+        )
         # level i's class token goes to level j = 1 - i: f^i: d_i -> d_j, MCA in d_j, g^i: d_j -> d_i
         self.to_other = nn.ModuleList(_projection(dims[i], dims[1 - i]) for i in range(2))
         self.cross_norm = nn.ModuleList(nn.LayerNorm(dims[1 - i]) for i in range(2))

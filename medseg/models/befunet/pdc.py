@@ -33,7 +33,16 @@ PDC_MODES = ("cv", "cd", "ad", "rd")
 RING_SUCCESSOR = {0: 1, 1: 2, 2: 5, 5: 8, 8: 7, 7: 6, 6: 3, 3: 0}
 # "rd": the weight at 3x3 position d (a direction from the centre) pairs the 5x5 pixel at
 # distance 2 in that direction (outer) with the one at distance 1 (inner).
-RADIAL_DIRECTIONS = {0: (-1, -1), 1: (-1, 0), 2: (-1, 1), 3: (0, -1), 5: (0, 1), 6: (1, -1), 7: (1, 0), 8: (1, 1)}
+RADIAL_DIRECTIONS = {
+    0: (-1, -1),
+    1: (-1, 0),
+    2: (-1, 1),
+    3: (0, -1),
+    5: (0, 1),
+    6: (1, -1),
+    7: (1, 0),
+    8: (1, 1),
+}
 
 
 def pdc_kernel(weight: torch.Tensor, mode: str) -> torch.Tensor:
@@ -75,8 +84,16 @@ class PixelDifferenceConv2d(nn.Module):
     the equivalent kernel (``pdc_kernel``), so training costs what a vanilla conv costs.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, mode: str = "cd", *, stride: int = 1,
-                 groups: int = 1, bias: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        mode: str = "cd",
+        *,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+    ) -> None:
         super().__init__()
         if mode not in PDC_MODES:
             raise ValueError(f"unknown PDC mode '{mode}'; choose one of {', '.join(PDC_MODES)}")
@@ -92,16 +109,30 @@ class PixelDifferenceConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.kernel_size
-        return F.conv2d(x, pdc_kernel(self.weight, self.mode), self.bias, stride=self.stride,
-                        padding=k // 2, groups=self.groups)
+        return F.conv2d(
+            x,
+            pdc_kernel(self.weight, self.mode),
+            self.bias,
+            stride=self.stride,
+            padding=k // 2,
+            groups=self.groups,
+        )
 
     @torch.no_grad()
     def to_conv(self) -> nn.Conv2d:
         """An ``nn.Conv2d`` giving the same output (inference re-parameterisation)."""
         k = self.kernel_size
-        conv = nn.Conv2d(self.in_channels, self.out_channels, k, stride=self.stride, padding=k // 2,
-                         groups=self.groups, bias=self.bias is not None,
-                         device=self.weight.device, dtype=self.weight.dtype)
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            k,
+            stride=self.stride,
+            padding=k // 2,
+            groups=self.groups,
+            bias=self.bias is not None,
+            device=self.weight.device,
+            dtype=self.weight.dtype,
+        )
         conv.weight.copy_(pdc_kernel(self.weight, self.mode))
         if self.bias is not None:
             conv.bias.copy_(self.bias)
@@ -133,8 +164,9 @@ class PDCBlock(nn.Module):
         self.dw = PixelDifferenceConv2d(in_channels, in_channels, mode, groups=in_channels)
         self.act = nn.ReLU(inplace=True)
         self.pw = nn.Conv2d(in_channels, out_channels, 1, bias=False)
-        self.shortcut = (nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels
-                         else nn.Identity())
+        self.shortcut = (
+            nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shortcut(x) + self.pw(self.act(self.dw(x)))
@@ -150,8 +182,14 @@ class EdgeEncoder(nn.Module):
     (PiDiNet's "carv4" layout: cd, ad, rd, cv).
     """
 
-    def __init__(self, in_channels: int, widths: tuple[int, ...], *, blocks: int = 4,
-                 pattern: tuple[str, ...] = ("cd", "ad", "rd", "cv")) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        widths: tuple[int, ...],
+        *,
+        blocks: int = 4,
+        pattern: tuple[str, ...] = ("cd", "ad", "rd", "cv"),
+    ) -> None:
         super().__init__()
         if blocks < 1:
             raise ValueError("the edge encoder needs at least one PDC block per stage")
@@ -161,8 +199,9 @@ class EdgeEncoder(nn.Module):
         for s, width in enumerate(widths):
             prev = widths[s - 1] if s else widths[0]
             layers: list[nn.Module] = [nn.MaxPool2d(2)]
-            layers += [PDCBlock(prev if b == 0 else width, width, pattern[b % len(pattern)])
-                       for b in range(blocks)]
+            layers += [
+                PDCBlock(prev if b == 0 else width, width, pattern[b % len(pattern)]) for b in range(blocks)
+            ]
             self.stages.append(nn.Sequential(*layers))
         # Side heads: one edge map (logits) per stage, for the edge supervision of §3.3.1.
         self.heads = nn.ModuleList(nn.Conv2d(w, 1, 1) for w in widths)

@@ -71,8 +71,9 @@ def pad_to_multiple(x: torch.Tensor, ws: int) -> torch.Tensor:
     return F.pad(x, (0, 0, 0, pw, 0, ph)) if ph or pw else x
 
 
-def window_attention_mask(h: int, w: int, ws: int, shift: int, device: torch.device | None = None
-                          ) -> torch.Tensor | None:
+def window_attention_mask(
+    h: int, w: int, ws: int, shift: int, device: torch.device | None = None
+) -> torch.Tensor | None:
     """Which keys each query may attend to, per window: bool [nW, ws*ws, ws*ws] (True = allowed)
     for a map of h x w valid tokens padded to multiples of ws and rolled by -shift.
 
@@ -87,8 +88,8 @@ def window_attention_mask(h: int, w: int, ws: int, shift: int, device: torch.dev
     def labels(n: int, npad: int) -> torch.Tensor:
         lab = torch.zeros(npad, dtype=torch.long)
         if shift:
-            lab[npad - ws:npad - shift] = 1
-            lab[npad - shift:] = 2
+            lab[npad - ws : npad - shift] = 1
+            lab[npad - shift :] = 2
         # padded positions, located in the rolled frame: rolled p comes from (p + shift) mod npad
         orig = (torch.arange(npad) + shift) % npad
         lab[orig >= n] = 3
@@ -148,8 +149,15 @@ class WindowAttention(nn.Module):
 class SwinBlock(nn.Module):
     """LN -> (S)W-MSA -> residual -> LN -> MLP -> residual (paper eq. 3-4, or 5-6 when shifted)."""
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float = 4.0,
-                 drop_path: float = 0.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        shifted: bool,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+    ) -> None:
         super().__init__()
         self.window_size, self.shifted = window_size, shifted
         self.norm1 = nn.LayerNorm(dim)
@@ -216,11 +224,21 @@ class PatchMerging(nn.Module):
 class SwinStage(nn.Module):
     """One stage: ``depth`` blocks alternating W-MSA / SW-MSA, then (except the last) patch merging."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float,
-                 drop_path: list[float], downsample: bool) -> None:
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        mlp_ratio: float,
+        drop_path: list[float],
+        downsample: bool,
+    ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            SwinBlock(dim, num_heads, window_size, shifted=j % 2 == 1, mlp_ratio=mlp_ratio, drop_path=drop_path[j])
+            SwinBlock(
+                dim, num_heads, window_size, shifted=j % 2 == 1, mlp_ratio=mlp_ratio, drop_path=drop_path[j]
+            )
             for j in range(depth)
         )
         self.downsample = PatchMerging(dim) if downsample else None
@@ -235,9 +253,17 @@ class SwinTransformer(nn.Module):
     """Hierarchical Swin encoder; ``forward`` returns the 4 stage outputs (before merging),
     channels-last. BEFUnet drives the stages itself to fuse edge features in between."""
 
-    def __init__(self, in_channels: int = 3, embed_dim: int = 96, depths: tuple[int, ...] = (2, 2, 6, 2),
-                 num_heads: tuple[int, ...] = (3, 6, 12, 24), window_size: int = 7, mlp_ratio: float = 4.0,
-                 drop_path_rate: float = 0.1, patch_size: int = 4) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        embed_dim: int = 96,
+        depths: tuple[int, ...] = (2, 2, 6, 2),
+        num_heads: tuple[int, ...] = (3, 6, 12, 24),
+        window_size: int = 7,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.1,
+        patch_size: int = 4,
+    ) -> None:
         super().__init__()
         if len(depths) != len(num_heads):
             raise ValueError("depths and num_heads must have one entry per stage")
@@ -247,8 +273,17 @@ class SwinTransformer(nn.Module):
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
             start = sum(depths[:i])
-            self.layers.append(SwinStage(self.dims[i], depth, num_heads[i], window_size, mlp_ratio,
-                                         rates[start:start + depth], downsample=i < len(depths) - 1))
+            self.layers.append(
+                SwinStage(
+                    self.dims[i],
+                    depth,
+                    num_heads[i],
+                    window_size,
+                    mlp_ratio,
+                    rates[start : start + depth],
+                    downsample=i < len(depths) - 1,
+                )
+            )
         self.apply(_init_weights)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -305,7 +340,8 @@ def load_swin_weights(swin: SwinTransformer, path: str | Path) -> dict[str, list
     """
     state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in read_state_dict(path).items()}
     if any(k.startswith("layers.1.downsample.") for k in state) and not any(
-            k.startswith("layers.0.downsample.") for k in state):
+        k.startswith("layers.0.downsample.") for k in state
+    ):
         renamed = {}
         for k, v in state.items():
             parts = k.split(".")
@@ -322,8 +358,10 @@ def load_swin_weights(swin: SwinTransformer, path: str | Path) -> dict[str, list
         if k == "patch_embed.proj.weight" and v.shape[1] != own[k].shape[1]:
             v = v.mean(dim=1, keepdim=True).repeat(1, own[k].shape[1], 1, 1) * (v.shape[1] / own[k].shape[1])
         if v.shape != own[k].shape:
-            raise CheckpointError(f"Swin weight '{k}' has shape {tuple(v.shape)} in {path}, "
-                                  f"the model needs {tuple(own[k].shape)} (wrong size or window?)")
+            raise CheckpointError(
+                f"Swin weight '{k}' has shape {tuple(v.shape)} in {path}, "
+                f"the model needs {tuple(own[k].shape)} (wrong size or window?)"
+            )
         load[k] = v
     if not load:
         raise CheckpointError(f"{path} holds no Swin Transformer weights (no matching key names)")
