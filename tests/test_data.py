@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
-
 import h5py
 import nibabel as nib
 import numpy as np
@@ -465,13 +462,10 @@ def test_synthetic_format_builds():
 
 
 def test_extra_targets_use_the_augmented_mask(tmp_path, monkeypatch):
-    import medseg.data
+    from medseg.data import edges
 
-    fake = types.ModuleType("medseg.data.edges")
-    fake.unet_weight_map = lambda m, w0=10.0, sigma=5.0: (m * w0).astype(np.float32)
-    fake.edge_target = lambda m, width=1: (m * width).astype(np.float32)
-    monkeypatch.setitem(sys.modules, "medseg.data.edges", fake)
-    monkeypatch.setattr(medseg.data, "edges", fake, raising=False)
+    monkeypatch.setattr(edges, "unet_weight_map", lambda m, w0=10.0, sigma=5.0: (m * w0).astype(np.float32))
+    monkeypatch.setattr(edges, "edge_target", lambda m, width=1: (m * width).astype(np.float32))
     make_folder(tmp_path, n=3)
     data = build_data(
         cfg_for(tmp_path),

@@ -451,7 +451,7 @@ def make_plan(
     cfg = load_config(config, base_overrides)  # fails early on a bad config
     auto: list[str] = []
     if cfg.data.split.test_fraction == 0:
-        from medseg.data.datasets import read_split_files
+        from medseg.data.splits import read_split_files
 
         root = Path(cfg.data.root) if cfg.data.root is not None and cfg.data.format != "synthetic" else None
         if "test" not in read_split_files(root):

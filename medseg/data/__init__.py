@@ -1,45 +1,41 @@
-"""Data layer: datasets, augmentation, demo phantoms and dataset fingerprints.
+"""Data layer: discovery, splits, label mapping, the case store, datasets, readers, geometry.
 
-Heavy modules (albumentations, nibabel, h5py) load only when the functions are used.
+Heavy optional readers (nibabel, h5py, tifffile, albumentations, OpenCV) are imported inside
+the functions that need them, so ``import medseg.data`` does not load them.
 """
 
 from __future__ import annotations
 
+from medseg.data.build import build_data, build_store, open_cases
+from medseg.data.case_store import CaseStore
 from medseg.data.config import AugmentConfig, DataConfig, SplitConfig, SyntheticConfig
-from medseg.data.fingerprint import fingerprint, fingerprint_table, save_fingerprint  # name = module name
+from medseg.data.datasets import CaseDataset, DataBundle, TrainDataset
+from medseg.data.fingerprint import fingerprint, fingerprint_table, save_fingerprint
+from medseg.data.nifti import save_nifti_like
+from medseg.data.splits import read_split_files, split_ids
+from medseg.data.synthetic import generate_dataset, write_synthetic_dataset
+from medseg.data.transforms import model_input_size, to_model_space
 
 __all__ = [
     "AugmentConfig",
+    "CaseDataset",
+    "CaseStore",
+    "DataBundle",
     "DataConfig",
     "SplitConfig",
     "SyntheticConfig",
+    "TrainDataset",
     "build_data",
-    "open_cases",
-    "write_synthetic_dataset",
-    "save_nifti_like",
+    "build_store",
     "fingerprint",
     "fingerprint_table",
+    "generate_dataset",
+    "model_input_size",
+    "open_cases",
+    "read_split_files",
     "save_fingerprint",
+    "save_nifti_like",
+    "split_ids",
     "to_model_space",
-    "DataBundle",
+    "write_synthetic_dataset",
 ]
-
-
-def __getattr__(name: str):
-    import importlib
-
-    where = {
-        "build_data": "medseg.data.datasets",
-        "open_cases": "medseg.data.datasets",
-        "DataBundle": "medseg.data.datasets",
-        "CaseDataset": "medseg.data.datasets",
-        "TrainDataset": "medseg.data.datasets",
-        "write_synthetic_dataset": "medseg.data.synthetic",
-        "generate_dataset": "medseg.data.synthetic",
-        "save_nifti_like": "medseg.data.readers",
-        "to_model_space": "medseg.data.transforms",
-        "model_input_size": "medseg.data.transforms",
-    }
-    if name in where:
-        return getattr(importlib.import_module(where[name]), name)
-    raise AttributeError(f"module 'medseg.data' has no attribute {name!r}")

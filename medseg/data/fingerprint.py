@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medseg.atomic import atomic_write_text
+from medseg.data.case_store import CaseStore, RawCase
 from medseg.data.config import DataConfig
+from medseg.data.discovery import Record, discover
+from medseg.data.labels import auto_mapping, class_names_from_root, memory_names, resolve_class_names
+from medseg.data.splits import read_split_files, split_ids
 from medseg.errors import DataError
 
 
@@ -36,85 +42,79 @@ def _counts(raw: np.ndarray) -> dict[int, int]:
     return {int(v): int(c) for v, c in zip(vals, cnt)}
 
 
-def fingerprint(source: DataConfig | str | Path, *, max_cases: int | None = None) -> dict[str, Any]:
-    """Describe a dataset. ``source``: a :class:`DataConfig` or a dataset path (format auto-detected).
+@dataclass
+class _Scan:
+    """What one pass over the cases collects."""
 
-    Returns a JSON-serialisable dict (see :func:`save_fingerprint`, :func:`fingerprint_table`).
-    """
-    from medseg.data.datasets import (
-        CaseStore,
-        _names,
-        _records,
-        auto_mapping,
-        class_names_from_root,
-        read_split_files,
-        split_ids,
-    )
+    problems: list[str] = field(default_factory=list)
+    heights: list[int] = field(default_factory=list)
+    widths: list[int] = field(default_factory=list)
+    depths: list[int] = field(default_factory=list)
+    spacings: list[tuple[float, ...]] = field(default_factory=list)
+    channels: Counter = field(default_factory=Counter)
+    dtypes: Counter = field(default_factory=Counter)
+    pooled: list[np.ndarray] = field(default_factory=list)
+    chan_means: list[np.ndarray] = field(default_factory=list)
+    mask_counts: dict[str, dict[int, int]] = field(default_factory=dict)
+    first_seen: dict[int, str] = field(default_factory=dict)
+    n_slices: int = 0
 
-    cfg = source if isinstance(source, DataConfig) else DataConfig(root=Path(source))
-    cfg = cfg.model_copy(update={"cache": False})
-    recs, memory, fmt = _records(cfg, require_masks=False)
-    store = CaseStore(recs, cfg, memory)
-    records = store.records[: max_cases or None]
-    problems: list[str] = []
-    heights, widths, depths, spacings = [], [], [], []
-    channels, dtypes = Counter(), Counter()
-    pooled: list[np.ndarray] = []
-    chan_means: list[np.ndarray] = []
-    mask_counts: dict[str, dict[int, int]] = {}
-    first_seen: dict[int, str] = {}
-    n_slices = 0
+    def add(self, rec: Record, raw: RawCase) -> None:
+        img = raw.image
+        self.channels[img.shape[-1]] += 1
+        self.dtypes[str(img.dtype)] += 1
+        if img.ndim == 4:
+            self.depths.append(img.shape[0])
+            self.n_slices += img.shape[0]
+        else:
+            self.n_slices += 1
+        self.heights.append(img.shape[-3])
+        self.widths.append(img.shape[-2])
+        if raw.spacing is not None:
+            self.spacings.append(raw.spacing)
+        flat = img.reshape(-1, img.shape[-1])
+        step = max(1, flat.shape[0] // 20000)
+        self.pooled.append(flat[::step].astype(np.float64).ravel())
+        self.chan_means.append(flat[::step].astype(np.float64).mean(0))
+        if raw.mask is not None:
+            self.mask_counts[rec.id] = _counts(raw.mask)
+            for v in self.mask_counts[rec.id]:
+                self.first_seen.setdefault(v, str(rec.mask))
+
+
+def _scan(store: CaseStore, records: list[Record]) -> _Scan:
+    scan = _Scan()
     for i, rec in enumerate(records):
         try:
             raw = store.read_raw(i)
         except DataError as e:
-            problems.append(str(e))
+            scan.problems.append(str(e))
             continue
-        img = raw.image
-        channels[img.shape[-1]] += 1
-        dtypes[str(img.dtype)] += 1
-        if img.ndim == 4:
-            depths.append(img.shape[0])
-            n_slices += img.shape[0]
-        else:
-            n_slices += 1
-        heights.append(img.shape[-3])
-        widths.append(img.shape[-2])
-        if raw.spacing is not None:
-            spacings.append(raw.spacing)
-        flat = img.reshape(-1, img.shape[-1])
-        step = max(1, flat.shape[0] // 20000)
-        pooled.append(flat[::step].astype(np.float64).ravel())
-        chan_means.append(flat[::step].astype(np.float64).mean(0))
-        if raw.mask is not None:
-            mask_counts[rec.id] = _counts(raw.mask)
-            for v in mask_counts[rec.id]:
-                first_seen.setdefault(v, str(rec.mask))
-    values = set().union(*[set(c) for c in mask_counts.values()]) if mask_counts else set()
-    mapping: dict[int, int] | None = None
-    if cfg.mask_threshold is None:
-        try:
-            mapping = (
-                dict(cfg.mask_values)
-                if cfg.mask_values is not None
-                else auto_mapping(values, cfg.num_classes, str(cfg.root), first_seen)
-            )
-        except DataError as e:
-            problems.append(str(e))
-    n_classes = cfg.num_classes or (
-        2 if mapping is None else max(2, max([v for v in mapping.values() if v != 255], default=1) + 1)
-    )
-    found = class_names_from_root(Path(cfg.root) if cfg.root and Path(cfg.root).is_dir() else None)
-    if fmt == "synthetic":
-        from medseg.data.synthetic import class_names
+        scan.add(rec, raw)
+    return scan
 
-        found = class_names(cfg.synthetic.kind)
-    names = _names(cfg, n_classes, found)
+
+def _mapping(cfg: DataConfig, scan: _Scan, values: set[int]) -> dict[int, int] | None:
+    if cfg.mask_threshold is not None:
+        return None
+    try:
+        if cfg.mask_values is not None:
+            return dict(cfg.mask_values)
+        return auto_mapping(values, cfg.num_classes, str(cfg.root), scan.first_seen)
+    except DataError as e:
+        scan.problems.append(str(e))
+        return None
+
+
+def _class_pixels(
+    cfg: DataConfig, scan: _Scan, mapping: dict[int, int] | None, n_classes: int, records: list[Record]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Pixels per class, cases per class, and the ids of cases without foreground."""
     class_pixels = np.zeros(n_classes, np.int64)
     presence = np.zeros(n_classes, np.int64)
     empty: list[str] = []
     mask_path = {r.id: str(r.mask) for r in records}
-    for cid, counts in mask_counts.items():
+    for cid, counts in scan.mask_counts.items():
         per = np.zeros(n_classes, np.int64)
         for v, c in counts.items():
             if cfg.mask_threshold is not None:
@@ -123,7 +123,7 @@ def fingerprint(source: DataConfig | str | Path, *, max_cases: int | None = None
                 k = mapping[v]
             else:
                 if mapping is not None:
-                    problems.append(f"{mask_path[cid]}: mask value {v} is not in the class mapping")
+                    scan.problems.append(f"{mask_path[cid]}: mask value {v} is not in the class mapping")
                 continue
             if 0 <= k < n_classes:
                 per[k] += c
@@ -131,42 +131,59 @@ def fingerprint(source: DataConfig | str | Path, *, max_cases: int | None = None
         presence += per > 0
         if per[1:].sum() == 0:
             empty.append(cid)
-    total = int(class_pixels.sum())
-    mapped = bool(mask_counts) and (mapping is not None or cfg.mask_threshold is not None)
-    intensity = None
-    if pooled:
-        allv = np.concatenate(pooled)
-        intensity = {
-            "min": float(allv.min()),
-            "max": float(allv.max()),
-            "mean": float(allv.mean()),
-            "std": float(allv.std()),
-            "p0_5": float(np.percentile(allv, 0.5)),
-            "p99_5": float(np.percentile(allv, 99.5)),
-            "channel_means": [float(v) for v in np.mean(chan_means, axis=0)],
-        }
-    split: dict[str, Any] | None = None
+    return class_pixels, presence, empty
+
+
+def _intensity(scan: _Scan) -> dict[str, Any] | None:
+    if not scan.pooled:
+        return None
+    allv = np.concatenate(scan.pooled)
+    return {
+        "min": float(allv.min()),
+        "max": float(allv.max()),
+        "mean": float(allv.mean()),
+        "std": float(allv.std()),
+        "p0_5": float(np.percentile(allv, 0.5)),
+        "p99_5": float(np.percentile(allv, 99.5)),
+        "channel_means": [float(v) for v in np.mean(scan.chan_means, axis=0)],
+    }
+
+
+def _split(cfg: DataConfig, store: CaseStore, fmt: str, scan: _Scan) -> dict[str, Any] | None:
     try:
         root = Path(cfg.root) if cfg.root is not None and Path(cfg.root).is_dir() else None
         sp = split_ids([r.id for r in store.records], root if fmt != "synthetic" else None, cfg)
-        split = {k: len(v) for k, v in sp.items()}
-        split["source"] = "split files" if read_split_files(root) else f"seeded (seed {cfg.split.seed})"
     except DataError as e:
-        problems.append(str(e))
-    sp_arr = np.asarray(spacings, dtype=float) if spacings else None
+        scan.problems.append(str(e))
+        return None
+    split: dict[str, Any] = {k: len(v) for k, v in sp.items()}
+    split["source"] = "split files" if read_split_files(root) else f"seeded (seed {cfg.split.seed})"
+    return split
+
+
+def _spacing(scan: _Scan) -> dict[str, list[float]] | None:
+    if not scan.spacings:
+        return None
+    sp = np.asarray(scan.spacings, dtype=float)
+    return {"min": sp.min(0).tolist(), "median": np.median(sp, 0).tolist(), "max": sp.max(0).tolist()}
+
+
+def _classes(cfg: DataConfig, scan: _Scan, fmt: str, records: list[Record]) -> dict[str, Any]:
+    """The class part of the fingerprint: values, mapping, names, frequencies, empty masks."""
+    values = set().union(*[set(c) for c in scan.mask_counts.values()]) if scan.mask_counts else set()
+    mapping = _mapping(cfg, scan, values)
+    n_classes = cfg.num_classes or (
+        2 if mapping is None else max(2, max([v for v in mapping.values() if v != 255], default=1) + 1)
+    )
+    if fmt == "synthetic":
+        found = memory_names(cfg)
+    else:
+        found = class_names_from_root(Path(cfg.root) if cfg.root and Path(cfg.root).is_dir() else None)
+    names = resolve_class_names(cfg, n_classes, found)
+    class_pixels, presence, empty = _class_pixels(cfg, scan, mapping, n_classes, records)
+    total = int(class_pixels.sum())
+    mapped = bool(scan.mask_counts) and (mapping is not None or cfg.mask_threshold is not None)
     return {
-        "root": str(cfg.root) if cfg.root is not None else "synthetic",
-        "format": fmt,
-        "num_cases": len(records),
-        "num_labelled": len(mask_counts),
-        "num_volumes": len(depths),
-        "num_slices": n_slices,
-        "has_roi": any(r.roi is not None for r in records),
-        "split": split,
-        "channels": {str(k): v for k, v in sorted(channels.items())},
-        "dtypes": dict(dtypes),
-        "size": {"height": _summary(heights), "width": _summary(widths), "depth": _summary(depths)},
-        "intensity": intensity,
         "mask_values": sorted(values),
         "class_mapping": (None if mapping is None else {str(k): v for k, v in mapping.items()}),
         "mask_threshold": cfg.mask_threshold,
@@ -178,22 +195,46 @@ def fingerprint(source: DataConfig | str | Path, *, max_cases: int | None = None
         "class_presence": {n: int(p) for n, p in zip(names, presence)} if mapped else None,
         "empty_masks": len(empty) if mapped else None,
         "empty_mask_ids": empty[:20],
-        "spacing": (
-            None
-            if sp_arr is None
-            else {
-                "min": sp_arr.min(0).tolist(),
-                "median": np.median(sp_arr, 0).tolist(),
-                "max": sp_arr.max(0).tolist(),
-            }
-        ),
-        "problems": problems,
+    }
+
+
+def fingerprint(source: DataConfig | str | Path, *, max_cases: int | None = None) -> dict[str, Any]:
+    """Describe a dataset. ``source``: a :class:`DataConfig` or a dataset path (format auto-detected).
+
+    Returns a JSON-serialisable dict (see :func:`save_fingerprint`, :func:`fingerprint_table`).
+    """
+    cfg = source if isinstance(source, DataConfig) else DataConfig(root=Path(source))
+    cfg = cfg.model_copy(update={"cache": False})
+    recs, memory, fmt = discover(cfg, require_masks=False)
+    store = CaseStore(recs, cfg, memory)
+    records = store.records[: max_cases or None]
+    scan = _scan(store, records)
+    classes = _classes(cfg, scan, fmt, records)
+    split = _split(cfg, store, fmt, scan)
+    return {
+        "root": str(cfg.root) if cfg.root is not None else "synthetic",
+        "format": fmt,
+        "num_cases": len(records),
+        "num_labelled": len(scan.mask_counts),
+        "num_volumes": len(scan.depths),
+        "num_slices": scan.n_slices,
+        "has_roi": any(r.roi is not None for r in records),
+        "split": split,
+        "channels": {str(k): v for k, v in sorted(scan.channels.items())},
+        "dtypes": dict(scan.dtypes),
+        "size": {
+            "height": _summary(scan.heights),
+            "width": _summary(scan.widths),
+            "depth": _summary(scan.depths),
+        },
+        "intensity": _intensity(scan),
+        **classes,
+        "spacing": _spacing(scan),
+        "problems": scan.problems,
     }
 
 
 def save_fingerprint(fp: dict[str, Any], path: str | Path) -> Path:
-    from medseg.atomic import atomic_write_text
-
     return atomic_write_text(path, json.dumps(fp, indent=2) + "\n")
 
 
@@ -207,7 +248,7 @@ def _rng(s: dict | None, fmt: str = "{:g}") -> str:
 
 def fingerprint_table(fp: dict[str, Any]):
     """A two-column :class:`rich.table.Table` of a fingerprint."""
-    from rich.table import Table
+    from rich.table import Table  # rich: loaded only when a table is printed
 
     t = Table(title=f"Dataset {fp['root']} ({fp['format']})", show_header=True, header_style="bold")
     t.add_column("property")

@@ -1,4 +1,4 @@
-"""File readers: 2D images and masks, HDF5 / npz arrays, NIfTI volumes.
+"""File readers: 2D images and masks, HDF5 / npz arrays (NIfTI volumes: :mod:`medseg.data.nifti`).
 
 Every reader turns a failure into a one-line :class:`~medseg.errors.DataError` that
 names the file and the problem. Arrays come back as ``[H, W, C]`` images and
@@ -8,7 +8,6 @@ names the file and the problem. Arrays come back as ``[H, W, C]`` images and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -29,7 +28,7 @@ def file_id(path: Path) -> str:
 
 
 def _pil_array(path: Path, what: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # Pillow: loaded only when 2D images are read
 
     try:
         with Image.open(path) as im:
@@ -52,7 +51,7 @@ def _pil_array(path: Path, what: str) -> np.ndarray:
 
 
 def _tiff_array(path: Path, what: str) -> np.ndarray:
-    import tifffile
+    import tifffile  # tifffile: loaded only when TIFF images are read
 
     try:
         arr = tifffile.imread(path)
@@ -145,7 +144,7 @@ def array_shape(path: Path) -> tuple[tuple[int, ...], bool]:
                 if keys[1] is not None:
                     return tuple(z[keys[1]].shape), True
                 return tuple(z[keys[0]].shape), False
-        import h5py
+        import h5py  # h5py: heavy import, loaded only for HDF5 cases
 
         with h5py.File(path, "r") as f:
             if keys[1] is not None:
@@ -163,7 +162,7 @@ def _keys(path: Path) -> tuple[str, str | None]:
             with np.load(path) as z:
                 names = list(z.files)
         else:
-            import h5py
+            import h5py  # h5py: heavy import, loaded only for HDF5 cases
 
             with h5py.File(path, "r") as f:
                 names = list(f.keys())
@@ -191,7 +190,7 @@ def read_array_case(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                 image = np.asarray(z[img_key])
                 label = None if lab_key is None else np.asarray(z[lab_key])
         else:
-            import h5py
+            import h5py  # h5py: heavy import, loaded only for HDF5 cases
 
             with h5py.File(path, "r") as f:
                 image = np.asarray(f[img_key][()])
@@ -207,98 +206,3 @@ def read_array_case(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if label is not None:
         check_finite(label, path)
     return image, label
-
-
-# --------------------------------------------------------------------------- NIfTI
-
-
-def _load_nifti(path: Path, what: str) -> Any:
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-    except FileNotFoundError:
-        raise DataError(f"{path}: {what} file not found") from None
-    except Exception as e:
-        raise DataError(f"{path}: cannot read NIfTI {what} (truncated or corrupt: {e})") from None
-    return img, data
-
-
-def _xyz_to_zyx(data: np.ndarray, path: Path) -> np.ndarray:
-    if data.ndim == 2:
-        data = data[:, :, None]
-    if data.ndim == 3:
-        return np.ascontiguousarray(data.transpose(2, 1, 0))
-    if data.ndim == 4:
-        return np.ascontiguousarray(data.transpose(2, 1, 0, 3))
-    raise DataError(f"{path}: expected a 3D or 4D NIfTI array, got shape {data.shape}")
-
-
-def read_nifti_image(paths: list[Path]) -> tuple[np.ndarray, tuple[float, float, float], dict]:
-    """Read one NIfTI volume (4D = channels last, MSD) or several single-channel files (nnU-Net
-    ``_0000``, ``_0001``...). Returns ``[D, H, W, C]`` (D = z, H = y, W = x), spacing (sz, sy, sx)
-    and the geometry needed by :func:`save_nifti_like`."""
-    chans = []
-    first = None
-    for p in paths:
-        img, data = _load_nifti(p, "image")
-        arr = _xyz_to_zyx(data, p)
-        if arr.ndim == 3:
-            arr = arr[..., None]
-        if first is None:
-            first = img
-        elif arr.shape[:3] != chans[0].shape[:3]:
-            raise DataError(
-                f"{p}: channel volume shape {arr.shape[:3]} differs from {paths[0].name} {chans[0].shape[:3]}"
-            )
-        chans.append(arr)
-    image = chans[0] if len(chans) == 1 else np.concatenate(chans, axis=-1)
-    if np.issubdtype(image.dtype, np.floating):
-        image = image.astype(np.float32, copy=False)
-    check_finite(image, paths[0])
-    zooms = tuple(float(z) for z in first.header.get_zooms()[:3])
-    zooms = zooms + (1.0,) * (3 - len(zooms))
-    spacing = (zooms[2], zooms[1], zooms[0])
-    geometry = {
-        "source": str(paths[0]),
-        "affine": np.asarray(first.affine, dtype=float).tolist(),
-        "shape_xyz": [int(s) for s in first.shape[:3]],
-        "layout": "zyx",
-    }
-    return image, spacing, geometry
-
-
-def read_nifti_label(path: Path) -> np.ndarray:
-    _, data = _load_nifti(path, "label")
-    arr = _xyz_to_zyx(data, path)
-    if arr.ndim != 3:
-        raise DataError(f"{path}: label volume must be 3D, got shape {data.shape}")
-    check_finite(arr, path)
-    return arr
-
-
-def save_nifti_like(labels: np.ndarray, geometry: dict, path: str | Path) -> Path:
-    """Write a ``[D, H, W]`` label map as NIfTI with the affine and header of the source image."""
-    import nibabel as nib
-
-    labels = np.asarray(labels)
-    if labels.ndim != 3:
-        raise ValueError(f"labels must be [D, H, W], got shape {labels.shape}")
-    arr = np.ascontiguousarray(labels.transpose(2, 1, 0)).astype(np.uint8 if labels.max() < 256 else np.int16)
-    expected = tuple(geometry.get("shape_xyz", arr.shape))
-    if tuple(arr.shape) != expected:
-        raise ValueError(f"labels shape (x, y, z) {arr.shape} does not match the source image {expected}")
-    header = None
-    src = geometry.get("source")
-    if src and Path(src).exists():
-        header = nib.load(src).header.copy()
-        if len(header.get_data_shape()) > 3:
-            header = None  # a 4D (multi-channel) source header does not fit a 3D label map
-    out = nib.Nifti1Image(arr, np.asarray(geometry["affine"], dtype=float), header=header)
-    out.set_data_dtype(arr.dtype)
-    out.header.set_slope_inter(1.0, 0.0)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(out, str(path))
-    return path

@@ -149,7 +149,7 @@ def write_synthetic_dataset(
 
     Binary masks are stored as 0/255, multi-class masks as class indices 0..3.
     """
-    from PIL import Image
+    from PIL import Image  # Pillow: loaded only when PNGs are written
 
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)

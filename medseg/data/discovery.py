@@ -1,0 +1,241 @@
+"""Dataset discovery: which cases a path holds, and where each one's image, mask and ROI are.
+
+Three on-disk layouts are recognised (:func:`detect_format`): a folder of 2D images with
+``images/`` + ``masks/`` (+ an optional region-of-interest folder, DRIVE ``fov/``); HDF5 / npz
+arrays (SSL4MIS ACDC slices and volumes, TransUNet Synapse); NIfTI volumes (MSD / nnU-Net
+``imagesTr/`` + ``labelsTr/``, multi-channel as ``_0000``, ``_0001``...). Discovery only lists
+files and reads headers; decoding is the case store's job.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from medseg.data.config import DataConfig
+from medseg.data.readers import ARRAY_EXTS, IMAGE_EXTS, NIFTI_EXTS, array_shape, file_id
+from medseg.data.synthetic import generate_dataset
+from medseg.errors import DataError
+
+ARRAY_SUBDIRS = (
+    "slices",
+    "volumes",
+    "train_npz",
+    "test_vol_h5",
+    "data",
+    "data/slices",
+)  # ACDC, Synapse, SSL4MIS
+
+
+@dataclass
+class Record:
+    """One case on disk (or in memory): where its image, mask and region mask are."""
+
+    id: str
+    kind: str  # "image2d" | "array" | "nifti" | "memory"
+    image: tuple[Path, ...] = ()
+    mask: Path | None = None
+    roi: Path | None = None
+    depth: int | None = None  # None: 2D case; D: volume of D slices
+    index: int = -1  # position in the in-memory arrays (kind "memory")
+
+    @property
+    def source(self) -> str:
+        return str(self.image[0]) if self.image else f"synthetic:{self.id}"
+
+
+def _files(folder: Path, exts: Sequence[str]) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(tuple(exts))
+    )
+
+
+def _by_id(paths: list[Path], strip_suffix: str = "") -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in paths:
+        key = file_id(p)
+        if strip_suffix:
+            if not key.endswith(strip_suffix):
+                continue
+            key = key[: -len(strip_suffix)]
+        if key in out:
+            raise DataError(f"{p}: two files have the id '{key}' ({out[key].name} and {p.name})")
+        out[key] = p
+    return out
+
+
+def _format_of_file(root: Path) -> str:
+    name = root.name.lower()
+    if name.endswith(NIFTI_EXTS):
+        return "nifti"
+    if name.endswith(ARRAY_EXTS):
+        return "h5"
+    if name.endswith(IMAGE_EXTS):
+        return "folder"
+    raise DataError(f"{root}: unknown file type (expected an image, .h5, .npz or .nii.gz)")
+
+
+def detect_format(root: Path, cfg: DataConfig | None = None) -> str:
+    """Tell the layout of ``root``: folder, h5 (HDF5/npz arrays) or nifti."""
+    if not root.exists():
+        raise DataError(f"{root}: no such file or folder")
+    if root.is_file():
+        return _format_of_file(root)
+    images_dir = cfg.images_dir if cfg else "images"
+    if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir() or _files(root, NIFTI_EXTS):
+        return "nifti"
+    if (root / images_dir).is_dir():
+        return "folder"
+    if any((root / d).is_dir() for d in ARRAY_SUBDIRS) or _files(root, ARRAY_EXTS):
+        return "h5"
+    if _files(root, IMAGE_EXTS):
+        return "folder"
+    raise DataError(
+        f"{root}: cannot tell the dataset format (expected images/ + masks/, imagesTr/ + "
+        f"labelsTr/, or .h5/.npz files); set data.format"
+    )
+
+
+def _roi_folder(root: Path, cfg: DataConfig, flat: bool) -> Path | None:
+    """The region-of-interest folder: ``data.roi_dir``, or with "auto" a ``fov/`` or ``roi/`` folder."""
+    if cfg.roi_dir == "auto":
+        return next((root / d for d in ("fov", "roi") if (root / d).is_dir()), None) if not flat else None
+    if cfg.roi_dir:
+        roi_dir = root / cfg.roi_dir
+        if not roi_dir.is_dir():
+            raise DataError(f"{roi_dir}: region-of-interest folder (data.roi_dir) not found")
+        return roi_dir
+    return None
+
+
+def _folder_masks(root: Path, cfg: DataConfig, flat: bool, require_masks: bool) -> dict[str, Path]:
+    mask_dir = root / cfg.masks_dir
+    if mask_dir.is_dir() and not flat:
+        return _by_id(_files(mask_dir, IMAGE_EXTS), cfg.mask_suffix)
+    if require_masks:
+        raise DataError(f"{root}: no '{cfg.masks_dir}/' folder of masks")
+    return {}
+
+
+def discover_folder(root: Path, cfg: DataConfig, require_masks: bool) -> list[Record]:
+    """Cases of a 2D image folder (``images/`` + ``masks/``, or a flat folder of images to predict)."""
+    if root.is_file():
+        return [Record(file_id(root), "image2d", (root,))]
+    img_dir = root / cfg.images_dir
+    flat = not img_dir.is_dir()
+    if flat:
+        if require_masks:
+            raise DataError(f"{root}: no '{cfg.images_dir}/' folder of images")
+        img_dir = root
+    images = _files(img_dir, IMAGE_EXTS)
+    if not images:
+        raise DataError(f"{img_dir}: no images found ({', '.join(IMAGE_EXTS)})")
+    img_by_id = _by_id(images)
+    masks = _folder_masks(root, cfg, flat, require_masks)
+    if require_masks:
+        orphans = sorted(set(masks) - set(img_by_id))
+        if orphans:
+            raise DataError(
+                f"{masks[orphans[0]]}: mask has no matching image in {img_dir} ({len(orphans)} such masks)"
+            )
+    roi_dir = _roi_folder(root, cfg, flat)
+    rois = _by_id(_files(roi_dir, IMAGE_EXTS)) if roi_dir is not None else {}
+    records = []
+    for cid, path in img_by_id.items():
+        mask = masks.get(cid)
+        if mask is None and require_masks:
+            raise DataError(f"{path}: missing mask (no {cfg.masks_dir}/{cid}{cfg.mask_suffix}.* file)")
+        roi = rois.get(cid)
+        if roi_dir is not None and roi is None:
+            raise DataError(f"{path}: missing region-of-interest mask in {roi_dir}")
+        records.append(Record(cid, "image2d", (path,), mask, roi))
+    return records
+
+
+def discover_arrays(root: Path, require_masks: bool) -> list[Record]:
+    """Cases of HDF5 / npz files (one file per slice or volume, image and label inside)."""
+    if root.is_file():
+        files = [root]
+    else:
+        files = _files(root, ARRAY_EXTS)
+        for d in ARRAY_SUBDIRS:
+            if (root / d).is_dir():
+                files += _files(root / d, ARRAY_EXTS)
+    if not files:
+        raise DataError(f"{root}: no .h5 or .npz files found (looked in {', '.join(ARRAY_SUBDIRS)} too)")
+    records = []
+    for cid, path in _by_id(files).items():
+        shape, labelled = array_shape(path)
+        if require_masks and not labelled:
+            raise DataError(f"{path}: missing mask (no 'label' array)")
+        depth = shape[0] if len(shape) == 3 and (labelled or shape[-1] > 4) else None
+        records.append(Record(cid, "array", (path,), path if labelled else None, None, depth))
+    return records
+
+
+def _nifti_layout(root: Path) -> tuple[list[Path], Path | None]:
+    """NIfTI image files of ``root`` and the folder of their labels (None: none expected)."""
+    if root.is_file():
+        return [root], None
+    img_dir = next((root / d for d in ("imagesTr", "imagesTs") if (root / d).is_dir()), root)
+    img_files = _files(img_dir, NIFTI_EXTS)
+    lab_dir = (
+        root / "labelsTr"
+        if img_dir.name == "imagesTr"
+        else (root / "labelsTs" if (root / "labelsTs").is_dir() else None)
+    )
+    if not img_files:
+        raise DataError(f"{img_dir}: no NIfTI images (.nii / .nii.gz) found")
+    return img_files, lab_dir
+
+
+def _nifti_depth(path: Path) -> int:
+    import nibabel as nib  # nibabel: heavy import, only needed for NIfTI datasets
+
+    try:
+        shape = nib.load(str(path)).shape
+    except Exception as e:
+        raise DataError(f"{path}: cannot read NIfTI header ({e})") from None
+    return int(shape[2]) if len(shape) >= 3 else 1
+
+
+def discover_nifti(root: Path, require_masks: bool) -> list[Record]:
+    """Cases of NIfTI volumes; nnU-Net ``CASE_0000``, ``CASE_0001``... files are channels of one case."""
+    img_files, lab_dir = _nifti_layout(root)
+    groups: dict[str, list[Path]] = {}
+    ids = [file_id(p) for p in img_files]
+    nnunet = all(re.search(r"_\d{4}$", i) for i in ids)
+    for p, i in zip(img_files, ids):
+        groups.setdefault(i[:-5] if nnunet else i, []).append(p)
+    labels = _by_id(_files(lab_dir, NIFTI_EXTS)) if lab_dir is not None and lab_dir.is_dir() else {}
+    if require_masks and lab_dir is not None and not lab_dir.is_dir():
+        raise DataError(f"{root}: no labelsTr/ folder next to imagesTr/")
+    records = []
+    for cid, paths in groups.items():
+        lab = labels.get(cid)
+        if lab is None and require_masks:
+            raise DataError(f"{paths[0]}: missing label volume (no labelsTr/{cid}.nii.gz)")
+        records.append(Record(cid, "nifti", tuple(sorted(paths)), lab, None, _nifti_depth(paths[0])))
+    return records
+
+
+def discover(cfg: DataConfig, require_masks: bool) -> tuple[list[Record], dict | None, str]:
+    """Records of ``cfg``'s dataset, the in-memory arrays (synthetic data only) and the format."""
+    if cfg.format == "synthetic":
+        s = cfg.synthetic
+        images, masks, _ = generate_dataset(s.kind, s.n, s.size, s.seed)
+        recs = [Record(f"case_{k:03d}", "memory", index=k) for k in range(len(images))]
+        return recs, {"images": images, "masks": masks}, "synthetic"
+    root = Path(cfg.root).expanduser()
+    fmt = detect_format(root, cfg) if cfg.format == "auto" else cfg.format
+    if not root.exists():
+        raise DataError(f"{root}: no such file or folder")
+    if fmt == "folder":
+        return discover_folder(root, cfg, require_masks), None, fmt
+    if fmt in ("h5", "npz"):
+        return discover_arrays(root, require_masks), None, "h5"
+    return discover_nifti(root, require_masks), None, fmt
