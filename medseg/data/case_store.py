@@ -100,8 +100,8 @@ def decode_record(rec: Record, memory: dict) -> RawCase:
     if rec.kind == "image2d":
         return _decode_image2d(rec)
     if rec.kind == "array":
-        image, label = read_array_case(rec.image[0])
-        return RawCase(image, label, None)
+        image, label, spacing = read_array_case(rec.image[0])
+        return RawCase(image, label, None, spacing)
     return _decode_nifti(rec)
 
 

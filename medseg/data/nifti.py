@@ -1,7 +1,8 @@
 """NIfTI volumes (MSD / nnU-Net layouts): read images and labels, write predictions back.
 
 Arrays come back as ``[D, H, W, C]`` images and ``[D, H, W]`` labels in storage order reversed
-(D = z, H = y, W = x), with the geometry needed to write a prediction in the source's own grid.
+(D = z, H = y, W = x), with the geometry needed to write a prediction in the source's own grid
+and the pixdim-corrected voxel affine (:mod:`medseg.data.geometry`).
 Failures are one-line :class:`~medseg.errors.DataError` naming the file.
 """
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.data.geometry.affine import voxel_affine
 from medseg.data.readers import check_finite
 from medseg.errors import DataError
 
@@ -39,6 +41,27 @@ def _xyz_to_zyx(data: np.ndarray, path: Path) -> np.ndarray:
     raise DataError(f"{path}: expected a 3D or 4D NIfTI array, got shape {data.shape}")
 
 
+def nifti_geometry(img: Any, source: str) -> tuple[tuple[float, float, float], dict]:
+    """Spacing ``(sz, sy, sx)`` of a loaded NIfTI and the geometry dict of :func:`read_nifti_image`.
+
+    The spacing is the header's pixdim; ``voxel_affine`` is the affine with that spacing (see
+    :mod:`medseg.data.geometry.affine` for the rule when the file's affine disagrees, as in ACDC),
+    ``affine`` the file's own affine, kept so that a prediction is written with the input's header.
+    """
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    zooms = zooms + (1.0,) * (3 - len(zooms))
+    voxel = voxel_affine(np.asarray(img.affine, dtype=float), zooms, source)
+    geometry = {
+        "source": source,
+        "affine": np.asarray(img.affine, dtype=float).tolist(),
+        "voxel_affine": voxel.tolist(),
+        "spacing_xyz": list(zooms),
+        "shape_xyz": [int(s) for s in img.shape[:3]],
+        "layout": "zyx",
+    }
+    return (zooms[2], zooms[1], zooms[0]), geometry
+
+
 def read_nifti_image(paths: list[Path]) -> tuple[np.ndarray, tuple[float, float, float], dict]:
     """Read one NIfTI volume (4D = channels last, MSD) or several single-channel files (nnU-Net
     ``_0000``, ``_0001``...). Returns ``[D, H, W, C]`` (D = z, H = y, W = x), spacing (sz, sy, sx)
@@ -61,15 +84,7 @@ def read_nifti_image(paths: list[Path]) -> tuple[np.ndarray, tuple[float, float,
     if np.issubdtype(image.dtype, np.floating):
         image = image.astype(np.float32, copy=False)
     check_finite(image, paths[0])
-    zooms = tuple(float(z) for z in first.header.get_zooms()[:3])
-    zooms = zooms + (1.0,) * (3 - len(zooms))
-    spacing = (zooms[2], zooms[1], zooms[0])
-    geometry = {
-        "source": str(paths[0]),
-        "affine": np.asarray(first.affine, dtype=float).tolist(),
-        "shape_xyz": [int(s) for s in first.shape[:3]],
-        "layout": "zyx",
-    }
+    spacing, geometry = nifti_geometry(first, str(paths[0]))
     return image, spacing, geometry
 
 

@@ -1,4 +1,4 @@
-"""File readers: 2D images and masks, HDF5 / npz arrays (NIfTI volumes: :mod:`medseg.data.nifti`).
+"""File readers: 2D images and masks, HDF5 / npz arrays with their spacing (NIfTI: :mod:`medseg.data.nifti`).
 
 Every reader turns a failure into a one-line :class:`~medseg.errors.DataError` that
 names the file and the problem. Arrays come back as ``[H, W, C]`` images and
@@ -8,6 +8,7 @@ names the file and the problem. Arrays come back as ``[H, W, C]`` images and
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -177,26 +178,59 @@ def _keys(path: Path) -> tuple[str, str | None]:
     return img, lab
 
 
-def read_array_case(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read an SSL4MIS/TransUNet HDF5 or Synapse npz case: ``image`` (+ ``label``).
+def _h5_spacing(f: Any, img_key: str) -> Any:
+    """``spacing`` of an HDF5 case: a file attribute, an attribute of the image, or a dataset."""
+    if "spacing" in f.attrs:
+        return f.attrs["spacing"]
+    if "spacing" in f[img_key].attrs:
+        return f[img_key].attrs["spacing"]
+    return f["spacing"][()] if "spacing" in f else None
 
-    Returns image ``[H, W, C]`` (2D) or ``[D, H, W, C]`` (3D) and label ``[H, W]`` / ``[D, H, W]`` or None.
-    """
-    path = Path(path)
-    img_key, lab_key = _keys(path)
+
+def _checked_spacing(value: Any, ndim: int, path: Path) -> tuple[float, ...] | None:
+    """A ``spacing`` value as floats, one per spatial axis in array order, positive and finite."""
+    if value is None:
+        return None
+    try:
+        sp = np.asarray(value, dtype=float).ravel()
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: 'spacing' is not a list of numbers ({value!r})") from None
+    if sp.size != ndim or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+        raise DataError(
+            f"{path}: 'spacing' must hold {ndim} positive numbers (one per array axis), got {sp.tolist()}"
+        )
+    return tuple(float(v) for v in sp)
+
+
+def _read_arrays(path: Path, img_key: str, lab_key: str | None) -> tuple[np.ndarray, np.ndarray | None, Any]:
     try:
         if path.suffix.lower() == ".npz":
             with np.load(path) as z:
                 image = np.asarray(z[img_key])
                 label = None if lab_key is None else np.asarray(z[lab_key])
+                spacing = np.asarray(z["spacing"]) if "spacing" in z.files else None
         else:
             import h5py  # h5py: heavy import, loaded only for HDF5 cases
 
             with h5py.File(path, "r") as f:
                 image = np.asarray(f[img_key][()])
                 label = None if lab_key is None else np.asarray(f[lab_key][()])
+                spacing = _h5_spacing(f, img_key)
     except Exception as e:
         raise DataError(f"{path}: cannot read arrays (truncated or corrupt file: {e})") from None
+    return image, label, spacing
+
+
+def read_array_case(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[float, ...] | None]:
+    """Read an SSL4MIS/TransUNet HDF5 or Synapse npz case: ``image`` (+ ``label``, + ``spacing``).
+
+    Returns image ``[H, W, C]`` (2D) or ``[D, H, W, C]`` (3D), label ``[H, W]`` / ``[D, H, W]`` or
+    None, and the voxel spacing in array-axis order when the file has one: an HDF5 ``spacing``
+    attribute (of the file or of the image) or dataset, or an npz ``spacing`` array; else None.
+    """
+    path = Path(path)
+    img_key, lab_key = _keys(path)
+    image, label, raw_spacing = _read_arrays(path, img_key, lab_key)
     if label is not None and label.ndim not in (2, 3):
         raise DataError(f"{path}: label must be 2D (slice) or 3D (volume), got shape {label.shape}")
     if label is None and image.ndim not in (2, 3):
@@ -205,4 +239,4 @@ def read_array_case(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     check_finite(image, path)
     if label is not None:
         check_finite(label, path)
-    return image, label
+    return image, label, _checked_spacing(raw_spacing, image.ndim - 1, path)
