@@ -31,7 +31,8 @@ class GridRecord:
 
     @property
     def affine(self) -> np.ndarray:
-        """The stored affine (the one a restored prediction belongs to)."""
+        """The affine given to :func:`to_model_grid` (the pixdim-corrected voxel affine of a NIfTI;
+        write files with the source's own ``geometry["affine"]`` and header, see ``save_nifti_like``)."""
         return self.reorientation.stored_affine
 
 
@@ -56,7 +57,8 @@ def to_model_grid(
     and resample it to ``target_spacing`` (None: keep the spacing).
 
     Returns the image (float32), the labels on the same grid (or None), the grid's affine and the
-    :class:`GridRecord` for :func:`restore_prediction`.
+    :class:`GridRecord` for :func:`restore_prediction`. The grid's true spacing is
+    ``ras_shape * ras_spacing / model_shape``: the target up to the rounding of the shape.
     """
     ras, ras_affine, reo = to_ras(np.asarray(image), affine)
     ras_spacing = affine_spacing(ras_affine)
