@@ -1,6 +1,7 @@
 # Two entry points that work on a fresh machine (Python 3.11, PyPI reachable):
 #   make demo   set up .venv, train + evaluate a small U-Net on built-in phantom data
-#   make test   set up .venv, run the checks (ruff lint, ruff format --check, mypy) and the test suite
+#   make test   set up .venv, run the checks (ruff lint, ruff format --check, mypy, generated docs
+#               up to date) and the test suite
 # Both are idempotent: the virtual environment is rebuilt only when pyproject.toml changes.
 
 PYTHON ?= python3
@@ -34,6 +35,7 @@ lint: setup
 	$(BIN)/ruff check medseg tests bench
 	$(BIN)/ruff format --check medseg tests bench
 	$(BIN)/mypy medseg
+	bash bench/build_docs.sh --check
 
 bench-env:
 	bash bench/setup_env.sh
