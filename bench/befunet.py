@@ -268,13 +268,15 @@ def main(argv: list[str] | None = None) -> dict:
 
 def markdown(result: dict) -> str:
     a = result["args"]
+    described = not a.get("no_describe")  # without the census there is no size/FLOP column
+    size_head, size_rule = ("| params (M) | GFLOP/img (fwd) ", "---:|---:|") if described else ("", "")
     lines = [
-        f"batch {a['batch']}, input 3x{a['size']}x{a['size']}, {a['classes']} classes, "
-        f"{a['repeats']} interleaved repeats x {a['steps']} steps; {result['machine']}",
+        f"Run: batch {a['batch']}, input 3x{a['size']}x{a['size']}, {a['classes']} classes, "
+        f"{a['repeats']} interleaved repeats x {a['steps']} steps; {result['machine']}.",
         "",
-        "| contender | params (M) | GFLOP/img (fwd) | img/s (median) | s/step min-max | x official, same settings | "
+        f"| contender {size_head}| img/s (median) | s/step min-max | x official, same settings | "
         "x official fp32, default malloc | peak RSS (MiB) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"|---|{size_rule}---:|---:|---:|---:|---:|",
     ]
     ref = {
         (r["mode"], r.get("precision", "fp32"), r["malloc"]): r["img_per_s"]
@@ -289,8 +291,9 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         same = ratio(r, (r["mode"], r.get("precision", "fp32"), r["malloc"]))
         published = ratio(r, (r["mode"], "fp32", "default"))
+        size = f"{r['params_M']:.2f} | {r['gflop_per_image']:.2f} | " if described else ""
         lines.append(
-            f"| {r['name']} | {r['params_M']:.2f} | {r['gflop_per_image']:.2f} | {r['img_per_s']:.2f} | "
+            f"| {r['name']} | {size}{r['img_per_s']:.2f} | "
             f"{r['s_per_step_min']:.2f}-{r['s_per_step_max']:.2f} | {same} | {published} | "
             f"{r['peak_rss_mb']:.0f} |"
         )

@@ -80,6 +80,9 @@ def machine_summary() -> str:
 
 def _worker_main(conn, factory: Callable[..., Callable[[], Any]], kwargs: dict, warmup: int) -> None:
     """Child process: build the contender once, warm it up, then time steps on request."""
+    import sys
+
+    sys.stdout = sys.stderr  # a contender's own prints must not end up in the result on stdout
     try:
         base_rss = rss_mb()
         step = factory(**kwargs)

@@ -1,6 +1,6 @@
 """Data-loading throughput of medseg's pipeline on the shared real datasets (one process, no workers).
 
-MEDSEG_DATA=/work/shared/data .venv/bin/python bench/data_loading.py
+MEDSEG_DATA=../shared/data .venv/bin/python bench/data_loading.py
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from medseg.data import AugmentConfig, DataConfig, build_data
 
-ROOT = Path(os.environ.get("MEDSEG_DATA", "/work/shared/data"))
+ROOT = Path(os.environ.get("MEDSEG_DATA", "../shared/data"))
 CASES = [
     ("ph2", {"size": (256, 256)}),
     ("drive", {"size": (96, 96), "resize_policy": "crop", "train_repeats": 4}),

@@ -2,7 +2,7 @@
 
 Run with the benchmark environment (peers installed there, medseg importable):
 
-    /work/main/.venv-bench/bin/python bench/losses.py --repeats 7
+    .venv-bench/bin/python bench/losses.py --repeats 7
 
 Two shapes: multiclass logits [8, 4, 256, 256] and binary logits [8, 1, 512, 512]. Every case is
 timed in the same process, the cases interleaved (one repeat = every case once, in a shuffled

@@ -2,7 +2,7 @@
 
 Run with the peer venv (it has monai and medpy; medseg installed there with --no-deps):
 
-    /work/main/.venv-bench/bin/python bench/metrics.py [--repeats-2d 9] [--repeats-3d 3] [--json OUT.json]
+    .venv-bench/bin/python bench/metrics.py [--repeats-2d 9] [--repeats-3d 3] [--json OUT.json]
 
 Pairs: 512x512 2D (spacing 0.7 x 0.7 mm) and 128x256x256 3D (spacing 2.5 x 0.8 x 0.8 mm), each
 with a "typical" and a "hard" prediction of a smooth multi-lobe target (see make_pair). Calls are

@@ -2,7 +2,7 @@
 
 Run in the bench environment (peers installed there, CPU torch):
 
-    /work/main/.venv-bench/bin/python bench/models.py [--size 256] [--batch 2] [--repeats 5]
+    .venv-bench/bin/python bench/models.py [--size 256] [--batch 2] [--repeats 5]
 
 Each group compares models of the same design at the same backbone and input: medseg's
 matched-design configuration comes first (the reference of the ratios), then, where the
@@ -348,7 +348,7 @@ def run_crf(args) -> None:
     from medseg.models import build_model
 
     torch.set_num_threads(args.threads)
-    root = Path(os.environ.get("MEDSEG_DATA", "/work/shared/data")) / "ph2"
+    root = Path(os.environ.get("MEDSEG_DATA", "../shared/data")) / "ph2"
     ids, imgs_hr, masks_hr = _ph2(root, (288, 384))
     _, imgs, masks = _ph2(root, (96, 128))
     rng = np.random.default_rng(0)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create or update the benchmark-only virtual environment /work/main/.venv-bench (idempotent).
+# Create or update the benchmark-only virtual environment .venv-bench in the checkout (idempotent).
 #
 # Peers (MONAI, MedPy, segmentation_models_pytorch, timm, torchvision) live ONLY here; the medseg
 # package never needs or imports them.  torch stays pinned at 2.13.0 (CPU build): every peer whose
@@ -33,7 +33,7 @@ have() { "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('$1')
 
 # 1. torch (CPU build) first, so that nothing below can choose a different one.
 if ! "$PY" -c "import torch, sys; sys.exit(not torch.__version__.startswith('$TORCH_VERSION'))" 2>/dev/null; then
-    # The CPU wheel (torch-2.13.0+cpu) comes from the local wheel folder (PIP_FIND_LINKS=/opt/wheels);
+    # The CPU wheel (torch-2.13.0+cpu) comes from the local wheel folder (a local wheel folder named by PIP_FIND_LINKS);
     # PEP 440 ranks 2.13.0+cpu above the plain (CUDA) 2.13.0, so pip picks it.
     "${PIP[@]}" install "torch==$TORCH_VERSION"
 fi

@@ -88,7 +88,7 @@ def _random_input(batch: int, channels: int, size: tuple[int, int], seed: int) -
 
 
 def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, exporter: str, opset: int) -> None:
-    names = {"input_names": ["image"], "output_names": ["logits"]}
+    names: dict[str, Any] = {"input_names": ["image"], "output_names": ["logits"]}
     if exporter == "torchscript":
         axes = {0: "batch", 2: "height", 3: "width"}
         torch.onnx.export(

@@ -120,7 +120,18 @@ def test_pdc_depthwise_and_model_reparameterisation():
         after = model(x)
     assert not any(isinstance(m, PixelDifferenceConv2d) for m in model.modules())
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
-    assert reparameterize_pdc(torch.nn.Sequential()) is not None
+    # the free function works in place on any module tree (nested too) and returns its argument
+    net = torch.nn.Sequential(
+        PixelDifferenceConv2d(2, 3, "cd"),
+        torch.nn.Sequential(torch.nn.ReLU(), PixelDifferenceConv2d(3, 3, "ad")),
+    ).eval()
+    x = torch.randn(1, 2, 8, 8)
+    with torch.no_grad():
+        before = net(x)
+        assert reparameterize_pdc(net) is net
+        after = net(x)
+    assert type(net[0]) is torch.nn.Conv2d and type(net[1][1]) is torch.nn.Conv2d
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
 
 
 def test_cd_ignores_constant_images():

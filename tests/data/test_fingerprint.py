@@ -51,7 +51,10 @@ def test_fingerprint_lists_problems_instead_of_failing(tmp_path):
     assert any("case_002.png" in p and "77" in p for p in fp["problems"])
     assert fp["class_frequency"] is None  # no default mapping for {0, 77, 255}
     fp = fingerprint(DataConfig(root=root, mask_values={0: 0, 77: 0, 255: 1}))
-    assert fp["class_frequency"] is not None and len(fp["problems"]) == 1
+    assert len(fp["problems"]) == 1  # the unreadable image; its case is left out of the statistics
+    readable = [np.asarray(Image.open(root / "masks" / f"case_00{k}.png")) for k in (0, 2, 3)]
+    lesion = sum(int((m == 255).sum()) for m in readable) / sum(m.size for m in readable)
+    assert fp["class_frequency"] == pytest.approx({"background": 1 - lesion, "lesion": lesion})
 
 
 def test_fingerprint_nifti_spacing_and_depth(tmp_path):

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -102,38 +101,54 @@ def test_budget_stops_training_and_decays_the_schedule(tmp_path):
     assert float(rows[-1]["lr"]) < 0.5 * 0.01
 
 
+# Runs `medseg train` and SIGKILLs the process itself at the moment it would publish its
+# KILL_AT-th `last.safetensors` (the temp file is written, the rename never happens): a crash at
+# a fixed point of training, whatever the speed of the machine.
+_KILL_AT_NTH_CHECKPOINT = """
+import os, signal, sys
+from medseg.cli import main
+
+kill_at, seen, real_replace = int(sys.argv[1]), [], os.replace
+
+def replace(src, dst, *args, **kwargs):
+    if os.path.basename(dst) == "last.safetensors":
+        seen.append(dst)
+        if len(seen) == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real_replace(src, dst, *args, **kwargs)
+
+os.replace = replace
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def test_sigkill_mid_training_then_resume(tmp_path):
-    """SIGKILL during training: --resume finishes and reaches the uninterrupted run's losses."""
-    args = [sys.executable, "-m", "medseg.cli", "train", "--epochs", "6"]
+    """SIGKILL while epoch 3's checkpoint is being written: the epoch-2 checkpoint stays intact
+    and readable, and --resume finishes with exactly the uninterrupted run's losses."""
+    args = ["train", "--epochs", "6"]
     for item in TINY + ["data.synthetic.n=48"]:
         args += ["--set", item]
     env = {**os.environ, "MEDSEG_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    subprocess.run(args + ["--out", str(tmp_path / "ref")], check=True, env=env, capture_output=True)
-    proc = subprocess.Popen(
-        args + ["--out", str(tmp_path / "run")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    cli = [sys.executable, "-m", "medseg.cli"]
+    subprocess.run(cli + args + ["--out", str(tmp_path / "ref")], check=True, env=env, capture_output=True)
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILL_AT_NTH_CHECKPOINT, "3", *args, "--out", str(tmp_path / "run")],
+        env=env,
+        capture_output=True,
     )
-    log = tmp_path / "run" / "log.csv"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if log.exists() and len(_log(tmp_path / "run")) >= 2:
-            break
-        time.sleep(0.02)
-    if proc.poll() is not None:
-        pytest.skip("training finished before it could be killed (machine too fast)")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = len(_log(tmp_path / "run"))
-    assert done < 6
-    # no temp files left behind by the kill, and the checkpoint is readable
-    leftovers = [p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.endswith(".tmp")]
-    read_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors")
-    subprocess.run(
-        args + ["--out", str(tmp_path / "run"), "--resume"], check=True, env=env, capture_output=True
-    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    ckpt = tmp_path / "run" / "checkpoints"
+    leftovers = [p.name for p in ckpt.iterdir() if p.name.endswith(".tmp")]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".last.")  # the write that never landed
+    _, meta = read_checkpoint(ckpt / "last.safetensors")
     ref = [float(r["train_loss"]) for r in _log(tmp_path / "ref")]
+    second = _log(tmp_path / "ref")[1]  # the checkpoint on disk is the second epoch's
+    assert (meta["state"]["epoch"], meta["state"]["step"]) == (int(second["epoch"]), int(second["step"]))
+    subprocess.run(
+        cli + args + ["--out", str(tmp_path / "run"), "--resume"], check=True, env=env, capture_output=True
+    )
     got = [float(r["train_loss"]) for r in _log(tmp_path / "run")]
-    assert got == pytest.approx(ref, rel=1e-6, abs=1e-7)
-    assert all(name.startswith(".last.") for name in leftovers)  # at most the interrupted write's temp
+    assert len(got) == 6 and got == pytest.approx(ref, rel=1e-6, abs=1e-7)
 
 
 def test_epoch_sampler_is_a_function_of_epoch_and_shards_cover_everything():
@@ -227,7 +242,7 @@ def test_ph2_train_then_evaluate_beats_background(tmp_path, data_root):
     from medseg.engine.evaluator import evaluate_checkpoint
 
     cfg = load_config(
-        Path(__file__).parent.parent / "configs" / "unet_ph2.yaml",
+        Path(__file__).parents[2] / "configs" / "unet_ph2.yaml",
         [
             f"data.root={data_root / 'ph2'}",
             "data.size=[64,64]",

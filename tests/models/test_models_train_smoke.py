@@ -5,9 +5,6 @@ Needs ``MEDSEG_DATA`` (the shared data root); skipped otherwise.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -32,14 +29,10 @@ TINY: dict[str, dict] = {
 
 
 @pytest.fixture(scope="module")
-def ph2_batch():
-    root = os.environ.get("MEDSEG_DATA")
-    if not root:
-        pytest.skip("MEDSEG_DATA is not set")
-    folder = Path(root) / "ph2"
+def ph2_batch(real_data):
+    folder = real_data("ph2")
     ids = sorted(p.stem for p in (folder / "images").glob("*.png"))[:3]
-    if len(ids) < 3:
-        pytest.skip(f"PH2 not found under {folder}")
+    assert len(ids) == 3, f"PH2 under {folder} has fewer than 3 images"
     images, masks = [], []
     for i in ids:
         img = Image.open(folder / "images" / f"{i}.png").convert("RGB").resize((64, 64), Image.BILINEAR)

@@ -143,8 +143,17 @@ def test_info_prints_and_saves_fingerprint(tmp_path, data_root):
     assert proc.returncode == 0, proc.stderr
     import json
 
+    import numpy as np
+    from PIL import Image
+
     fp = json.loads(js.read_text())
-    assert "64" in json.dumps(fp)  # 64 image/mask pairs
+    masks = [np.asarray(Image.open(p)) for p in sorted((data_root / "ph2" / "masks").glob("*.png"))]
+    n_images = len(list((data_root / "ph2" / "images").iterdir()))
+    assert fp["num_cases"] == n_images == len(masks) == 64 and fp["num_labelled"] == 64
+    assert fp["mask_values"] == [0, 255] and fp["num_classes"] == 2 and fp["channels"] == {"3": 64}
+    foreground = sum(int((m == 255).sum()) for m in masks) / sum(m.size for m in masks)
+    assert fp["class_frequency"]["foreground"] == pytest.approx(foreground, rel=1e-9)
+    assert fp["problems"] == [] and "64 (64 with masks)" in proc.stdout + proc.stderr  # the printed table
 
 
 def test_demo_help():

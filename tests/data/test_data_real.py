@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -12,17 +9,7 @@ from medseg.data import AugmentConfig, DataConfig, build_data, open_cases
 from medseg.errors import DataError
 
 pytestmark = pytest.mark.data
-ROOT = os.environ.get("MEDSEG_DATA")
 NOAUG = AugmentConfig(enabled=False)
-
-
-def _root(name: str) -> Path:
-    if not ROOT:
-        pytest.skip("MEDSEG_DATA is not set")
-    p = Path(ROOT) / name
-    if not p.is_dir():
-        pytest.skip(f"{p} not found")
-    return p
 
 
 def _check_binary_case(case, channels):
@@ -32,8 +19,8 @@ def _check_binary_case(case, channels):
     assert case["display"].shape == (*case["mask"].shape, 3)
 
 
-def test_ph2():
-    data = build_data(DataConfig(root=_root("ph2"), size=(96, 128)), NOAUG, seed=0)
+def test_ph2(real_data):
+    data = build_data(DataConfig(root=real_data("ph2"), size=(96, 128)), NOAUG, seed=0)
     assert data.num_classes == 2 and data.in_channels == 3
     assert len(data.train) + len(data.val) + len(data.test) == 64 and len(data.val) > 0
     s = data.train[0]
@@ -42,8 +29,8 @@ def test_ph2():
     assert 550 <= data.val[0]["image"].shape[1] <= 580
 
 
-def test_drive_fov_and_official_split():
-    data = build_data(DataConfig(root=_root("drive"), size=(64, 64), resize_policy="crop"), NOAUG, seed=0)
+def test_drive_fov_and_official_split(real_data):
+    data = build_data(DataConfig(root=real_data("drive"), size=(64, 64), resize_policy="crop"), NOAUG, seed=0)
     assert sorted(data.test.ids) == [f"{k:02d}_test" for k in range(1, 21)]
     assert sorted(data.train.ids + data.val.ids) == [f"{k}_training" for k in range(21, 41)]
     case = data.test[0]
@@ -57,8 +44,8 @@ def test_drive_fov_and_official_split():
     assert 0.06 < frac < 0.2
 
 
-def test_acdc_slices_and_volumes():
-    data = build_data(DataConfig(root=_root("acdc"), size=(64, 64)), NOAUG, seed=0)
+def test_acdc_slices_and_volumes(real_data):
+    data = build_data(DataConfig(root=real_data("acdc"), size=(64, 64)), NOAUG, seed=0)
     assert data.num_classes == 4 and data.in_channels == 1 and data.volumetric
     assert len(data.train) + len(data.val) == 208 and len(data.test) == 20
     patients = lambda ids: {i.split("_")[0] for i in ids}  # noqa: E731
@@ -70,8 +57,8 @@ def test_acdc_slices_and_volumes():
     assert data.train[0]["image"].shape == (1, 64, 64)
 
 
-def test_busi_with_empty_masks():
-    data = build_data(DataConfig(root=_root("busi"), size=(64, 64)), NOAUG, seed=0)
+def test_busi_with_empty_masks(real_data):
+    data = build_data(DataConfig(root=real_data("busi"), size=(64, 64)), NOAUG, seed=0)
     assert len(data.train) + len(data.val) == 60 and data.in_channels == 3
     store = data.store
     normal = [store.get(i) for i, r in enumerate(store.records) if r.id.startswith("normal")]
@@ -79,8 +66,8 @@ def test_busi_with_empty_masks():
     assert all(store.get(i).mask.sum() > 0 for i, r in enumerate(store.records) if r.id.startswith("benign"))
 
 
-def test_isbi_em_grey_and_inverted_mapping():
-    root = _root("isbi2012-em")
+def test_isbi_em_grey_and_inverted_mapping(real_data):
+    root = real_data("isbi2012-em")
     data = build_data(DataConfig(root=root, size=(64, 64), resize_policy="crop"), NOAUG, seed=0)
     assert data.in_channels == 1 and len(data.train) + len(data.val) == 30
     assert data.train[0]["image"].shape == (1, 64, 64)
@@ -90,8 +77,8 @@ def test_isbi_em_grey_and_inverted_mapping():
     assert 0.15 < frac < 0.3
 
 
-def test_kvasir_needs_a_threshold():
-    root = _root("kvasir-seg-mini")
+def test_kvasir_needs_a_threshold(real_data):
+    root = real_data("kvasir-seg-mini")
     with pytest.raises(DataError, match="mask_threshold"):
         build_data(DataConfig(root=root), NOAUG, seed=0)
     data = build_data(DataConfig(root=root, mask_threshold=128, size=(64, 64)), NOAUG, seed=0)
@@ -101,8 +88,8 @@ def test_kvasir_needs_a_threshold():
         assert 0.02 < float(c["mask"].float().mean()) < 0.6
 
 
-def test_ham10000_jpg():
-    cases = open_cases(_root("ham10000-mini"))
+def test_ham10000_jpg(real_data):
+    cases = open_cases(real_data("ham10000-mini"))
     assert len(cases) == 5
     _check_binary_case(cases[0], 3)
     assert cases[0]["image"].shape[1:] == (450, 600)
