@@ -13,11 +13,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from medseg.data.config import DataConfig
 from medseg.data.readers import ARRAY_EXTS, IMAGE_EXTS, NIFTI_EXTS, array_shape, file_id
 from medseg.data.synthetic import generate_dataset
-from medseg.errors import DataError
+from medseg.errors import ConfigError, DataError
 
 ARRAY_SUBDIRS = (
     "slices",
@@ -197,7 +198,8 @@ def _nifti_depth(path: Path) -> int:
     import nibabel as nib  # nibabel: heavy import, only needed for NIfTI datasets
 
     try:
-        shape = nib.load(str(path)).shape
+        img: Any = nib.load(str(path))
+        shape = img.shape
     except Exception as e:
         raise DataError(f"{path}: cannot read NIfTI header ({e})") from None
     return int(shape[2]) if len(shape) >= 3 else 1
@@ -230,6 +232,8 @@ def discover(cfg: DataConfig, require_masks: bool) -> tuple[list[Record], dict |
         images, masks, _ = generate_dataset(s.kind, s.n, s.size, s.seed)
         recs = [Record(f"case_{k:03d}", "memory", index=k) for k in range(len(images))]
         return recs, {"images": images, "masks": masks}, "synthetic"
+    if cfg.root is None:
+        raise ConfigError("data.root is required (or data.format: synthetic)")
     root = Path(cfg.root).expanduser()
     fmt = detect_format(root, cfg) if cfg.format == "auto" else cfg.format
     if not root.exists():

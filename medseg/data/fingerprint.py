@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from medseg.data.splits import read_split_files, split_ids
 from medseg.errors import DataError
 
 
-def _summary(values: list[float]) -> dict[str, float] | None:
+def _summary(values: Sequence[float]) -> dict[str, float] | None:
     if not values:
         return None
     a = np.asarray(values, dtype=float)
@@ -176,7 +177,7 @@ def _classes(cfg: DataConfig, scan: _Scan, fmt: str, records: list[Record]) -> d
         2 if mapping is None else max(2, max([v for v in mapping.values() if v != 255], default=1) + 1)
     )
     if fmt == "synthetic":
-        found = memory_names(cfg)
+        found: list[str] | None = memory_names(cfg)
     else:
         found = class_names_from_root(Path(cfg.root) if cfg.root and Path(cfg.root).is_dir() else None)
     names = resolve_class_names(cfg, n_classes, found)

@@ -22,7 +22,7 @@ def _load_nifti(path: Path, what: str) -> Any:
     import nibabel as nib  # nibabel: heavy import, loaded only for NIfTI cases
 
     try:
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except FileNotFoundError:
         raise DataError(f"{path}: {what} file not found") from None
@@ -111,7 +111,8 @@ def save_nifti_like(labels: np.ndarray, geometry: dict, path: str | Path) -> Pat
     header = None
     src = geometry.get("source")
     if src and Path(src).exists():
-        header = nib.load(src).header.copy()
+        src_img: Any = nib.load(src)
+        header = src_img.header.copy()
         if len(header.get_data_shape()) > 3:
             header = None  # a 4D (multi-channel) source header does not fit a 3D label map
     out = nib.Nifti1Image(arr, np.asarray(geometry["affine"], dtype=float), header=header)

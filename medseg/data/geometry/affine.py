@@ -73,7 +73,7 @@ def voxel_affine(affine: np.ndarray, zooms: Sequence[float], source: str = "") -
     norms = np.linalg.norm(a[:3, :3], axis=0)
     if np.allclose(norms, z, rtol=RTOL, atol=0):
         return a
-    _warn_once(source or "NIfTI file", norms, z)
+    _warn_once(source or "NIfTI file", norms.tolist(), z.tolist())
     safe = np.where(norms > 0, norms, 1.0)
     direction = a[:3, :3] / safe
     direction[:, norms == 0] = np.eye(3)[:, norms == 0]  # a degenerate column: fall back to the axis

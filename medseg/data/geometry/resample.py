@@ -112,11 +112,12 @@ def resample_image(
     target, axis = _target(image.shape, old_spacing, new_spacing, out_shape)
     n = len(target)
     x = np.asarray(image, dtype=np.float32)
-    flat = x.reshape(x.shape[:n] + (-1,))
-    out = np.empty(target + (flat.shape[-1],), np.float32)
-    for c in range(flat.shape[-1]):
+    channels = int(np.prod(x.shape[n:], dtype=np.int64))
+    flat = x.reshape((*x.shape[:n], channels))
+    out = np.empty((*target, channels), np.float32)
+    for c in range(channels):
         out[..., c] = _resample_channel(flat[..., c], target, order, axis)
-    return out.reshape(target + x.shape[n:])
+    return out.reshape((*target, *x.shape[n:]))
 
 
 def resample_labels(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from conftest import shared_data
 
 from medseg.data import open_cases
 from medseg.data.geometry import (
@@ -30,14 +29,14 @@ def _fresh_warning():
     reset_warning()
 
 
-ACDC_CASE = "acdc-nifti/testing/patient101/patient101_frame01"
+ACDC_CASE = "testing/patient101/patient101_frame01"
 CROP = (slice(100, 132), slice(100, 124), slice(2, 5))  # x, y, z: part of the heart, 3 slices
 
 
-def _acdc_crop(tmp_path):
+def _acdc_crop(tmp_path, real_data):
     """A small crop of an ACDC test volume and its label, written with the file's own header and
     affine (unshifted: a changed affine would make nibabel rewrite pixdim and hide the trap)."""
-    src = shared_data(f"{ACDC_CASE}.nii.gz")
+    src = real_data("acdc-nifti") / f"{ACDC_CASE}.nii.gz"
     img, lab = nib.load(src), nib.load(str(src).replace(".nii.gz", "_gt.nii.gz"))
     for folder, im in (("imagesTr", img), ("labelsTr", lab)):
         (tmp_path / folder).mkdir()
@@ -50,8 +49,8 @@ def _acdc_crop(tmp_path):
 
 
 @pytest.mark.data
-def test_acdc_spacing_comes_from_pixdim(tmp_path):
-    path = _acdc_crop(tmp_path)
+def test_acdc_spacing_comes_from_pixdim(tmp_path, real_data):
+    path = _acdc_crop(tmp_path, real_data)
     with pytest.warns(GeometryWarning, match="p101.nii.gz: affine voxel size"):
         image, spacing, geometry = read_nifti_image([path])
     # SimpleITK's reading of this file (shared/data/acdc-nifti/SOURCE.md): 1.6406, 1.6406, 10.0
@@ -67,8 +66,8 @@ def test_acdc_spacing_comes_from_pixdim(tmp_path):
 
 
 @pytest.mark.data
-def test_acdc_crop_round_trips_through_the_model_grid(tmp_path):
-    path = _acdc_crop(tmp_path)
+def test_acdc_crop_round_trips_through_the_model_grid(tmp_path, real_data):
+    path = _acdc_crop(tmp_path, real_data)
     label = np.asarray(nib.load(str(path).replace("imagesTr", "labelsTr")).dataobj)
     with pytest.warns(GeometryWarning):
         _, _, geometry = read_nifti_image([path])
