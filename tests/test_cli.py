@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medseg.cli import main, parse_budget
-from medseg.errors import MedsegError
+from medseg.cli import main
 
 TINY = [
     "--set",
@@ -60,11 +59,12 @@ def test_list_shows_models_and_losses():
     assert "unet" in text and "dice_ce" in text and "Ronneberger" in text
 
 
-def test_budget_parsing():
-    assert parse_budget("90s") == pytest.approx(1.5)
-    assert parse_budget("5m") == 5 and parse_budget("1h") == 60 and parse_budget("2") == 2
-    with pytest.raises(MedsegError):
-        parse_budget("soon")
+def test_train_budget_goes_to_the_config_in_minutes():
+    from medseg.cli import _overrides, build_parser
+
+    for given, minutes in (("90s", "1.5"), ("10", "10"), ("1.5h", "90")):
+        args = build_parser().parse_args(["train", "--budget", given])
+        assert f"train.budget_minutes={minutes}" in _overrides(args)
 
 
 @pytest.mark.parametrize(
