@@ -49,7 +49,9 @@ def _shape(fn) -> list[tuple[str, str, object]]:
 def test_public_functions_have_the_signatures_of_their_implementations(name):
     public = getattr(medseg, name)
     assert inspect.isfunction(public) and public.__doc__ and len(public.__doc__) > 40
-    assert _shape(public) == _shape(_implementations()[name]), f"medseg.{name} drifted from its implementation"
+    assert _shape(public) == _shape(_implementations()[name]), (
+        f"medseg.{name} drifted from its implementation"
+    )
 
 
 def test_build_model_signature_names_its_parameters():
@@ -64,7 +66,9 @@ def test_the_public_functions_work():
     assert isinstance(model, SegmentationModel)
     loss = medseg.build_loss("dice_ce", mode="binary")
     assert "dice_ce" in medseg.list_losses() and "befunet_small" in medseg.list_models()
-    cfg = medseg.load_config({"data": {"format": "synthetic", "synthetic": {"n": 6, "size": 32}}}, ["train.epochs=1"])
+    cfg = medseg.load_config(
+        {"data": {"format": "synthetic", "synthetic": {"n": 6, "size": 32}}}, ["train.epochs=1"]
+    )
     data = medseg.build_data(cfg.data, cfg.augment, seed=0)
     sample = data.train[0]
     logits = model(sample["image"][None])

@@ -74,10 +74,12 @@ def test_train_budget_goes_to_the_config_in_minutes():
         (["train", "--model", "unett"], "Did you mean 'unet'"),
         (["evaluate", "missing.safetensors"], "missing.safetensors"),
         (["train", "--set", "model.options={bogus: 1}", "--set", "data.format=synthetic"], "bogus"),
+        (["train", "--budget", "soon"], "budget 'soon': expected a duration such as 90s, 10m, 1.5h"),
+        (["benchmark", "--models", "unet", "--losses", "dice", "--budget", "-3"], "budget '-3'"),
     ],
 )
 def test_errors_are_one_line_without_traceback(args, fragment, tmp_path):
-    proc = run_cli(*args, *([] if args[0] != "train" else ["--out", str(tmp_path / "o")]))
+    proc = run_cli(*args, *(["--out", str(tmp_path / "o")] if args[0] in ("train", "benchmark") else []))
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("medseg: error:"), proc.stderr
