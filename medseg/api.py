@@ -86,7 +86,7 @@ def load_config(
     """Load and validate a run configuration: a YAML file (e.g. ``configs/unet_ph2.yaml``), a
     dict, or ``None`` for the defaults, then ``overrides`` such as ``"train.epochs=5"``.
     Bad keys or values raise :class:`~medseg.errors.ConfigError` naming the key."""
-    from medseg.config import load_config as load  # deferred: pydantic, scipy (via medseg.metrics)
+    from medseg.config import load_config as load  # deferred: pydantic
 
     return load(dict(source) if isinstance(source, Mapping) else source, tuple(overrides))
 
