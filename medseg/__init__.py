@@ -1,40 +1,48 @@
-"""medseg: medical image segmentation — models, losses, metrics and the pipeline around them."""
+"""medseg: medical image segmentation — models, losses, metrics and the pipeline around them.
+
+The public API, with real signatures (defined in :mod:`medseg.api`)::
+
+    import medseg
+    model = medseg.build_model("unet", 3, 2, base_width=32)
+    loss = medseg.build_loss("dice_ce", mode="binary")
+    cfg = medseg.load_config("configs/unet_ph2.yaml", ["train.epochs=5"])
+    data = medseg.build_data(cfg.data, cfg.augment)
+    result = medseg.train(cfg)
+    report = medseg.evaluate(result["checkpoint"])
+    medseg.predict(result["checkpoint"], "images/", "out/")
+
+    from medseg import metrics          # medseg.metrics.dice, hd95, evaluate_case, compare_runs, ...
+
+``import medseg`` loads neither torch nor SciPy: the functions import their layer when called,
+and :mod:`medseg.metrics` is a subpackage imported on its own.
+"""
 
 from __future__ import annotations
 
+from medseg.api import (
+    build_data,
+    build_loss,
+    build_model,
+    evaluate,
+    list_losses,
+    list_models,
+    load_config,
+    predict,
+    train,
+)
+
 __version__ = "0.1.0"
 
-
-def build_model(*args, **kwargs):
-    from medseg.models import build_model as _build
-
-    return _build(*args, **kwargs)
-
-
-def build_loss(*args, **kwargs):
-    from medseg.losses import build_loss as _build
-
-    return _build(*args, **kwargs)
-
-
-def list_models() -> list[str]:
-    from medseg.models import list_models as _list
-
-    return _list()
-
-
-def list_losses() -> list[str]:
-    from medseg.losses import list_losses as _list
-
-    return _list()
-
-
-def __getattr__(name: str):
-    if name == "metrics":
-        import importlib
-
-        return importlib.import_module("medseg.metrics")
-    raise AttributeError(name)
-
-
-__all__ = ["build_model", "build_loss", "list_models", "list_losses", "metrics", "__version__"]
+__all__ = [
+    "__version__",
+    "build_data",
+    "build_loss",
+    "build_model",
+    "evaluate",
+    "list_losses",
+    "list_models",
+    "load_config",
+    "metrics",
+    "predict",
+    "train",
+]

@@ -1,7 +1,12 @@
-"""The ``medseg`` command.
+"""The ``medseg`` command: parse, call the Python API (:mod:`medseg.api`), print.
 
 Every subcommand prints one line ``medseg: error: ...`` naming the file or option
 on bad input (``--debug`` shows the traceback instead).
+
+Start-up cost: the module imports only the standard library and light medseg modules, so
+``medseg --help`` does not load torch, SciPy, pydantic or rich (measured with
+``python -X importtime -c "import medseg.cli"``). A command imports the heavy layer it needs
+when it runs; each such import says which dependency it defers.
 """
 
 from __future__ import annotations
@@ -10,8 +15,18 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import medseg
+from medseg.atomic import atomic_write_text
+from medseg.budget import parse_budget
+from medseg.engine.runtime import tune_glibc_malloc
 from medseg.errors import MedsegError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from medseg.config import Config
 
 EPILOG = "Docs: README.md and docs/ in the project. Model and loss names: `medseg list`."
 
@@ -39,26 +54,18 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, help="batch size (train.batch_size)")
     g.add_argument("--lr", type=float, help="peak learning rate (optim.lr)")
     g.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="training size (data.size)")
-    g.add_argument("--budget", help="wall-time budget, e.g. 90s, 5m, 1h (train.budget_minutes)")
+    g.add_argument("--budget", help="wall-time budget: minutes, or 90s, 10m, 1.5h (train.budget_minutes)")
     g.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision (train.amp)")
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N (train.device)")
     g.add_argument("--seed", type=int, help="random seed (train.seed)")
     g.add_argument("--out", type=Path, help="run folder (output_dir)")
 
 
-def parse_budget(text: str) -> float:
-    """'90s' / '5m' / '1.5h' / '10' (minutes) -> minutes."""
-    text = text.strip().lower()
-    try:
-        if text.endswith("s"):
-            return float(text[:-1]) / 60
-        if text.endswith("m"):
-            return float(text[:-1])
-        if text.endswith("h"):
-            return float(text[:-1]) * 60
-        return float(text)
-    except ValueError:
-        raise MedsegError(f"--budget {text!r}: expected e.g. 90s, 5m or 1h") from None
+def _console() -> Console:
+    # deferred: rich's console costs about 0.1 s, as much as the rest of `medseg --help`
+    from medseg.engine.progress import console
+
+    return console
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -82,45 +89,37 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     if getattr(args, "size", None):
         sets.append(f"data.size=[{args.size[0]},{args.size[1]}]")
     if getattr(args, "budget", None):
-        sets.append(f"train.budget_minutes={parse_budget(args.budget)}")
+        sets.append(f"train.budget_minutes={parse_budget(args.budget):.6g}")
     return sets + list(args.overrides)
 
 
-def _config(args: argparse.Namespace):
-    from medseg.config import load_config
-
-    return load_config(args.config, _overrides(args))
+def _config(args: argparse.Namespace) -> Config:
+    return medseg.load_config(args.config, _overrides(args))
 
 
 # ----------------------------------------------------------------------------- commands
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from medseg.engine.evaluator import evaluate_checkpoint
-    from medseg.engine.progress import console
-    from medseg.engine.trainer import train
-
-    cfg = _config(args)
-    result = train(cfg, resume=args.resume)
+    result = medseg.train(_config(args), resume=args.resume)
     if result["rank"] != 0:
         return 0
     best = result["best_val_dice"]
-    console.print(
+    _console().print(
         f"[green]done[/] ({result['stop_reason']}): best validation Dice "
         f"{'n/a' if best is None else f'{best:.4f}'}; checkpoint {result['checkpoint']}"
     )
     if args.evaluate:
-        ev = evaluate_checkpoint(result["checkpoint"], split="test")
-        _print_summary(ev)
+        _print_summary(medseg.evaluate(result["checkpoint"], split="test"))
     return 0
 
 
 def _print_summary(result: dict) -> None:
-    from medseg.engine.progress import console
-    from medseg.metrics import report as rep
+    from medseg.metrics import summary_table  # deferred: SciPy (the metrics package)
 
+    console = _console()
     console.print(
-        rep.summary_table(
+        summary_table(
             result["summary"], metrics=["dice", "iou", "sensitivity", "precision", "hd95", "assd", "nsd"]
         )
     )
@@ -129,12 +128,10 @@ def _print_summary(result: dict) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from medseg.engine.evaluator import evaluate_checkpoint
-
     overrides = list(args.overrides)
     if args.window:
         overrides.append(f"eval.window=[{args.window[0]},{args.window[1]}]")
-    result = evaluate_checkpoint(
+    result = medseg.evaluate(
         args.checkpoint,
         overrides=overrides,
         data_root=args.data,
@@ -151,9 +148,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _print_per_case(records: list[dict]) -> None:
-    from rich.table import Table
-
-    from medseg.engine.progress import console
+    from rich.table import Table  # deferred: rich (see _console)
 
     table = Table(title="per-case Dice")
     classes = list(dict.fromkeys(r["class"] for r in records))
@@ -165,17 +160,14 @@ def _print_per_case(records: list[dict]) -> None:
         by_case.setdefault(r["case"], {})[r["class"]] = r["dice"]
     for case, vals in by_case.items():
         table.add_row(case, *(f"{vals.get(c, float('nan')):.4f}" for c in classes))
-    console.print(table)
+    _console().print(table)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from medseg.engine.predictor import predict_folder
-    from medseg.engine.progress import console
-
     overrides = list(args.overrides)
     if args.window:
         overrides.append(f"eval.window=[{args.window[0]},{args.window[1]}]")
-    written = predict_folder(
+    written = medseg.predict(
         args.checkpoint,
         args.input,
         args.out,
@@ -185,7 +177,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         crf=args.crf,
         overlays=not args.no_overlays,
     )
-    console.print(
+    _console().print(
         f"wrote {written['count']} predictions to {written['masks']}"
         + (f", overlays in {written['overlays']}" if written.get("overlays") else "")
     )
@@ -193,84 +185,92 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    # deferred: numpy, PIL and the image readers of the data layer
     from medseg.data.fingerprint import fingerprint, fingerprint_table, save_fingerprint
-    from medseg.engine.progress import console
 
+    console = _console()
     cfg = _config(argparse.Namespace(**{**vars(args), "data": args.data_root}))
     fp = fingerprint(cfg.data)
     console.print(fingerprint_table(fp))
     # never write into the dataset folder (it may be shared or read-only)
-    out = args.json or Path(f"{Path(cfg.data.root).name}.fingerprint.json")
+    out = args.json or Path(f"{Path(cfg.data.root or 'data').name}.fingerprint.json")
     save_fingerprint(fp, out)
     console.print(f"fingerprint saved to {out}")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from medseg.engine.progress import console
-
-    what = args.what
-    if what in ("models", "all"):
-        import torch
-
-        from medseg.models import MODELS, count_parameters
-
-        table = Table(title="models (parameters with in_channels=3, num_classes=2, default options)")
-        for col in ("name", "parameters", "input multiple", "summary", "paper"):
-            table.add_column(col, justify="right" if col == "parameters" else "left")
-        for entry in MODELS:
-            try:  # meta tensors: count parameters without allocating them
-                with torch.device("meta"):
-                    model = entry.builder(in_channels=3, num_classes=2)
-            except (NotImplementedError, RuntimeError):
-                model = entry.builder(in_channels=3, num_classes=2)
-            table.add_row(
-                entry.name,
-                f"{count_parameters(model) / 1e6:.2f} M",
-                str(model.input_multiple),
-                entry.meta.get("summary", ""),
-                entry.meta.get("paper", ""),
-            )
-        console.print(table)
-    if what in ("losses", "all"):
-        from medseg.losses import LOSSES
-
-        table = Table(title="losses")
-        for col in ("name", "aliases", "summary", "paper"):
-            table.add_column(col)
-        for entry in LOSSES:
-            table.add_row(
-                entry.name,
-                ", ".join(LOSSES.aliases_of(entry.name)),
-                entry.meta.get("summary", ""),
-                entry.meta.get("paper", ""),
-            )
-        console.print(table)
+    console = _console()
+    if args.what in ("models", "all"):
+        console.print(_models_table())
+    if args.what in ("losses", "all"):
+        console.print(_losses_table())
     return 0
 
 
+def _models_table() -> Any:
+    # deferred: torch (the model zoo); rich.table loads with the console (see _console)
+    import torch
+    from rich.table import Table
+
+    from medseg.models import MODELS, count_parameters
+
+    table = Table(title="models (parameters with in_channels=3, num_classes=2, default options)")
+    for col in ("name", "parameters", "input multiple", "summary", "paper"):
+        table.add_column(col, justify="right" if col == "parameters" else "left")
+    for entry in MODELS:
+        try:  # meta tensors: count parameters without allocating them
+            with torch.device("meta"):
+                model = entry.build(in_channels=3, num_classes=2)
+        except (NotImplementedError, RuntimeError):
+            model = entry.build(in_channels=3, num_classes=2)
+        table.add_row(
+            entry.name,
+            f"{count_parameters(model) / 1e6:.2f} M",
+            str(model.input_multiple),
+            entry.meta.get("summary", ""),
+            entry.meta.get("paper", ""),
+        )
+    return table
+
+
+def _losses_table() -> Any:
+    # deferred: torch (the loss zoo); rich.table loads with the console (see _console)
+    from rich.table import Table
+
+    from medseg.losses import LOSSES
+
+    table = Table(title="losses")
+    for col in ("name", "aliases", "summary", "paper"):
+        table.add_column(col)
+    for entry in LOSSES:
+        table.add_row(
+            entry.name,
+            ", ".join(LOSSES.aliases_of(entry.name)),
+            entry.meta.get("summary", ""),
+            entry.meta.get("paper", ""),
+        )
+    return table
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    from medseg.engine.progress import console
-    from medseg.metrics.report import compare_runs
+    from medseg.metrics import compare_runs  # deferred: SciPy and matplotlib
 
     out = args.out or Path(args.run_b) / f"compare_vs_{Path(args.run_a).name}"
     result = compare_runs(args.run_a, args.run_b, out, metric=args.metric)
-    console.print_json(json.dumps(result, default=str))
+    _console().print_json(json.dumps(result, default=str))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from medseg.engine.demo import run_demo
+    from medseg.engine.demo import run_demo  # deferred: torch
 
     run_demo(Path(args.out), epochs=args.epochs, kind=args.kind)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from medseg.engine.progress import console
-    from medseg.export import export_checkpoint, format_report
+    from medseg.export import export_checkpoint, format_report  # deferred: torch (and onnx)
 
     result = export_checkpoint(
         args.checkpoint,
@@ -280,15 +280,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         opset=args.opset,
         atol=args.atol,
     )
-    console.print(format_report(result))
+    _console().print(format_report(result))
     return 0
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    import yaml
+    import yaml  # deferred: only this command parses YAML values itself
 
-    from medseg.engine.profiler import profile_model, profile_table
-    from medseg.engine.progress import console
+    from medseg.engine.profiler import profile_model, profile_table  # deferred: torch
 
     options = {}
     for item in args.option:
@@ -313,26 +312,24 @@ def cmd_profile(args: argparse.Namespace) -> int:
         )
         for name in args.model.split(",")
     ]
-    console.print(profile_table(results))
+    _console().print(profile_table(results))
     if args.json:
-        from medseg.atomic import atomic_write_text
-
         atomic_write_text(args.json, json.dumps(results, indent=2, default=str))
     return 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from medseg.benchmark import tables
-    from medseg.benchmark.runner import run_benchmark
-    from medseg.engine.progress import console
+    from medseg.benchmark.runner import run_benchmark  # deferred: torch (training every cell)
+    from medseg.benchmark.tables import to_rich
 
+    console = _console()
     result = run_benchmark(
         args.out,
         models=args.models,
         losses=args.losses,
         config=args.config,
         data=args.data,
-        budget_s=args.budget,
+        budget=args.budget,
         epochs=args.epochs,
         folds=args.folds,
         seed=args.seed,
@@ -343,7 +340,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         log=console.print,
     )
     if result.get("report"):
-        console.print(tables.to_rich(result["report"]["board"]))
+        console.print(to_rich(result["report"]["board"]))
         console.print(f"report: {args.out}")
     if result.get("failed"):
         for name, err in result["failed"].items():
@@ -363,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Medical image segmentation: train, evaluate and compare models and losses.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    parser.add_argument("--version", action="version", version=f"medseg {__import__('medseg').__version__}")
+    parser.add_argument("--version", action="version", version=f"medseg {medseg.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
@@ -511,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--losses", required=True, help="comma list of loss names or weighted sums")
     p.add_argument("--data", type=Path, help="dataset folder (data.root of every cell)")
     p.add_argument("--config", "-c", type=Path, help="base YAML preset of every cell")
-    p.add_argument("--budget", help="training wall time per cell, e.g. 90s, 10m")
+    p.add_argument("--budget", help="training wall time per cell: minutes, or 90s, 10m, 1.5h")
     p.add_argument("--epochs", type=int, help="epochs per cell (with or instead of --budget)")
     p.add_argument("--folds", type=int, help="K-fold cross-validation (or K repeated hold-out splits)")
     p.add_argument("--seed", type=int, default=0, help="seed shared by every cell")
@@ -578,8 +575,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if argv is None:  # a real command-line run, not a call from Python code
-        from medseg.engine.runtime import tune_glibc_malloc
-
         tune_glibc_malloc()
     try:
         return int(args.func(args) or 0)

@@ -8,6 +8,7 @@ bad values are rejected with one line naming the key.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from medseg.budget import parse_budget
 from medseg.data.config import AugmentConfig, DataConfig
 from medseg.errors import ConfigError
 
@@ -63,7 +65,9 @@ class TrainConfig(Strict):
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
     val_every: int = Field(1, ge=1, description="validate every N epochs")
     early_stopping: int | None = Field(None, ge=1, description="stop after N validations without improvement")
-    budget_minutes: float | None = Field(None, gt=0, description="stop training after this wall time")
+    budget_minutes: float | None = Field(
+        None, gt=0, description="stop training after this wall time: minutes, or with a unit (90s, 10m, 1.5h)"
+    )
     seed: int = Field(0, description="seed for initialisation, data order and augmentation")
     num_workers: int = Field(0, ge=0, description="data-loader worker processes")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
@@ -80,6 +84,14 @@ class TrainConfig(Strict):
         if v != "auto" and not (v == "cpu" or v.startswith("cuda") or v == "mps"):
             raise ValueError("device must be auto, cpu, cuda, cuda:N or mps")
         return v
+
+    @field_validator("budget_minutes", mode="before")
+    @classmethod
+    def _budget(cls, v: Any) -> float | None:
+        try:
+            return parse_budget(v)
+        except ConfigError as exc:  # pydantic reports ValueErrors with the key that failed
+            raise ValueError(str(exc)) from None
 
 
 class EvalConfig(Strict):
@@ -101,6 +113,8 @@ class EvalConfig(Strict):
     @field_validator("empty")
     @classmethod
     def _empty(cls, v: str) -> str:
+        # deferred: importing medseg.metrics loads SciPy, which would make `import medseg.config`
+        # about 5x slower (0.27 s -> 1.5 s measured) for every command that only reads a config
         from medseg.metrics.empty import resolve_empty
 
         resolve_empty(v)  # raises ValueError with the accepted forms
@@ -208,8 +222,6 @@ def load_config(
             raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
-    import copy
-
     raw = apply_overrides(copy.deepcopy(raw), overrides)
     _expand_paths(raw)
     try:

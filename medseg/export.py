@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medseg.engine.checkpoint import load_model
 from medseg.errors import CheckpointError, MedsegError
 
 FORMATS = ("onnx", "torchscript")
@@ -136,7 +137,7 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, exporter: 
 
 
 def _onnx_runner(path: Path):
-    import onnxruntime as ort
+    import onnxruntime as ort  # deferred: an optional dependency (pip install medseg[export])
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
@@ -158,7 +159,7 @@ def _torchscript_runner(path: Path):
 
 
 def _add_onnx_metadata(path: Path, meta: dict[str, Any]) -> None:
-    import onnx
+    import onnx  # deferred: an optional dependency (pip install medseg[export])
 
     proto = onnx.load(str(path))
     del proto.metadata_props[:]
@@ -345,8 +346,6 @@ def export_checkpoint(
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise CheckpointError(f"checkpoint not found: {checkpoint}")
-    from medseg.engine.checkpoint import load_model
-
     model, meta = load_model(checkpoint)
     if out is None:
         out = checkpoint.with_suffix(_SUFFIX.get(format, ""))

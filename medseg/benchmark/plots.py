@@ -12,6 +12,7 @@ from medseg.benchmark.leaderboard import pareto_front
 
 
 def _plt():
+    # deferred: matplotlib (about 0.8 s) loads when a report draws its figures
     import matplotlib
 
     matplotlib.use("Agg")

@@ -8,8 +8,9 @@ pipeline, and the defaults (or the paper settings) for real comparisons.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
+
+from medseg.models import MODELS
 
 # by option name; only options the builder accepts are used
 _TINY_BY_OPTION: dict[str, Any] = {
@@ -38,10 +39,8 @@ _TINY_BY_MODEL: dict[str, dict[str, Any]] = {
 
 def tiny_options(name: str, **override: Any) -> dict[str, Any]:
     """Small options for the registered model ``name`` (``override`` wins)."""
-    from medseg.models import MODELS
-
     entry = MODELS.get(name)
-    params = inspect.signature(entry.builder).parameters
+    params = entry.signature().parameters
     opts = {k: v for k, v in _TINY_BY_OPTION.items() if k in params}
     opts.update({k: v for k, v in _TINY_BY_MODEL.get(entry.name, {}).items() if k in params})
     if "backbone" in opts:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import statistics
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from medseg.atomic import atomic_write_text
+from medseg.benchmark.cells import STATE_FILE, load_cells
+from medseg.benchmark.html import render_html
 from medseg.benchmark.leaderboard import DEFAULT_METRICS, build_leaderboard
+from medseg.benchmark.plots import bar_chart, pareto_chart, training_curves
 from medseg.benchmark.tables import to_csv, to_markdown
 
 REPORT_FILES = (
@@ -71,12 +78,8 @@ def collect(
 
 
 def machine_description() -> str:
-    import torch
-
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    import os
-
     return (
         f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, "
         f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
@@ -92,11 +95,6 @@ def build_report(
 ) -> dict[str, Any]:
     """Write ``leaderboard.{md,csv,json,html}``, ``bars.png``, ``pareto.png``, ``curves.png``
     into ``out_dir`` from its finished cells. Returns ``{"board": ..., "paths": {...}}``."""
-    from medseg.atomic import atomic_write_text
-    from medseg.benchmark.html import render_html
-    from medseg.benchmark.plots import bar_chart, pareto_chart, training_curves
-    from medseg.benchmark.runner import STATE_FILE, load_cells
-
     out_dir = Path(out_dir)
     state = json.loads((out_dir / STATE_FILE).read_text()) if (out_dir / STATE_FILE).is_file() else {}
     plan = state.get("plan")

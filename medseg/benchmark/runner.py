@@ -27,135 +27,35 @@ import json
 import math
 import multiprocessing as mp
 import os
-import re
 import shutil
 import subprocess
 import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+import torch
 
-from medseg.errors import ConfigError, MedsegError
-
-STATE_FILE = "benchmark.json"
-CELL_FILE = "cell.json"
-# keys of the plan that must not change when a benchmark is resumed
-_FIXED_KEYS = ("config", "data", "budget_s", "epochs", "folds", "seed", "overrides", "fold_method")
-
-
-# --------------------------------------------------------------------------- parsing
-
-
-def parse_budget(value: str | float | int | None) -> float | None:
-    """``"10m"``, ``"90s"``, ``"1.5h"``, ``"600"`` or a number of seconds -> seconds."""
-    if value is None:
-        return None
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h)?\s*", str(value))
-        if not m:
-            raise ConfigError(f"budget {value!r}: expected a duration such as 90s, 10m or 1.5h")
-        seconds = float(m.group(1)) * {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[m.group(2)]
-    if seconds <= 0:
-        raise ConfigError(f"budget {value!r}: must be positive")
-    return seconds
-
-
-def _split_list(value: str | list | tuple) -> list[str]:
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return [str(v).strip() for v in value]
-
-
-def parse_models(value: str | list | dict) -> list[tuple[str, dict[str, Any]]]:
-    """Models with per-model options: ``"unet:base_width=8:depth=3,deeplabv3plus"``, a list of
-    such strings, or a mapping ``{name: {option: value}}``. Values are parsed as YAML."""
-    from medseg.models import MODELS
-
-    items: list[tuple[str, dict[str, Any]]] = []
-    if isinstance(value, dict):
-        items = [(str(k), dict(v or {})) for k, v in value.items()]
-    else:
-        for item in _split_list(value):
-            name, *opts = item.split(":")
-            options: dict[str, Any] = {}
-            for opt in opts:
-                if "=" not in opt:
-                    raise ConfigError(f"model option {opt!r} in {item!r}: expected key=value")
-                k, v = opt.split("=", 1)
-                options[k.strip()] = yaml.safe_load(v)
-            items.append((name.strip(), options))
-    if not items:
-        raise ConfigError("no models given")
-    seen = set()
-    for name, _ in items:
-        MODELS.get(name)  # unknown name -> ConfigError with a suggestion
-        if name in seen:
-            raise ConfigError(f"model '{name}' is listed twice; give each model once")
-        seen.add(name)
-    return items
-
-
-def parse_losses(value: str | list) -> list[str]:
-    """Loss names or weighted sums (``"dice:1+focal:0.5"``), comma separated."""
-    from medseg.losses import list_losses
-
-    losses = _split_list(value)
-    if not losses:
-        raise ConfigError("no losses given")
-    known = set(list_losses())
-    for spec in losses:
-        for term in spec.split("+"):
-            name = term.split(":")[0].strip()
-            if name not in known:
-                import difflib
-
-                close = difflib.get_close_matches(name, sorted(known), n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else ""
-                raise ConfigError(
-                    f"unknown loss '{name}' in '{spec}'.{hint} Known: {', '.join(sorted(known))}"
-                )
-    if len(set(losses)) != len(losses):
-        raise ConfigError("a loss is listed twice")
-    return losses
-
-
-# --------------------------------------------------------------------------- cells
-
-
-def _safe(text: str) -> str:
-    """A folder-name-safe form of a loss spec; ``__`` is kept as the cell-name separator."""
-    return re.sub(r"_{2,}", "_", re.sub(r"[^A-Za-z0-9_.+=-]+", "-", text)).strip("-_")
-
-
-@dataclass(frozen=True)
-class Cell:
-    model: str
-    loss: str
-    fold: int | None = None
-
-    @property
-    def name(self) -> str:
-        fold = "" if self.fold is None else f"__fold{self.fold}"
-        return f"{self.model}__{_safe(self.loss)}{fold}"
-
-
-def plan_cells(models: list[str], losses: list[str], folds: int | None = None) -> list[Cell]:
-    """The grid, model-major, folds innermost."""
-    fold_ids: list[int | None] = [None] if not folds else list(range(folds))
-    return [Cell(m, loss, f) for m in models for loss in losses for f in fold_ids]
-
-
-def _split_supports_folds() -> bool:
-    from medseg.data.config import SplitConfig
-
-    return {"folds", "fold"} <= set(SplitConfig.model_fields)
+from medseg.benchmark.cells import (
+    CELL_FILE,
+    STATE_FILE,
+    Cell,
+    cell_dir,
+    is_finished,
+    normalise_records,
+    plan_cells,
+    write_json,
+    write_state,
+)
+from medseg.benchmark.plan import check_compatible, make_plan
+from medseg.benchmark.report import build_report
+from medseg.config import load_config
+from medseg.engine.checkpoint import load_model, read_checkpoint
+from medseg.engine.evaluator import evaluate_checkpoint
+from medseg.engine.profiler import profile_module
+from medseg.engine.trainer import resolve_device, train
 
 
 def cell_overrides(cell: Cell, plan: dict[str, Any], cell_dir: Path, device: str | None) -> list[str]:
@@ -189,51 +89,6 @@ def cell_overrides(cell: Cell, plan: dict[str, Any], cell_dir: Path, device: str
     return out + list(plan["overrides"])
 
 
-def cell_dir(out_dir: Path, cell: Cell) -> Path:
-    return Path(out_dir) / "cells" / cell.name
-
-
-def is_finished(out_dir: Path, cell: Cell) -> bool:
-    return (cell_dir(out_dir, cell) / CELL_FILE).is_file()
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    from medseg.atomic import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=1, default=_json_default, allow_nan=True))
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "__dataclass_fields__"):
-        return asdict(o)
-    return str(o)
-
-
-def normalise_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The evaluator's per-case, per-class records -> ``{"case", "class", metric: value}``."""
-    out = []
-    for r in records:
-        low = {str(k).lower(): v for k, v in r.items()}
-        case = next((low[k] for k in ("case", "case_id", "id") if k in low), None)
-        cls = next((low[k] for k in ("class", "class_name", "label", "class_index") if k in low), None)
-        if case is None or cls is None:
-            raise MedsegError(f"evaluation record without a case id or class: {sorted(r)}")
-        row: dict[str, Any] = {"case": str(case), "class": str(cls)}
-        for k, v in low.items():
-            if k in ("case", "case_id", "id", "class", "class_name", "label", "class_index"):
-                continue
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                row[k] = float(v)
-        out.append(row)
-    return out
-
-
 def _train_throughput(history: list[dict[str, Any]]) -> float | None:
     """Images per second over the whole training (sum of images / sum of epoch seconds)."""
     secs = [float(h.get("epoch_seconds") or 0) for h in history]
@@ -254,8 +109,6 @@ def _profile(
     out_dir: Path, model: Any, state: dict[str, Any], size: tuple[int, int], batch: int, device: str
 ) -> dict[str, Any]:
     """Cost of the cell's model, cached per (model, options, channels, size, batch, device)."""
-    from medseg.engine.profiler import profile_module
-
     key = json.dumps(
         [
             state["model_name"],
@@ -301,7 +154,7 @@ def _profile(
         prof = json.loads(line[len(_PROFILE_MARK) :])
     except Exception:  # no subprocess possible here: profile in-process
         prof = profile_module(model, size=size, batch=batch, device=device, steps=5, warmup=2)
-    _atomic_json(path, prof)
+    write_json(path, prof)
     return prof
 
 
@@ -321,8 +174,6 @@ def _can_resume(last: Path, plan: dict[str, Any]) -> bool:
     if plan["budget_s"] is None:
         return True
     try:
-        from medseg.engine.checkpoint import read_checkpoint
-
         return bool(read_checkpoint(last)[1]["state"].get("finished"))
     except Exception:  # an unreadable checkpoint: start the cell again
         return False
@@ -332,11 +183,6 @@ def run_cell(
     cell: Cell, plan: dict[str, Any], out_dir: str | Path, device: str | None = None
 ) -> dict[str, Any]:
     """Train and evaluate one cell (or return its saved result when finished)."""
-    from medseg.config import load_config
-    from medseg.engine.checkpoint import load_model
-    from medseg.engine.evaluator import evaluate_checkpoint
-    from medseg.engine.trainer import resolve_device, train
-
     out_dir = Path(out_dir)
     cdir = cell_dir(out_dir, cell)
     done = cdir / CELL_FILE
@@ -378,7 +224,7 @@ def run_cell(
             _cost_info(_profile(out_dir, model, state, tuple(cfg.data.size), cfg.train.batch_size, dev))
         )
     result = {"cell": cell.name, "info": info, "history": history, "records": records}
-    _atomic_json(done, result)
+    write_json(done, result)
     return result
 
 
@@ -395,10 +241,6 @@ def update_costs(out_dir: str | Path, device: str | None = None) -> int:
     """Measure the cost columns of every finished cell again (e.g. on a quieter machine or
     another device) and store them in its ``cell.json``; returns the number of cells updated.
     Rebuild the report afterwards with :func:`medseg.benchmark.report.build_report`."""
-    from medseg.config import load_config
-    from medseg.engine.checkpoint import load_model
-    from medseg.engine.trainer import resolve_device
-
     out_dir = Path(out_dir)
     shutil.rmtree(out_dir / "profiles", ignore_errors=True)
     n = 0
@@ -410,99 +252,12 @@ def update_costs(out_dir: str | Path, device: str | None = None) -> int:
         saved["info"].update(
             _cost_info(_profile(out_dir, model, state, tuple(cfg.data.size), cfg.train.batch_size, dev))
         )
-        _atomic_json(path, saved)
+        write_json(path, saved)
         n += 1
     return n
 
 
 # --------------------------------------------------------------------------- plan and state
-
-
-def make_plan(
-    *,
-    models: Any,
-    losses: Any,
-    config: str | Path | dict | None = None,
-    data: str | Path | None = None,
-    budget_s: float | str | None = None,
-    epochs: int | None = None,
-    folds: int | None = None,
-    seed: int = 0,
-    overrides: list[str] | tuple[str, ...] = (),
-    profile: bool = True,
-    primary: str = "dice",
-) -> dict[str, Any]:
-    """Validate the arguments and freeze them into a JSON-able plan."""
-    from medseg.config import load_config
-
-    model_items = parse_models(models)
-    loss_list = parse_losses(losses)
-    budget = parse_budget(budget_s)
-    if budget is None and epochs is None:
-        raise ConfigError("give a time budget (e.g. --budget 10m) or a number of epochs (--epochs N)")
-    if epochs is not None and epochs < 1:
-        raise ConfigError("--epochs must be >= 1")
-    if folds is not None and folds < 2:
-        raise ConfigError("--folds must be >= 2 (leave it out for a single train/test split)")
-    if isinstance(config, (str, Path)):
-        config = str(Path(config).resolve())
-    data = str(Path(data).resolve()) if data is not None else None
-    base_overrides = list(overrides) + ([f"data.root={data}"] if data is not None else [])
-    cfg = load_config(config, base_overrides)  # fails early on a bad config
-    auto: list[str] = []
-    if cfg.data.split.test_fraction == 0:
-        from medseg.data.splits import read_split_files
-
-        root = Path(cfg.data.root) if cfg.data.root is not None and cfg.data.format != "synthetic" else None
-        if "test" not in read_split_files(root):
-            auto.append("data.split.test_fraction=0.2")  # held-out cases are needed for the ranking
-    plan = {
-        "config": config,
-        "data": data,
-        "budget_s": budget,
-        "epochs": epochs,
-        "folds": folds,
-        "seed": seed,
-        "overrides": list(overrides),
-        "auto_overrides": auto,
-        "fold_method": None if not folds else ("kfold" if _split_supports_folds() else "repeated-holdout"),
-        "models": [m for m, _ in model_items],
-        "model_options": {m: o for m, o in model_items},
-        "losses": loss_list,
-        "profile": profile,
-        "primary": primary,
-    }
-    return json.loads(json.dumps(plan))  # tuples -> lists, as when read back on resume
-
-
-def _check_compatible(old: dict[str, Any], new: dict[str, Any], state_path: Path) -> None:
-    for key in _FIXED_KEYS:
-        if old.get(key) != new.get(key):
-            raise MedsegError(
-                f"{state_path}: this benchmark was started with {key}={old.get(key)!r}, now {new.get(key)!r}; "
-                "finished cells would not be comparable. Use another output folder, or the original settings"
-            )
-    for m in set(old.get("models", [])) & set(new["models"]):
-        if old["model_options"].get(m, {}) != new["model_options"].get(m, {}):
-            raise MedsegError(
-                f"{state_path}: model '{m}' was run with options {old['model_options'].get(m)}, "
-                f"now {new['model_options'].get(m)}; use another output folder"
-            )
-
-
-def _write_state(out_dir: Path, plan: dict[str, Any], status: dict[str, dict[str, Any]]) -> None:
-    cells = plan_cells(plan["models"], plan["losses"], plan["folds"])
-    rows = []
-    for c in cells:
-        row = {"name": c.name, "model": c.model, "loss": c.loss, "fold": c.fold}
-        row.update(status.get(c.name, {}))
-        if is_finished(out_dir, c):
-            row["status"] = "done"
-        row.setdefault("status", "pending")
-        rows.append(row)
-    _atomic_json(
-        out_dir / STATE_FILE, {"plan": plan, "cells": rows, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    )
 
 
 # --------------------------------------------------------------------------- parallel workers
@@ -514,8 +269,6 @@ def _init_worker(devices, threads: int | None) -> None:
     global _WORKER_DEVICE
     _WORKER_DEVICE = devices.get() if devices is not None else None
     if threads:
-        import torch
-
         torch.set_num_threads(threads)
 
 
@@ -551,7 +304,7 @@ def run_benchmark(
     losses: Any,
     config: str | Path | dict | None = None,
     data: str | Path | None = None,
-    budget_s: float | str | None = None,
+    budget: float | str | None = None,
     epochs: int | None = None,
     folds: int | None = None,
     seed: int = 0,
@@ -567,7 +320,7 @@ def run_benchmark(
 
     ``models``: ``"unet:base_width=8,deeplabv3plus"`` (see :func:`parse_models`); ``losses``:
     ``"dice_ce,focal_tversky"``; ``config``: a YAML preset or dict used as the base of every
-    cell (``data`` overrides its ``data.root``); ``budget_s`` (seconds or ``"10m"``) and/or
+    cell (``data`` overrides its ``data.root``); ``budget`` (per cell: minutes, or ``"90s"``, ``"10m"``, ``"1.5h"``) and/or
     ``epochs`` bound the training of each cell; ``folds``: K-fold cross-validation when the
     data config supports it, else K repeated random hold-out splits (``plan["fold_method"]``).
     ``workers`` > 1 runs cells in a process pool; ``devices`` (e.g. ``["cuda:0", "cuda:1"]``)
@@ -581,7 +334,7 @@ def run_benchmark(
         losses=losses,
         config=config,
         data=data,
-        budget_s=budget_s,
+        budget=budget,
         epochs=epochs,
         folds=folds,
         seed=seed,
@@ -594,7 +347,7 @@ def run_benchmark(
     status: dict[str, dict[str, Any]] = {}
     if state_path.is_file():
         old = json.loads(state_path.read_text())
-        _check_compatible(old["plan"], plan, state_path)
+        check_compatible(old["plan"], plan, state_path)
         status = {
             c["name"]: {k: v for k, v in c.items() if k in ("seconds", "error", "device")}
             for c in old.get("cells", [])
@@ -620,14 +373,12 @@ def run_benchmark(
             (cell_dir(out_dir, cell)).mkdir(parents=True, exist_ok=True)
             (cell_dir(out_dir, cell) / "error.txt").write_text(res.get("traceback", res["error"]))
         if dist is None or dist[0] == 0:
-            _write_state(out_dir, plan, status)
+            write_state(out_dir, plan, status)
 
     if dist is None or dist[0] == 0:
-        _write_state(out_dir, plan, status)
+        write_state(out_dir, plan, status)
     if dist is not None:
         rank, world, local = dist
-        import torch
-
         device = (
             f"cuda:{local}"
             if torch.cuda.is_available()
@@ -654,7 +405,7 @@ def run_benchmark(
         for i, cell in enumerate(pending, 1):
             log(f"cell {i}/{len(pending)}: {cell.name}")
             status[cell.name] = {"status": "running"}
-            _write_state(out_dir, plan, status)
+            write_state(out_dir, plan, status)
             finished(cell, _run_in_worker(cell, plan, str(out_dir)))
     else:
         ctx = mp.get_context("spawn")
@@ -683,7 +434,7 @@ def run_benchmark(
                     except Exception as exc:  # the worker process died
                         res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
                     finished(cell, res)
-    _write_state(out_dir, plan, status)
+    write_state(out_dir, plan, status)
     result: dict[str, Any] = {
         "out_dir": str(out_dir),
         "cells": [c.name for c in cells],
@@ -693,22 +444,5 @@ def run_benchmark(
         "done": [c.name for c in cells if is_finished(out_dir, c)],
     }
     if report and result["done"]:
-        from medseg.benchmark.report import build_report
-
         result["report"] = build_report(out_dir)
     return result
-
-
-def load_cells(out_dir: str | Path, plan: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The saved results of the finished cells of the plan (or of every cell folder)."""
-    out_dir = Path(out_dir)
-    if plan is None and (out_dir / STATE_FILE).is_file():
-        plan = json.loads((out_dir / STATE_FILE).read_text())["plan"]
-    if plan is not None:
-        paths = [
-            cell_dir(out_dir, c) / CELL_FILE
-            for c in plan_cells(plan["models"], plan["losses"], plan["folds"])
-        ]
-    else:
-        paths = sorted((out_dir / "cells").glob(f"*/{CELL_FILE}"))
-    return [json.loads(p.read_text()) for p in paths if p.is_file()]

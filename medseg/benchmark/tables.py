@@ -10,6 +10,8 @@ import io
 import math
 from typing import Any
 
+from rich.table import Table
+
 from medseg.benchmark.leaderboard import higher_is_better
 
 
@@ -111,8 +113,6 @@ def to_csv(board: dict[str, Any]) -> str:
 
 
 def to_rich(board: dict[str, Any], title: str = "leaderboard"):
-    from rich.table import Table
-
     header, rows = display_rows(board)
     table = Table(title=title)
     for h in header:

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from medseg.constants import IGNORE_INDEX
+
 
 class SplitConfig(BaseModel):
     """How cases are split when the dataset has no split files."""
@@ -167,7 +169,9 @@ class DataConfig(BaseModel):
         if self.mask_values is not None and self.mask_threshold is not None:
             raise ValueError("set either data.mask_values or data.mask_threshold, not both")
         if self.mask_values is not None:
-            bad = {k: v for k, v in self.mask_values.items() if not (0 <= v < 255 or v == 255)}
+            bad = {
+                k: v for k, v in self.mask_values.items() if not (0 <= v < IGNORE_INDEX or v == IGNORE_INDEX)
+            }
             if bad:
                 raise ValueError(f"data.mask_values classes must be in 0..254 (255 = ignore): {bad}")
         if (

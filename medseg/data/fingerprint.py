@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from medseg.atomic import atomic_write_text
+from medseg.constants import IGNORE_INDEX
 from medseg.data.case_store import CaseStore, RawCase
 from medseg.data.config import DataConfig
 from medseg.data.discovery import Record, discover
@@ -174,7 +175,9 @@ def _classes(cfg: DataConfig, scan: _Scan, fmt: str, records: list[Record]) -> d
     values = set().union(*[set(c) for c in scan.mask_counts.values()]) if scan.mask_counts else set()
     mapping = _mapping(cfg, scan, values)
     n_classes = cfg.num_classes or (
-        2 if mapping is None else max(2, max([v for v in mapping.values() if v != 255], default=1) + 1)
+        2
+        if mapping is None
+        else max(2, max([v for v in mapping.values() if v != IGNORE_INDEX], default=1) + 1)
     )
     if fmt == "synthetic":
         found: list[str] | None = memory_names(cfg)

@@ -15,11 +15,12 @@ from pathlib import Path
 import cv2  # OpenCV (installed with albumentations): fast histogram and lookup table for 8-bit masks
 import numpy as np
 
+from medseg.constants import IGNORE_INDEX
 from medseg.data.config import DataConfig
 from medseg.data.synthetic import class_names as synthetic_class_names
 from medseg.errors import DataError
 
-IGNORE = 255
+IGNORE = IGNORE_INDEX  # the data layer's name for it
 
 
 def values_present(mask: np.ndarray) -> set[int]:

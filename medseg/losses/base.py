@@ -50,7 +50,9 @@ class SegLoss(nn.Module):
     needs: tuple[str, ...] = ()
     uses_aux: bool = False
 
-    def __init__(self, mode: str = "multiclass", from_logits: bool = True, ignore_index: int | None = None):
+    def __init__(
+        self, *, mode: str = "multiclass", from_logits: bool = True, ignore_index: int | None = None
+    ):
         super().__init__()
         self.mode = check_mode(mode)
         self.from_logits = bool(from_logits)

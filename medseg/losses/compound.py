@@ -31,6 +31,7 @@ class DiceCELoss(SegLoss):
 
     def __init__(
         self,
+        *,
         mode: str = "multiclass",
         from_logits: bool = True,
         ignore_index: int | None = None,
@@ -42,10 +43,18 @@ class DiceCELoss(SegLoss):
         ce_weight: float = 1.0,
         dice_weight: float = 1.0,
     ):
-        super().__init__(mode, from_logits, ignore_index)
-        self.ce = CrossEntropyLoss(mode, from_logits, ignore_index, weights)
+        super().__init__(mode=mode, from_logits=from_logits, ignore_index=ignore_index)
+        self.ce = CrossEntropyLoss(
+            mode=mode, from_logits=from_logits, ignore_index=ignore_index, weights=weights
+        )
         self.dice = DiceLoss(
-            mode, from_logits, ignore_index, smooth, per_image, include_background, None, squared
+            mode=mode,
+            from_logits=from_logits,
+            ignore_index=ignore_index,
+            smooth=smooth,
+            per_image=per_image,
+            include_background=include_background,
+            squared=squared,
         )
         self.ce_weight = float(ce_weight)
         self.dice_weight = float(dice_weight)
@@ -103,6 +112,7 @@ class BCEDiceLoss(DiceCELoss):
 
     def __init__(
         self,
+        *,
         mode: str = "binary",
         from_logits: bool = True,
         ignore_index: int | None = None,
@@ -115,16 +125,16 @@ class BCEDiceLoss(DiceCELoss):
         dice_weight: float = 1.0,
     ):
         super().__init__(
-            mode,
-            from_logits,
-            ignore_index,
-            smooth,
-            per_image,
-            include_background,
-            weights,
-            squared,
-            bce_weight,
-            dice_weight,
+            mode=mode,
+            from_logits=from_logits,
+            ignore_index=ignore_index,
+            smooth=smooth,
+            per_image=per_image,
+            include_background=include_background,
+            weights=weights,
+            squared=squared,
+            ce_weight=bce_weight,
+            dice_weight=dice_weight,
         )
 
 
@@ -145,6 +155,7 @@ class ComboLoss(SegLoss):
 
     def __init__(
         self,
+        *,
         mode: str = "multiclass",
         from_logits: bool = True,
         ignore_index: int | None = None,
@@ -154,12 +165,19 @@ class ComboLoss(SegLoss):
         alpha: float = 0.5,
         beta: float = 0.5,
     ):
-        super().__init__(mode, from_logits, ignore_index)
+        super().__init__(mode=mode, from_logits=from_logits, ignore_index=ignore_index)
         if not (0 <= alpha <= 1 and 0 <= beta <= 1):
             raise ValueError(f"combo alpha and beta must lie in [0, 1]; got alpha={alpha}, beta={beta}")
         self.alpha = float(alpha)
         self.beta = float(beta)
-        self.dice = DiceLoss(mode, from_logits, ignore_index, smooth, per_image, include_background)
+        self.dice = DiceLoss(
+            mode=mode,
+            from_logits=from_logits,
+            ignore_index=ignore_index,
+            smooth=smooth,
+            per_image=per_image,
+            include_background=include_background,
+        )
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         t = self.target(logits, target)
@@ -275,7 +293,7 @@ class AuxiliaryLoss(nn.Module):
 
     uses_aux = True
 
-    def __init__(self, loss: nn.Module, aux_weight: float = 0.4, key: str = "aux"):
+    def __init__(self, loss: nn.Module, *, aux_weight: float = 0.4, key: str = "aux"):
         super().__init__()
         if aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0; got {aux_weight}")
@@ -294,9 +312,9 @@ class AuxiliaryLoss(nn.Module):
         return main + self.aux_weight * side
 
 
-def with_auxiliary(loss: nn.Module, aux_weight: float = 0.4, key: str = "aux") -> AuxiliaryLoss:
+def with_auxiliary(loss: nn.Module, *, aux_weight: float = 0.4, key: str = "aux") -> AuxiliaryLoss:
     """Wrap ``loss`` so that it also supervises the auxiliary head ``aux[key]`` with ``aux_weight``."""
-    return AuxiliaryLoss(loss, aux_weight, key)
+    return AuxiliaryLoss(loss, aux_weight=aux_weight, key=key)
 
 
 class DeepSupervision(nn.Module):
@@ -309,7 +327,7 @@ class DeepSupervision(nn.Module):
 
     uses_aux = True
 
-    def __init__(self, loss: nn.Module, key: str = "deep"):
+    def __init__(self, loss: nn.Module, *, key: str = "deep"):
         super().__init__()
         self.inner = loss
         self.key = key

@@ -69,12 +69,13 @@ class CrossEntropyLoss(SegLoss):
 
     def __init__(
         self,
+        *,
         mode: str = "multiclass",
         from_logits: bool = True,
         ignore_index: int | None = None,
         weights: Sequence[float] | None = None,
     ):
-        super().__init__(mode, from_logits, ignore_index)
+        super().__init__(mode=mode, from_logits=from_logits, ignore_index=ignore_index)
         self.weights = None if weights is None else [float(w) for w in weights]
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -119,13 +120,14 @@ class FocalLoss(SegLoss):
 
     def __init__(
         self,
+        *,
         mode: str = "multiclass",
         from_logits: bool = True,
         ignore_index: int | None = None,
         alpha: float | Sequence[float] | None = None,
         gamma: float = 2.0,
     ):
-        super().__init__(mode, from_logits, ignore_index)
+        super().__init__(mode=mode, from_logits=from_logits, ignore_index=ignore_index)
         if gamma < 0:
             raise ValueError(f"focal gamma must be >= 0; got {gamma}")
         if alpha is not None:
@@ -198,8 +200,10 @@ class UNetWeightedCELoss(SegLoss):
 
     needs = ("weight_map",)
 
-    def __init__(self, mode: str = "multiclass", from_logits: bool = True, ignore_index: int | None = None):
-        super().__init__(mode, from_logits, ignore_index)
+    def __init__(
+        self, *, mode: str = "multiclass", from_logits: bool = True, ignore_index: int | None = None
+    ):
+        super().__init__(mode=mode, from_logits=from_logits, ignore_index=ignore_index)
 
     def loss(self, logits: Tensor, target: Tensor, weight_map: Tensor | None = None) -> Tensor:
         if weight_map is None:

@@ -34,6 +34,7 @@ def befunet_edge_loss(
     edge_logits: list[Tensor] | tuple[Tensor, ...],
     edge: Tensor,
     valid: Tensor | None = None,
+    *,
     eta: float = 0.3,
     lam: float = 1.1,
 ) -> Tensor:
@@ -118,13 +119,14 @@ class BEFUnetEdgeLoss(SegLoss):
 
     def __init__(
         self,
+        *,
         mode: str = "multiclass",
         from_logits: bool = True,
         ignore_index: int | None = None,
         eta: float = 0.3,
         lam: float = 1.1,
     ):
-        super().__init__(mode, from_logits, ignore_index)
+        super().__init__(mode=mode, from_logits=from_logits, ignore_index=ignore_index)
         _check_eta_lam(eta, lam)
         self.eta = float(eta)
         self.lam = float(lam)
@@ -140,7 +142,7 @@ class BEFUnetEdgeLoss(SegLoss):
         valid = None if t.valid is None else t.valid.amax(1, keepdim=True)
         if e.shape[-2:] != t.raw.shape[-2:]:
             raise ValueError(f"edge target {tuple(e.shape)} does not match the mask {tuple(t.raw.shape)}")
-        return befunet_edge_loss(edges, e.to(t.raw.device), valid, self.eta, self.lam)
+        return befunet_edge_loss(edges, e.to(t.raw.device), valid, eta=self.eta, lam=self.lam)
 
 
 @LOSSES.register(
@@ -163,6 +165,7 @@ class BEFUnetLoss(BEFUnetEdgeLoss):
 
     def __init__(
         self,
+        *,
         mode: str = "multiclass",
         from_logits: bool = True,
         ignore_index: int | None = None,
@@ -174,12 +177,18 @@ class BEFUnetLoss(BEFUnetEdgeLoss):
         smooth: float = 1.0,
         include_background: bool = True,
     ):
-        super().__init__(mode, from_logits, ignore_index, eta, lam)
+        super().__init__(mode=mode, from_logits=from_logits, ignore_index=ignore_index, eta=eta, lam=lam)
         self.lambda1 = float(lambda1)
         self.lambda2 = float(lambda2)
         self.gamma = float(gamma)
-        self.ce = CrossEntropyLoss(mode, from_logits, ignore_index)
-        self.dice = DiceLoss(mode, from_logits, ignore_index, smooth, include_background=include_background)
+        self.ce = CrossEntropyLoss(mode=mode, from_logits=from_logits, ignore_index=ignore_index)
+        self.dice = DiceLoss(
+            mode=mode,
+            from_logits=from_logits,
+            ignore_index=ignore_index,
+            smooth=smooth,
+            include_background=include_background,
+        )
 
     def loss(
         self, logits: Tensor, target: Tensor, aux: dict[str, Any] | None = None, edge: Tensor | None = None

@@ -106,12 +106,13 @@ class LovaszHingeLoss(SegLoss):
 
     def __init__(
         self,
+        *,
         mode: str = "binary",
         from_logits: bool = True,
         ignore_index: int | None = None,
         per_image: bool = True,
     ):
-        super().__init__(mode, from_logits, ignore_index)
+        super().__init__(mode=mode, from_logits=from_logits, ignore_index=ignore_index)
         if mode == "multiclass":
             raise ValueError("lovasz_hinge is a binary loss (binary or multilabel mode); use lovasz_softmax")
         if not from_logits:
@@ -170,13 +171,14 @@ class LovaszSoftmaxLoss(SegLoss):
 
     def __init__(
         self,
+        *,
         mode: str = "multiclass",
         from_logits: bool = True,
         ignore_index: int | None = None,
         per_image: bool = False,
         classes: str | Sequence[int] = "present",
     ):
-        super().__init__(mode, from_logits, ignore_index)
+        super().__init__(mode=mode, from_logits=from_logits, ignore_index=ignore_index)
         if isinstance(classes, str):
             if classes not in ("present", "all"):
                 raise ValueError(

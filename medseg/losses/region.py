@@ -23,6 +23,7 @@ class _RegionLoss(SegLoss):
 
     def __init__(
         self,
+        *,
         mode: str = "multiclass",
         from_logits: bool = True,
         ignore_index: int | None = None,
@@ -31,7 +32,7 @@ class _RegionLoss(SegLoss):
         include_background: bool = True,
         weights: Sequence[float] | None = None,
     ):
-        super().__init__(mode, from_logits, ignore_index)
+        super().__init__(mode=mode, from_logits=from_logits, ignore_index=ignore_index)
         if smooth < 0:
             raise ValueError(f"smooth must be >= 0; got {smooth}")
         self.smooth = float(smooth)
@@ -69,6 +70,7 @@ class DiceLoss(_RegionLoss):
 
     def __init__(
         self,
+        *,
         mode: str = "multiclass",
         from_logits: bool = True,
         ignore_index: int | None = None,
@@ -78,7 +80,15 @@ class DiceLoss(_RegionLoss):
         weights: Sequence[float] | None = None,
         squared: bool = False,
     ):
-        super().__init__(mode, from_logits, ignore_index, smooth, per_image, include_background, weights)
+        super().__init__(
+            mode=mode,
+            from_logits=from_logits,
+            ignore_index=ignore_index,
+            smooth=smooth,
+            per_image=per_image,
+            include_background=include_background,
+            weights=weights,
+        )
         self.squared = bool(squared)
 
     def per_class(self, tp: Tensor, sp: Tensor, sg: Tensor) -> Tensor:
@@ -110,6 +120,7 @@ def tversky_index(tp: Tensor, sp: Tensor, sg: Tensor, alpha: float, beta: float,
 class _TverskyBase(_RegionLoss):
     def __init__(
         self,
+        *,
         mode: str = "multiclass",
         from_logits: bool = True,
         ignore_index: int | None = None,
@@ -120,7 +131,15 @@ class _TverskyBase(_RegionLoss):
         alpha: float = 0.5,
         beta: float = 0.5,
     ):
-        super().__init__(mode, from_logits, ignore_index, smooth, per_image, include_background, weights)
+        super().__init__(
+            mode=mode,
+            from_logits=from_logits,
+            ignore_index=ignore_index,
+            smooth=smooth,
+            per_image=per_image,
+            include_background=include_background,
+            weights=weights,
+        )
         if alpha < 0 or beta < 0:
             raise ValueError(f"alpha and beta must be >= 0; got alpha={alpha}, beta={beta}")
         self.alpha = float(alpha)
@@ -160,6 +179,7 @@ class FocalTverskyLoss(_TverskyBase):
 
     def __init__(
         self,
+        *,
         mode: str = "multiclass",
         from_logits: bool = True,
         ignore_index: int | None = None,
@@ -172,7 +192,15 @@ class FocalTverskyLoss(_TverskyBase):
         gamma: float = 0.75,
     ):
         super().__init__(
-            mode, from_logits, ignore_index, smooth, per_image, include_background, weights, alpha, beta
+            mode=mode,
+            from_logits=from_logits,
+            ignore_index=ignore_index,
+            smooth=smooth,
+            per_image=per_image,
+            include_background=include_background,
+            weights=weights,
+            alpha=alpha,
+            beta=beta,
         )
         if gamma <= 0:
             raise ValueError(f"gamma must be > 0; got {gamma}")

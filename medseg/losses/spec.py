@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any
 
@@ -44,19 +43,17 @@ def parse_spec(spec: str) -> list[tuple[str, float]]:
 
 def _accepted(name: str) -> set[str] | None:
     """Keyword names the builder of ``name`` accepts (None: it takes ``**kwargs``)."""
-    params = inspect.signature(LOSSES.get(name).builder).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    names = LOSSES.get(name).option_names()
+    return None if names is None else set(names)
 
 
 def build_loss(
     spec: str,
-    mode: str = "multiclass",
     *,
+    mode: str = "multiclass",
     aux_weight: float | None = None,
     deep_supervision: bool = False,
-    **kwargs: Any,
+    **options: Any,
 ) -> nn.Module:
     """Build a loss from a registry name or a weighted sum ``"name:w + name:w"``.
 
@@ -71,7 +68,7 @@ def build_loss(
     canonical = {n: LOSSES.get(n).name for n in names}
     qualified: dict[str, dict[str, Any]] = {}
     shared: dict[str, Any] = {}
-    for key, value in kwargs.items():
+    for key, value in options.items():
         if "." in key:
             target, _, option = key.partition(".")
             if target not in names and target not in canonical.values():
@@ -85,15 +82,15 @@ def build_loss(
     modules = []
     for name, weight in terms:
         accepted = _accepted(name)
-        options = {"mode": mode}
+        term_options: dict[str, Any] = {"mode": mode}
         for key, value in shared.items():
             if accepted is None or key in accepted:
-                options[key] = value
+                term_options[key] = value
                 used.add(key)
-        options.update(qualified.get(name, {}))
+        term_options.update(qualified.get(name, {}))
         if canonical[name] != name:
-            options.update(qualified.get(canonical[name], {}))
-        modules.append((name, weight, LOSSES.build(name, **options)))
+            term_options.update(qualified.get(canonical[name], {}))
+        modules.append((name, weight, LOSSES.build(name, **term_options)))
     unused = sorted(set(shared) - used)
     if unused:
         valid = sorted(set().union(*((_accepted(n) or set()) for n in names)))

@@ -1,10 +1,16 @@
 """Segmentation metrics: overlap and surface metrics per case and class, empty-case policies, reports.
 
 Binary-mask functions take numpy arrays or torch tensors of any dimensionality and return floats;
-:func:`evaluate_case` evaluates label maps per class. Definitions: docs/metrics.md.
+:func:`evaluate_case` evaluates label maps per class; :func:`write_report` writes the per-case
+and summary files of an evaluation and :func:`compare_runs` compares two of them case by case.
+Definitions: docs/metrics.md.
+
+Every name here is a plain import (matplotlib and scipy.stats load inside the functions that
+draw figures or run the Wilcoxon test).
 """
 
 from medseg.metrics.case import HIGHER_IS_BETTER, METRICS, evaluate_case, evaluate_volume, stack_slices
+from medseg.metrics.compare import compare_runs, paired_stats
 from medseg.metrics.empty import EmptyPolicy, resolve_empty
 from medseg.metrics.overlap import (
     OVERLAP_METRICS,
@@ -18,6 +24,8 @@ from medseg.metrics.overlap import (
     sensitivity,
     specificity,
 )
+from medseg.metrics.records import read_records
+from medseg.metrics.report import case_records, summarize, summary_table, worst_cases, write_report
 from medseg.metrics.surface import (
     SURFACE_METRICS,
     SurfaceDistances,
@@ -28,20 +36,6 @@ from medseg.metrics.surface import (
     surface_distances,
     surface_metrics,
 )
-
-
-def __getattr__(name: str):
-    # the report layer pulls in matplotlib and rich: load it only when asked for
-    if name in ("case_records", "summarize", "summary_table", "write_report", "worst_cases", "read_records"):
-        from medseg.metrics import report
-
-        return getattr(report, name)
-    if name == "compare_runs":
-        from medseg.metrics.compare import compare_runs
-
-        return compare_runs
-    raise AttributeError(f"module 'medseg.metrics' has no attribute {name!r}")
-
 
 __all__ = [
     "METRICS",
@@ -63,6 +57,7 @@ __all__ = [
     "iou",
     "nsd",
     "overlap_from_counts",
+    "paired_stats",
     "precision",
     "read_records",
     "recall",

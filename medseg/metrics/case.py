@@ -61,7 +61,8 @@ def evaluate_case(
         include_background: also report class 0.
         roi: boolean mask; voxels outside it are ignored (e.g. the DRIVE field of view). For the
             surface metrics both masks are cut to the ROI.
-        ignore_index: target value to ignore like voxels outside the ROI (e.g. 255).
+        ignore_index: target value to ignore like voxels outside the ROI (the pipeline uses
+            :data:`medseg.constants.IGNORE_INDEX`, 255).
         empty: empty-mask policy, ``"nan"`` (default), ``"max"``, ``"max:<mm>"``, a number or ``"legacy"``.
         nsd_tolerance: NSD tolerance τ in spacing units (mm with spacing, pixels without).
         hd_combine, assd_combine: see :mod:`medseg.metrics.surface`.

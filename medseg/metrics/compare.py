@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
+from medseg.atomic import atomic_write, atomic_write_text
 from medseg.errors import DataError
 from medseg.metrics.case import HIGHER_IS_BETTER
-from medseg.metrics.report import atomic_write, atomic_write_text, read_records, to_json
+from medseg.metrics.plots import paired_plot
+from medseg.metrics.records import read_records, to_json
 
 
 def find_eval_dir(path: str | os.PathLike) -> Path:
@@ -66,6 +67,10 @@ def _case_scores(records: list[dict[str, Any]], metric: str, class_name: str | N
 
 def paired_stats(a: np.ndarray, b: np.ndarray) -> dict[str, float | int]:
     """Statistics of the paired differences d = b - a (finite pairs only)."""
+    # Deferred import: scipy.stats adds ~1 s to `import medseg.metrics` (which re-exports
+    # compare_runs); only a comparison pays it.
+    from scipy import stats
+
     d = b - a
     n = int(d.size)
     out: dict[str, float | int] = {"n": n, "mean_a": float(a.mean()), "mean_b": float(b.mean())}
@@ -164,8 +169,6 @@ def compare_runs(
     w.writerow(["case", f"{metric}_a", f"{metric}_b", "diff_b_minus_a"])
     for cid, x, y in pairs:
         w.writerow([cid, repr(x), repr(y), repr(y - x)])
-    from medseg.metrics.plots import paired_plot
-
     files = {
         "cases_csv": atomic_write_text(out / "compare_cases.csv", buf.getvalue()),
         "plot_png": atomic_write(

@@ -11,9 +11,6 @@ policy); summaries exclude it from means and count it instead.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,29 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
-from medseg.atomic import atomic_write, atomic_write_text  # noqa: F401 (re-exported for compare.py)
-from medseg.errors import DataError
+from medseg.atomic import atomic_write, atomic_write_text
 from medseg.metrics.case import HIGHER_IS_BETTER, METRICS
 from medseg.metrics.overlap import OVERLAP_METRICS, overlap_from_counts
-
-COUNT_KEYS = ("tp", "fp", "fn", "tn")
-FLAG_KEYS = ("empty_target", "empty_pred")
-FIELDS = ("case", "class", "class_index", *METRICS, *FLAG_KEYS, *COUNT_KEYS)
-LABELS = {
-    "dice": "Dice",
-    "iou": "IoU",
-    "sensitivity": "Sens",
-    "specificity": "Spec",
-    "precision": "Prec",
-    "accuracy": "Acc",
-    "hd": "HD",
-    "hd95": "HD95",
-    "assd": "ASSD",
-    "nsd": "NSD",
-}
-DISTANCES = ("hd", "hd95", "assd")
-
+from medseg.metrics.plots import box_plot, per_class_bar
+from medseg.metrics.records import (
+    COUNT_KEYS,
+    DISTANCES,
+    FLAG_KEYS,
+    LABELS,
+    class_order,
+    metrics_present,
+    records_csv,
+    to_json,
+)
 
 # ---------------------------------------------------------------- records
 
@@ -68,17 +58,6 @@ def case_records(
                 rec[k] = int(vals[k])
         out.append(rec)
     return out
-
-
-def _class_order(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    seen: dict[str, int] = {}
-    for r in records:
-        seen.setdefault(str(r["class"]), int(r.get("class_index", len(seen))))
-    return sorted(seen, key=lambda n: (seen[n], n))
-
-
-def _metrics_present(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    return [m for m in METRICS if any(m in r for r in records)]
 
 
 # ---------------------------------------------------------------- summaries
@@ -138,8 +117,8 @@ def summarize(records: Sequence[Mapping[str, Any]], metrics: Sequence[str] | Non
     """
     if not records:
         raise ValueError("no records to summarize")
-    metrics = list(metrics) if metrics is not None else _metrics_present(records)
-    classes = _class_order(records)
+    metrics = list(metrics) if metrics is not None else metrics_present(records)
+    classes = class_order(records)
     cases = list(dict.fromkeys(str(r["case"]) for r in records))
     per_class: dict[str, Any] = {}
     for name in classes:
@@ -190,8 +169,6 @@ def _fmt(m: str, x: float) -> str:
 
 def summary_table(summary: Mapping[str, Any], metrics: Sequence[str] | None = None, title: str | None = None):
     """A rich Table: one row per class (mean ± std, [n_nan] when values were undefined) and a macro row."""
-    from rich.table import Table
-
     metrics = list(metrics) if metrics is not None else list(summary["metrics"])
     table = Table(title=title or f"{summary['n_cases']} cases", show_lines=False)
     table.add_column("class", style="bold")
@@ -314,81 +291,6 @@ def worst_cases(
 # ---------------------------------------------------------------- files
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None  # JSON has no NaN; null means "undefined"
-    if isinstance(x, Path):
-        return str(x)
-    return x
-
-
-def to_json(x: Any) -> str:
-    return json.dumps(_jsonable(x), indent=2, allow_nan=False) + "\n"
-
-
-def records_csv(records: Sequence[Mapping[str, Any]]) -> str:
-    fields = [f for f in FIELDS if any(f in r for r in records)]
-    fields += sorted({k for r in records for k in r} - set(fields))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    w.writeheader()
-    for r in records:
-        row = {}
-        for f in fields:
-            v = r.get(f, "")
-            row[f] = repr(float(v)) if isinstance(v, float | np.floating) else v
-        w.writerow(row)
-    return buf.getvalue()
-
-
-def _parse_value(key: str, v: Any) -> Any:
-    if key in ("case", "class"):
-        return str(v)
-    if key in FLAG_KEYS:
-        return v if isinstance(v, bool) else str(v).strip().lower() == "true"
-    if key in COUNT_KEYS or key == "class_index":
-        return int(v)
-    if key in METRICS:
-        return float("nan") if v is None or v == "" else float(v)
-    return v
-
-
-def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read records back from ``per_case.json`` or ``per_case.csv`` (or a folder holding one)."""
-    p = Path(path)
-    if p.is_dir():
-        for name in ("per_case.json", "per_case.csv"):
-            if (p / name).is_file():
-                p = p / name
-                break
-        else:
-            raise DataError(f"{path}: no per_case.json or per_case.csv (write them with medseg evaluate)")
-    try:
-        if p.suffix == ".json":
-            data = json.loads(p.read_text(encoding="utf-8"))
-            rows = data["records"] if isinstance(data, dict) else data
-        else:
-            with open(p, newline="", encoding="utf-8") as f:
-                rows = list(csv.DictReader(f))
-    except (OSError, ValueError, KeyError) as e:
-        raise DataError(f"{p}: cannot read per-case records ({e})") from e
-    out = []
-    for i, row in enumerate(rows):
-        if "case" not in row or "class" not in row:
-            raise DataError(f"{p}: record {i} lacks 'case' or 'class'")
-        try:
-            out.append({k: _parse_value(k, v) for k, v in row.items()})
-        except (TypeError, ValueError) as e:
-            raise DataError(f"{p}: record {i} has a bad value ({e})") from e
-    return out
-
-
 def write_report(
     records: Sequence[Mapping[str, Any]],
     out_dir: str | os.PathLike,
@@ -430,24 +332,9 @@ def write_report(
         "summary_md": atomic_write_text(out / "summary.md", summary_markdown(summary, meta)),
     }
     if plots:
-        from medseg.metrics.plots import box_plot, per_class_bar
-
         metrics = [m for m in plot_metrics if m in summary["metrics"]]
         paths["bar_png"] = atomic_write(
             out / "per_class_bar.png", lambda p: per_class_bar(summary, p, metrics)
         )
         paths["box_png"] = atomic_write(out / "per_case_box.png", lambda p: box_plot(recs, p, metrics))
     return paths
-
-
-def compare_runs(
-    eval_dir_a: str | os.PathLike,
-    eval_dir_b: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    metric: str = "dice",
-    **kw: Any,
-) -> dict[str, Any]:
-    """Paired comparison of two evaluations; see :func:`medseg.metrics.compare.compare_runs`."""
-    from medseg.metrics.compare import compare_runs as _compare
-
-    return _compare(eval_dir_a, eval_dir_b, out_dir, metric, **kw)

@@ -261,113 +261,18 @@ _V3 = "Chen et al., 2017 (arXiv:1706.05587)"
 _V3P = "Chen et al., ECCV 2018 (arXiv:1802.02611)"
 
 
-@MODELS.register(
-    "deeplabv1", paper=_V1, summary="DeepLab v1 LargeFOV: atrous VGG-16, x8 bilinear, CRF optional"
+MODELS.add(
+    "deeplabv1", DeepLabV1, paper=_V1, summary="DeepLab v1 LargeFOV: atrous VGG-16, x8 bilinear, CRF optional"
 )
-def build_deeplabv1(
-    in_channels: int,
-    num_classes: int,
-    width_mult: float = 1.0,
-    fc_width: int = 1024,
-    fc6_dilation: int = 12,
-    dropout: float = 0.5,
-    backbone_weights: str | None = None,
-) -> DeepLabV1:
-    return DeepLabV1(
-        in_channels,
-        num_classes,
-        width_mult=width_mult,
-        fc_width=fc_width,
-        fc6_dilation=fc6_dilation,
-        dropout=dropout,
-        backbone_weights=backbone_weights,
-    )
-
-
-@MODELS.register(
-    "deeplabv2", paper=_V2, summary="DeepLab v2: dilated ResNet (OS 8) + ASPP-L 6/12/18/24 summed"
+MODELS.add(
+    "deeplabv2", DeepLabV2, paper=_V2, summary="DeepLab v2: dilated ResNet (OS 8) + ASPP-L 6/12/18/24 summed"
 )
-def build_deeplabv2(
-    in_channels: int,
-    num_classes: int,
-    backbone: str = "resnet50",
-    output_stride: int = 8,
-    width_mult: float = 1.0,
-    rates: tuple[int, ...] = (6, 12, 18, 24),
-    backbone_weights: str | None = None,
-) -> DeepLabV2:
-    return DeepLabV2(
-        in_channels,
-        num_classes,
-        backbone=backbone,
-        output_stride=output_stride,
-        width_mult=width_mult,
-        rates=rates,
-        backbone_weights=backbone_weights,
-    )
-
-
-@MODELS.register(
-    "deeplabv3", paper=_V3, summary="DeepLab v3: dilated ResNet (OS 16) + ASPP with image pooling"
+MODELS.add(
+    "deeplabv3", DeepLabV3, paper=_V3, summary="DeepLab v3: dilated ResNet (OS 16) + ASPP with image pooling"
 )
-def build_deeplabv3(
-    in_channels: int,
-    num_classes: int,
-    backbone: str = "resnet50",
-    output_stride: int = 16,
-    width_mult: float = 1.0,
-    rates: tuple[int, ...] | None = None,
-    multi_grid: tuple[int, ...] | None = (1, 2, 4),
-    aspp_width: int = 256,
-    dropout: float = 0.1,
-    norm: str = "batch",
-    backbone_weights: str | None = None,
-) -> DeepLabV3:
-    return DeepLabV3(
-        in_channels,
-        num_classes,
-        backbone=backbone,
-        output_stride=output_stride,
-        width_mult=width_mult,
-        rates=rates,
-        multi_grid=multi_grid,
-        aspp_width=aspp_width,
-        dropout=dropout,
-        norm=norm,
-        backbone_weights=backbone_weights,
-    )
-
-
-@MODELS.register(
+MODELS.add(
     "deeplabv3plus",
+    DeepLabV3Plus,
     paper=_V3P,
     summary="DeepLab v3+: separable ASPP encoder (OS 16) + decoder with stride-4 features",
 )
-def build_deeplabv3plus(
-    in_channels: int,
-    num_classes: int,
-    backbone: str = "resnet50",
-    output_stride: int = 16,
-    width_mult: float = 1.0,
-    rates: tuple[int, ...] | None = None,
-    aspp_width: int = 256,
-    low_level_width: int = 48,
-    decoder_width: int = 256,
-    dropout: float = 0.1,
-    norm: str = "batch",
-    backbone_weights: str | None = None,
-) -> DeepLabV3Plus:
-    return DeepLabV3Plus(
-        in_channels,
-        num_classes,
-        backbone=backbone,
-        output_stride=output_stride,
-        width_mult=width_mult,
-        rates=rates,
-        aspp_width=aspp_width,
-        low_level_width=low_level_width,
-        decoder_width=decoder_width,
-        dropout=dropout,
-        norm=norm,
-        backbone_weights=backbone_weights,
-    )

@@ -23,7 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medseg.models.backbones import RESNET_LAYERS, VGG16, build_backbone, load_backbone_weights, scaled
+from medseg.models.backbones import (
+    RESNET_LAYERS,
+    VGG16,
+    build_backbone,
+    load_backbone_weights,
+    read_state_dict,
+    scaled,
+)
 from medseg.models.base import SegmentationModel
 from medseg.models.blocks import ConvNormAct
 from medseg.models.registry import MODELS
@@ -139,8 +146,6 @@ class FCNVGG(SegmentationModel):
     def load_backbone(self, path: str) -> list[str]:
         """torchvision ``vgg16``/``vgg16_bn`` file: ``features.*`` into the backbone and
         ``classifier.0``/``classifier.3`` reshaped into fc6/fc7 (the paper's "convolutionalisation")."""
-        from medseg.models.backbones import read_state_dict
-
         missing = load_backbone_weights(self.backbone, path)
         state = read_state_dict(path)
         for src, conv in (("classifier.0", self.fc6), ("classifier.3", self.fc7)):
@@ -215,18 +220,21 @@ class FCNResNet(SegmentationModel):
         return self.upscore(score)
 
 
-def _build(
-    variant: int,
+def build_fcn(
     in_channels: int,
     num_classes: int,
-    backbone: str,
-    width_mult: float,
-    fc_width: int,
-    dropout: float,
-    backbone_weights: str | None,
+    *,
+    variant: int,
+    backbone: str = "vgg16",
+    width_mult: float = 1.0,
+    fc_width: int = 4096,
+    dropout: float = 0.5,
+    backbone_weights: str | None = None,
     output_stride: int = 32,
     head_conv: int = 0,
 ) -> SegmentationModel:
+    """FCN-``variant``s (32, 16 or 8) on VGG-16 (``vgg16``, ``vgg16_bn``) or a ResNet.
+    ``output_stride`` and ``head_conv`` apply to ResNet backbones only."""
     if backbone in ("vgg16", "vgg16_bn"):
         if output_stride != 32 or head_conv:
             raise ValueError(
@@ -262,75 +270,12 @@ def _build(
     )
 
 
-@MODELS.register("fcn32s", paper=PAPER, summary="FCN-32s: VGG-16 (or ResNet), single-stream x32 upsampling")
-def build_fcn32s(
-    in_channels: int,
-    num_classes: int,
-    backbone: str = "vgg16",
-    width_mult: float = 1.0,
-    fc_width: int = 4096,
-    dropout: float = 0.5,
-    backbone_weights: str | None = None,
-    output_stride: int = 32,
-    head_conv: int = 0,
-) -> SegmentationModel:
-    return _build(
-        32,
-        in_channels,
-        num_classes,
-        backbone,
-        width_mult,
-        fc_width,
-        dropout,
-        backbone_weights,
-        output_stride,
-        head_conv,
-    )
-
-
-@MODELS.register("fcn16s", paper=PAPER, summary="FCN-16s: FCN-32s + pool4 skip fused by addition")
-def build_fcn16s(
-    in_channels: int,
-    num_classes: int,
-    backbone: str = "vgg16",
-    width_mult: float = 1.0,
-    fc_width: int = 4096,
-    dropout: float = 0.5,
-    backbone_weights: str | None = None,
-    head_conv: int = 0,
-) -> SegmentationModel:
-    return _build(
-        16,
-        in_channels,
-        num_classes,
-        backbone,
-        width_mult,
-        fc_width,
-        dropout,
-        backbone_weights,
-        head_conv=head_conv,
-    )
-
-
-@MODELS.register("fcn8s", paper=PAPER, summary="FCN-8s: FCN-16s + pool3 skip fused by addition")
-def build_fcn8s(
-    in_channels: int,
-    num_classes: int,
-    backbone: str = "vgg16",
-    width_mult: float = 1.0,
-    fc_width: int = 4096,
-    dropout: float = 0.5,
-    backbone_weights: str | None = None,
-    head_conv: int = 0,
-) -> SegmentationModel:
-    return _build(
-        8,
-        in_channels,
-        num_classes,
-        backbone,
-        width_mult,
-        fc_width,
-        dropout,
-        backbone_weights,
-        head_conv=head_conv,
-    )
+# The three nets of the paper differ only in the finest fused score. A dilated ResNet
+# (output_stride 16 or 8) replaces the skips, so only FCN-32s offers it.
+FCN_VARIANTS: dict[str, tuple[dict[str, int], str]] = {
+    "fcn32s": ({"variant": 32}, "FCN-32s: VGG-16 (or ResNet), single-stream x32 upsampling"),
+    "fcn16s": ({"variant": 16, "output_stride": 32}, "FCN-16s: FCN-32s + pool4 skip fused by addition"),
+    "fcn8s": ({"variant": 8, "output_stride": 32}, "FCN-8s: FCN-16s + pool3 skip fused by addition"),
+}
+for _name, (_fixed, _summary) in FCN_VARIANTS.items():
+    MODELS.add(_name, build_fcn, fixed=_fixed, paper=PAPER, summary=_summary)

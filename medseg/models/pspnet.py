@@ -130,36 +130,9 @@ class PSPNet(SegmentationModel):
         return self._run(x, True)
 
 
-@MODELS.register(
+MODELS.add(
     "pspnet",
+    PSPNet,
     paper="Zhao et al., CVPR 2017 (arXiv:1612.01105)",
     summary="PSPNet: dilated ResNet + pyramid pooling (bins 1/2/3/6), aux head on stage 4",
 )
-def build_pspnet(
-    in_channels: int,
-    num_classes: int,
-    backbone: str = "resnet50",
-    output_stride: int = 8,
-    width_mult: float = 1.0,
-    bins: tuple[int, ...] = (1, 2, 3, 6),
-    head_width: int = 512,
-    dropout: float = 0.1,
-    norm: str = "batch",
-    backbone_weights: str | None = None,
-    feature_layer: str = "layer4",
-    head_kernel: int = 3,
-) -> PSPNet:
-    return PSPNet(
-        in_channels,
-        num_classes,
-        backbone=backbone,
-        output_stride=output_stride,
-        width_mult=width_mult,
-        bins=bins,
-        head_width=head_width,
-        dropout=dropout,
-        norm=norm,
-        backbone_weights=backbone_weights,
-        feature_layer=feature_layer,
-        head_kernel=head_kernel,
-    )

@@ -66,18 +66,9 @@ class SegNet(SegmentationModel):
         return x
 
 
-@MODELS.register(
+MODELS.add(
     "segnet",
+    SegNet,
     paper="Badrinarayanan et al., TPAMI 2017 (arXiv:1511.00561)",
     summary="SegNet: VGG-16-BN encoder, decoder upsampled by max-pooling indices",
 )
-def build_segnet(
-    in_channels: int,
-    num_classes: int,
-    width_mult: float = 1.0,
-    norm: str = "batch",
-    backbone_weights: str | None = None,
-) -> SegNet:
-    return SegNet(
-        in_channels, num_classes, width_mult=width_mult, norm=norm, backbone_weights=backbone_weights
-    )

@@ -87,27 +87,10 @@ class UNetResNet(SegmentationModel):
         return self.head(h)
 
 
-@MODELS.register(
+MODELS.add(
     "unet_resnet",
+    UNetResNet,
     paper="Ronneberger et al., MICCAI 2015 (arXiv:1505.04597) with a ResNet encoder "
     "(He et al., CVPR 2016, arXiv:1512.03385)",
     summary="U-Net with a ResNet encoder (default ResNet-34), nearest-upsampling decoder",
 )
-def build_unet_resnet(
-    in_channels: int,
-    num_classes: int,
-    backbone: str = "resnet34",
-    decoder_widths: tuple[int, ...] = (256, 128, 64, 32, 16),
-    norm: str = "batch",
-    width_mult: float = 1.0,
-    backbone_weights: str | None = None,
-) -> UNetResNet:
-    return UNetResNet(
-        in_channels,
-        num_classes,
-        backbone=backbone,
-        decoder_widths=decoder_widths,
-        norm=norm,
-        width_mult=width_mult,
-        backbone_weights=backbone_weights,
-    )

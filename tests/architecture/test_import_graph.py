@@ -22,13 +22,13 @@ PACKAGE = REPO / "medseg"
 # Lowest first. A module may import its own layer and the layers below, never a higher one.
 # The key is the first component under medseg (a subpackage or a top-level module).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "atomic", "constants"),
+    ("errors", "atomic", "constants", "budget"),
     ("data", "metrics", "registry"),
     ("models", "losses", "config"),
     ("inference", "postprocess"),
     ("engine",),
     ("plan", "benchmark", "export"),
-    ("cli", "__init__"),
+    ("cli", "api", "__init__"),
 )
 # Same-layer pairs that must stay independent of each other (both directions).
 FORBIDDEN_PAIRS: tuple[tuple[str, str], ...] = (("models", "losses"),)

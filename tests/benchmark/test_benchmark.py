@@ -14,20 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from medseg.benchmark.cells import CELL_FILE, STATE_FILE, Cell, plan_cells
+from medseg.benchmark.plan import make_plan, parse_losses, parse_models
 from medseg.benchmark.report import build_report
-from medseg.benchmark.runner import (
-    CELL_FILE,
-    STATE_FILE,
-    Cell,
-    cell_overrides,
-    make_plan,
-    parse_budget,
-    parse_losses,
-    parse_models,
-    plan_cells,
-    run_benchmark,
-    update_costs,
-)
+from medseg.benchmark.runner import cell_overrides, run_benchmark, update_costs
 from medseg.errors import ConfigError, MedsegError
 
 TINY_CONFIG = {
@@ -40,15 +30,16 @@ MODELS = "unet:base_width=4:depth=2,segnet:width_mult=0.0625"
 LOSSES = "dice_ce,focal"
 
 
-def test_parse_budget():
-    assert parse_budget("10m") == 600
-    assert parse_budget("90s") == 90
-    assert parse_budget("1.5h") == 5400
-    assert parse_budget(42) == 42
-    assert parse_budget(None) is None
+def test_plan_budget_is_minutes_like_train(tmp_path):
+    # one parser for every --budget: a plain number is minutes, as for `medseg train`
+    kw = dict(models="unet:base_width=4", losses="dice", config=TINY_CONFIG)
+    assert make_plan(budget="10", **kw)["budget_s"] == 600
+    assert make_plan(budget=2, **kw)["budget_s"] == 120
+    assert make_plan(budget="90s", **kw)["budget_s"] == 90
+    assert make_plan(budget="1.5h", **kw)["budget_s"] == 5400
     for bad in ("ten minutes", "-5m", "0"):
         with pytest.raises(ConfigError, match="budget"):
-            parse_budget(bad)
+            make_plan(budget=bad, **kw)
 
 
 def test_parse_models_and_losses():
@@ -78,7 +69,7 @@ def test_plan_cells_and_overrides(tmp_path):
         models="unet:base_width=4",
         losses="dice",
         config=TINY_CONFIG,
-        budget_s="2m",
+        budget="2m",
         folds=3,
         overrides=["train.batch_size=2"],
     )

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medseg.cli import main, parse_budget
-from medseg.errors import MedsegError
+from medseg.cli import main
 
 TINY = [
     "--set",
@@ -60,11 +59,12 @@ def test_list_shows_models_and_losses():
     assert "unet" in text and "dice_ce" in text and "Ronneberger" in text
 
 
-def test_budget_parsing():
-    assert parse_budget("90s") == pytest.approx(1.5)
-    assert parse_budget("5m") == 5 and parse_budget("1h") == 60 and parse_budget("2") == 2
-    with pytest.raises(MedsegError):
-        parse_budget("soon")
+def test_train_budget_goes_to_the_config_in_minutes():
+    from medseg.cli import _overrides, build_parser
+
+    for given, minutes in (("90s", "1.5"), ("10", "10"), ("1.5h", "90")):
+        args = build_parser().parse_args(["train", "--budget", given])
+        assert f"train.budget_minutes={minutes}" in _overrides(args)
 
 
 @pytest.mark.parametrize(
@@ -74,10 +74,12 @@ def test_budget_parsing():
         (["train", "--model", "unett"], "Did you mean 'unet'"),
         (["evaluate", "missing.safetensors"], "missing.safetensors"),
         (["train", "--set", "model.options={bogus: 1}", "--set", "data.format=synthetic"], "bogus"),
+        (["train", "--budget", "soon"], "budget 'soon': expected a duration such as 90s, 10m, 1.5h"),
+        (["benchmark", "--models", "unet", "--losses", "dice", "--budget", "-3"], "budget '-3'"),
     ],
 )
 def test_errors_are_one_line_without_traceback(args, fragment, tmp_path):
-    proc = run_cli(*args, *([] if args[0] != "train" else ["--out", str(tmp_path / "o")]))
+    proc = run_cli(*args, *(["--out", str(tmp_path / "o")] if args[0] in ("train", "benchmark") else []))
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("medseg: error:"), proc.stderr

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from medseg.constants import IGNORE_INDEX
 from medseg.errors import ConfigError
 from medseg.losses import LOSSES, build_loss, list_losses
 
-IGNORE = 255
+IGNORE = IGNORE_INDEX  # the value the pipeline writes outside a region of interest
 
 
 # ----------------------------------------------------------------------------- numpy references

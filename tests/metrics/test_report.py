@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from medseg import metrics as M
+from medseg.atomic import atomic_write
 from medseg.metrics import report as R
+from medseg.metrics.records import FIELDS
 
 NAN = float("nan")
 
@@ -41,7 +43,7 @@ def test_case_records_from_evaluate_case():
     assert recs[0]["case"] == "case_7" and recs[0]["class_index"] == 1
     assert recs[0]["dice"] == pytest.approx(M.dice(p == 1, t == 1))
     assert recs[1]["empty_target"] and recs[1]["empty_pred"]
-    assert set(R.FIELDS) <= set(recs[0])
+    assert set(FIELDS) <= set(recs[0])
     with pytest.raises(ValueError, match="no name"):
         M.case_records("x", M.evaluate_case(p, t, 3), ["background"])
 
@@ -125,7 +127,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        R.atomic_write(target, boom)
+        atomic_write(target, boom)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["summary.md"]
 

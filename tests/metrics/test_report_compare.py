@@ -69,9 +69,7 @@ def test_direction_and_significance(tmp_path):
     _write(tmp_path / "B", b, hd_b)
     res = M.compare_runs(tmp_path / "A", tmp_path / "B", tmp_path / "out")
     assert res["p_value"] < 1e-4 and res["rank_biserial"] == 1.0 and res["b_better"] is True
-    from medseg.metrics.report import compare_runs  # the CLI imports it from here
-
-    res_hd = compare_runs(tmp_path / "A", tmp_path / "B", tmp_path / "out_hd", metric="hd95")
+    res_hd = M.compare_runs(tmp_path / "A", tmp_path / "B", tmp_path / "out_hd", metric="hd95")
     assert res_hd["mean_diff"] == pytest.approx(1.0) and res_hd["b_better"] is False
     assert not res_hd["higher_is_better"]
 

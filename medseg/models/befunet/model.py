@@ -15,6 +15,7 @@ computed by the ``befunet`` loss.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -117,93 +118,17 @@ class BEFUnet(SegmentationModel):
         return self
 
 
-@MODELS.register(
-    "befunet",
-    paper=PAPER,
-    summary="BEFUnet-T: PDC edge encoder + Swin-T body encoder (96, 2-2-6-2), LCAF, DLF, edge supervision",
-)
-def befunet(
-    in_channels: int,
-    num_classes: int,
-    embed_dim: int = 96,
-    depths: tuple[int, ...] = (2, 2, 6, 2),
-    num_heads: tuple[int, ...] = (3, 6, 12, 24),
-    window_size: int = 7,
-    mlp_ratio: float = 4.0,
-    drop_path_rate: float = 0.1,
-    edge_blocks: int = 4,
-    lcaf_window: int | None = 7,
-    lcaf_mlp_ratio: float = 2.0,
-    dlf_depths: tuple[int, int] = (1, 2),
-    dlf_heads: tuple[int, int] | None = None,
-    dlf_mlp_ratio: float = 2.0,
-    decoder_channels: int = 128,
-    img_size: int = 224,
-    swin_weights: str | None = None,
-) -> BEFUnet:
-    """BEFUnet with a Swin-Tiny body encoder (the paper's configuration)."""
-    return BEFUnet(
-        in_channels,
-        num_classes,
-        embed_dim=embed_dim,
-        depths=tuple(depths),
-        num_heads=tuple(num_heads),
-        window_size=window_size,
-        mlp_ratio=mlp_ratio,
-        drop_path_rate=drop_path_rate,
-        edge_blocks=edge_blocks,
-        lcaf_window=lcaf_window,
-        lcaf_mlp_ratio=lcaf_mlp_ratio,
-        dlf_depths=tuple(dlf_depths),
-        dlf_heads=None if dlf_heads is None else tuple(dlf_heads),
-        dlf_mlp_ratio=dlf_mlp_ratio,
-        decoder_channels=decoder_channels,
-        img_size=img_size,
-        swin_weights=swin_weights,
-    )
-
-
-@MODELS.register(
-    "befunet_small",
-    paper=PAPER,
-    summary="BEFUnet, CPU-friendly: width 48, Swin depths 2-2-2-2, decoder 64 (about 1/4 of the FLOPs)",
-)
-def befunet_small(
-    in_channels: int,
-    num_classes: int,
-    embed_dim: int = 48,
-    depths: tuple[int, ...] = (2, 2, 2, 2),
-    num_heads: tuple[int, ...] = (3, 6, 12, 24),
-    window_size: int = 7,
-    mlp_ratio: float = 4.0,
-    drop_path_rate: float = 0.1,
-    edge_blocks: int = 4,
-    lcaf_window: int | None = 7,
-    lcaf_mlp_ratio: float = 2.0,
-    dlf_depths: tuple[int, int] = (1, 2),
-    dlf_heads: tuple[int, int] | None = None,
-    dlf_mlp_ratio: float = 2.0,
-    decoder_channels: int = 64,
-    img_size: int = 224,
-    swin_weights: str | None = None,
-) -> BEFUnet:
-    """A smaller BEFUnet for CPU training and tests (same architecture, narrower and shallower)."""
-    return befunet(
-        in_channels,
-        num_classes,
-        embed_dim=embed_dim,
-        depths=depths,
-        num_heads=num_heads,
-        window_size=window_size,
-        mlp_ratio=mlp_ratio,
-        drop_path_rate=drop_path_rate,
-        edge_blocks=edge_blocks,
-        lcaf_window=lcaf_window,
-        lcaf_mlp_ratio=lcaf_mlp_ratio,
-        dlf_depths=dlf_depths,
-        dlf_heads=dlf_heads,
-        dlf_mlp_ratio=dlf_mlp_ratio,
-        decoder_channels=decoder_channels,
-        img_size=img_size,
-        swin_weights=swin_weights,
-    )
+# Registered names: the defaults each changes in :class:`BEFUnet` (all stay options) and a summary.
+# "befunet" is the paper's configuration (Swin-Tiny body encoder).
+BEFUNET_PRESETS: dict[str, tuple[dict[str, Any], str]] = {
+    "befunet": (
+        {},
+        "BEFUnet-T: PDC edge encoder + Swin-T body encoder (96, 2-2-6-2), LCAF, DLF, edge supervision",
+    ),
+    "befunet_small": (
+        {"embed_dim": 48, "depths": (2, 2, 2, 2), "decoder_channels": 64},
+        "BEFUnet, CPU-friendly: width 48, Swin depths 2-2-2-2, decoder 64 (about 1/4 of the FLOPs)",
+    ),
+}
+for _name, (_defaults, _summary) in BEFUNET_PRESETS.items():
+    MODELS.add(_name, BEFUnet, defaults=_defaults, paper=PAPER, summary=_summary)
