@@ -11,12 +11,13 @@ on the same (fold, case) pairs.
 References: Wilcoxon, "Individual comparisons by ranking methods", Biometrics
 Bulletin 1945; Holm, "A simple sequentially rejective multiple test procedure",
 Scand. J. Statist. 1979; Efron & Tibshirani, "An Introduction to the Bootstrap"
-(1993), ch. 13 (percentile interval).
+(1993), ch. 14 (BCa interval).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -67,10 +68,12 @@ def case_scores(
 def bootstrap_ci(
     values: Sequence[float], *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean (Efron & Tibshirani 1993, eq. 13.5).
+    """Bias-corrected and accelerated (BCa) bootstrap interval of the mean (Efron 1987;
+    Efron & Tibshirani 1993, ch. 14), by ``scipy.stats.bootstrap`` with ``rng=seed``.
 
-    NaN values are dropped; fewer than two values give ``(nan, nan)`` unless all values
-    are equal (then the interval is that value)."""
+    BCa replaces the plain percentile interval, which under-covers for the 13-20 cases of a
+    typical test set. NaN values are dropped; fewer than two values give ``(nan, nan)`` unless
+    all values are equal (then the interval is that value)."""
     x = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
     if x.size == 0:
         return math.nan, math.nan
@@ -78,11 +81,17 @@ def bootstrap_ci(
         return float(x[0]), float(x[0])
     if x.size < 2:
         return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return float(lo), float(hi)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy's note when BCa is undefined (then nan)
+        res = stats.bootstrap(
+            (x,),
+            np.mean,
+            n_resamples=n_boot,
+            confidence_level=level,
+            method="BCa",
+            rng=np.random.default_rng(seed),
+        )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def wilcoxon_signed_rank(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
