@@ -185,3 +185,15 @@ def test_build_data_trains_on_fold_k_with_stratified_folds():
         assert len(bundle.train) == len(sp["train"]) and len(bundle.val) == len(sp["val"])
         vals.append(sp["val"])
     assert sorted(i for v in vals for i in v) == sorted(sp.plan.pool) and len(sp.plan.pool) == 12
+
+
+def test_real_acdc_patients_keep_both_frames_in_one_fold(real_data):
+    root = real_data("acdc-nifti") / "testing"
+    ids = sorted(p.name[: -len("_gt.nii.gz")] for p in root.glob("patient*/*_gt.nii.gz"))
+    assert len(ids) == 80
+    plan = fold_plan(ids, None, _cfg(folds=5, test_fraction=0.2))
+    patients_in = [{group_key(i) for i in f} for f in plan.folds]
+    assert sum(len(p) for p in patients_in) == 32 and not set().union(*patients_in) & {
+        group_key(i) for i in plan.test
+    }
+    assert all(len(f) == 2 * len(p) for f, p in zip(plan.folds, patients_in))  # both frames of each patient
