@@ -5,8 +5,8 @@ correction, and the accuracy/speed Pareto front.
 Input is a list of per-case records, one per (cell, fold, case, class):
 ``{"cell": "unet__dice_ce", "fold": 0, "case": "IMD002", "class": "lesion",
 "dice": 0.91, "iou": 0.83, "hd95": 4.1, "assd": 1.2}``. A case's score for a metric
-is the mean over its foreground classes (NaN classes skipped); cells are compared
-on the same (fold, case) pairs.
+is the mean over its foreground classes (NaN classes skipped); a case scored in several
+folds counts once (the mean over the folds), and cells are compared on the same cases.
 
 References: Wilcoxon, "Individual comparisons by ranking methods", Biometrics
 Bulletin 1945; Holm, "A simple sequentially rejective multiple test procedure",
@@ -62,6 +62,19 @@ def case_scores(
         for key, vals in cases.items():
             finite = [v for v in vals if not math.isnan(v)]
             out[cell][key] = float(np.mean(finite)) if finite else math.nan
+    return out
+
+
+def pool_repeats(scores: dict[str, dict[CaseKey, float]]) -> dict[str, dict[CaseKey, float]]:
+    """One score per case: a case scored in several folds (the fixed test cases of a K-fold
+    benchmark are scored by each fold's model) counts once, with the mean of its non-NaN scores
+    over the folds, keyed ``(None, case)``. Statistics then never count repeats as new cases."""
+    out: dict[str, dict[CaseKey, float]] = {}
+    for cell, cases in scores.items():
+        acc: dict[str, list[float]] = defaultdict(list)
+        for (_, case), v in cases.items():
+            acc[case].append(v)
+        out[cell] = {(None, case): _nanmean(vals) for case, vals in acc.items()}
     return out
 
 
@@ -247,8 +260,8 @@ def build_leaderboard(
     primary = primary.lower()
     classes = list(dict.fromkeys(str(r["class"]) for r in records))
     cells = sorted({r["cell"] for r in records})
-    per_metric = {m: case_scores(records, m) for m in metrics}
-    per_class = {(m, c): case_scores(records, m, classes=[c]) for m in metrics for c in classes}
+    per_metric = {m: pool_repeats(case_scores(records, m)) for m in metrics}
+    per_class = {(m, c): pool_repeats(case_scores(records, m, classes=[c])) for m in metrics for c in classes}
     rows = []
     for cell in cells:
         row: dict[str, Any] = {"cell": cell, **(cells_info or {}).get(cell, {})}
