@@ -23,7 +23,7 @@ from medseg.metrics import evaluate_case
 from medseg.metrics import report as rep
 from medseg.metrics.empty import resolve_empty
 from medseg.metrics.surface import HDCombine
-from medseg.postprocess import PostprocessPlan
+from medseg.postprocess import PostprocessPlan, decide_postprocessing
 
 IGNORE = 255
 
@@ -218,3 +218,26 @@ def score_folders(
         paths = rep.write_report(records, out_dir, names, meta=meta, plots=plots)
         result["paths"] = {k_: str(v) for k_, v in paths.items()}
     return result
+
+
+def decide_postprocessing_from_folders(
+    pred_dir: str | Path,
+    ref_dir: str | Path,
+    out_file: str | Path | None = None,
+    *,
+    num_classes: int | None = None,
+    label_values: Mapping[int, int] | None = None,
+    connectivity: int | None = None,
+    remove_small: bool = True,
+) -> PostprocessPlan:
+    """Decide post-processing (:func:`medseg.postprocess.decide_postprocessing`) on a folder of
+    out-of-fold predictions (every case predicted by the fold that did not train on it) and its
+    references; every reference needs a prediction. Saves the plan to ``out_file`` when given."""
+    pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
+    pairs, _ = pair_folders(pred_dir, ref_dir, allow_missing=False)
+    k, _ = _label_set(pairs, ref_dir, None, num_classes, label_values, None)
+    loaded = [(p, r) for _, p, r, _ in _load_pairs(pairs, label_values, k, None)]
+    plan = decide_postprocessing(loaded, k, connectivity=connectivity, remove_small=remove_small)
+    if out_file is not None:
+        plan.save(out_file)
+    return plan

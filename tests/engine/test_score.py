@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from medseg.engine.label_files import case_key
-from medseg.engine.score import score_folders
+from medseg.engine.score import decide_postprocessing_from_folders, score_folders
 from medseg.errors import DataError
 from medseg.postprocess import PostprocessPlan, Step
 
@@ -126,3 +126,24 @@ def test_a_saved_postprocessing_plan_is_applied_and_recorded(tmp_path):
         and post["records"][0]["dice"] == 1.0
     )
     assert post["meta"]["postprocessing"].startswith("largest_foreground[1]")
+
+
+def test_postprocessing_decided_from_prediction_folders(tmp_path):
+    rng = np.random.default_rng(2)
+    for i in range(4):
+        ref = np.zeros((32, 32), np.uint8)
+        y, x = rng.integers(2, 14, 2)
+        ref[y : y + 12, x : x + 12] = 255
+        pred = ref.copy()
+        pred[29:31, 29:31] = 255  # a false-positive island
+        _png(tmp_path / "gt" / f"c{i}.png", ref)
+        _png(tmp_path / "oof" / f"c{i}.png", pred)
+    plan = decide_postprocessing_from_folders(
+        tmp_path / "oof", tmp_path / "gt", tmp_path / "run" / "postprocessing.json"
+    )
+    assert plan.steps == [Step("largest_foreground", (1,))]
+    assert PostprocessPlan.load(tmp_path / "run" / "postprocessing.json") == plan
+    res = score_folders(
+        tmp_path / "oof", tmp_path / "gt", postprocess=tmp_path / "run" / "postprocessing.json"
+    )
+    assert all(r["dice"] == 1.0 for r in res["records"])
