@@ -36,7 +36,13 @@ def class_signature(mask: np.ndarray, ignore: int = 255) -> frozenset[int]:
 
 def store_strata(store: CaseStore) -> dict[str, frozenset[int]]:
     """Case id -> :func:`class_signature` of its mask, for every case of a case store (decodes
-    the cases not yet cached; cases without a mask get the empty signature)."""
+    the cases not yet cached; cases without a mask get the empty signature). A store opened
+    without its masks cannot rebuild stratified folds: that is an error, not other folds."""
+    if not store.use_masks:
+        raise ConfigError(
+            "stratified cross-validation folds need the masks; open the cases with their masks "
+            "or set data.split.stratify: false (in training too)"
+        )
     out = {}
     for i, rec in enumerate(store.records):
         mask = store.get(i).mask

@@ -197,3 +197,17 @@ def test_real_acdc_patients_keep_both_frames_in_one_fold(real_data):
         group_key(i) for i in plan.test
     }
     assert all(len(f) == 2 * len(p) for f, p in zip(plan.folds, patients_in))  # both frames of each patient
+
+
+def test_opening_a_fold_split_without_masks_is_an_error_not_other_folds():
+    from medseg.data.build import open_cases
+
+    cfg = DataConfig(
+        format="synthetic", synthetic={"n": 12, "size": 16}, size=(16, 16), split=SplitConfig(folds=3, fold=1)
+    )
+    with_masks = open_cases(cfg, split="val", masks=True)
+    assert len(with_masks) == 4
+    with pytest.raises(ConfigError, match="stratified cross-validation folds need the masks"):
+        open_cases(cfg, split="val", masks=False)
+    plain = cfg.model_copy(update={"split": SplitConfig(folds=3, fold=1, stratify=False)})
+    assert len(open_cases(plain, split="val", masks=False)) == 4
