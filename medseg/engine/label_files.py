@@ -2,10 +2,10 @@
 
 Formats: 2D images (PNG, TIFF, BMP...), NIfTI (``.nii.gz``/``.nii``; spacing from the header),
 HDF5 / npz (a ``label``/``pred``/``seg``... array, ``spacing`` when the file has one) and ``.npy``
-(what ``medseg predict`` writes for arrays). Names are paired after removing the extension, an
-nnU-Net channel suffix (``_0000``) and a MONAI / common postfix (``_seg``, ``_pred``, ``_mask``...),
-so ``case_0000.nii.gz``, ``case/case_seg.nii.gz`` (MONAI's folder per case) and ``case.nii.gz``
-all pair up as ``case``.
+(what ``medseg predict`` writes for arrays). Files pair by name without the extension; names
+left unpaired then pair after removing an nnU-Net channel suffix (``_0000``) and a MONAI / common
+postfix (``_seg``, ``_pred``, ``_mask``...), so ``case_0000.nii.gz``, ``case/case_seg.nii.gz``
+(MONAI's folder per case) and ``case.nii.gz`` pair up, while ``img_0001``/``img_0002`` stay apart.
 """
 
 from __future__ import annotations
@@ -26,11 +26,14 @@ LABEL_DIRS = ("masks", "labelsTr", "labelsTs", "labels")
 POSTFIX = re.compile(r"(_\d{4})?(_(seg|pred|prediction|segmentation|mask|label|labels|gt|trans))?$")
 
 
-def case_key(path: Path) -> str:
-    """The name a label file is paired by: ``case_0000_seg.nii.gz`` -> ``case``."""
+def file_stem(path: Path) -> str:
+    """A label file's name without its extension (``case.nii.gz`` -> ``case``)."""
     stem = file_id(path)
-    if stem.lower().endswith(".npy"):
-        stem = stem[:-4]
+    return stem[:-4] if stem.lower().endswith(".npy") else stem
+
+
+def case_key(stem: str) -> str:
+    """The looser name used for files an exact name did not pair: ``case_0000_seg`` -> ``case``."""
     return POSTFIX.sub("", stem) or stem
 
 
@@ -56,14 +59,37 @@ def label_folder(folder: Path) -> list[Path]:
 
 
 def index_folder(folder: Path) -> dict[str, Path]:
-    """``{case key: file}`` of a label folder; two files with one key are an error naming both."""
+    """``{name: file}`` of a label folder (names as :func:`file_stem`); a repeated name is an error."""
     out: dict[str, Path] = {}
     for p in label_folder(folder):
-        key = case_key(p)
-        if key in out:
-            raise DataError(f"{p}: pairs as '{key}', like {out[key]}; rename one of them")
-        out[key] = p
+        stem = file_stem(p)
+        if stem in out:
+            raise DataError(f"{p}: has the same name as {out[stem]}; rename one of them")
+        out[stem] = p
     return out
+
+
+def _loose(names: list[str], where: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for n in names:
+        key = case_key(n)
+        if key in out:
+            raise DataError(f"{where}: '{n}' and '{out[key]}' both pair as '{key}'; rename one of them")
+        out[key] = n
+    return out
+
+
+def pair_names(
+    preds: dict[str, Path], refs: dict[str, Path], pred_dir: Path, ref_dir: Path
+) -> list[tuple[str, Path, Path]]:
+    """``[(case, prediction, reference)]``: exact names first, then :func:`case_key` for the rest
+    (the case is named after the reference)."""
+    exact = sorted(set(preds) & set(refs))
+    pairs = [(k, preds[k], refs[k]) for k in exact]
+    loose_p = _loose([k for k in preds if k not in refs], pred_dir)
+    loose_r = _loose([k for k in refs if k not in preds], ref_dir)
+    pairs += [(loose_r[k], preds[loose_p[k]], refs[loose_r[k]]) for k in sorted(set(loose_p) & set(loose_r))]
+    return sorted(pairs)
 
 
 @dataclass

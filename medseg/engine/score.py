@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from medseg.data.labels import auto_mapping, class_names_from_root, map_mask, values_present
-from medseg.engine.label_files import LabelFile, index_folder, read_label_file
+from medseg.engine.label_files import LabelFile, index_folder, pair_names, read_label_file
 from medseg.errors import DataError
 from medseg.metrics import evaluate_case
 from medseg.metrics import report as rep
@@ -36,10 +36,11 @@ def pair_folders(
     A reference without a prediction (or the reverse) is an error naming the files unless
     ``allow_missing``; then only the pairs are scored and the rest is reported."""
     preds, refs = index_folder(pred_dir), index_folder(ref_dir)
-    pairs = [(k, preds[k], refs[k]) for k in sorted(refs) if k in preds]
+    pairs = pair_names(preds, refs, pred_dir, ref_dir)
+    used_p, used_r = {p for _, p, _ in pairs}, {r for _, _, r in pairs}
     unpaired = {
-        "references_without_prediction": [str(refs[k]) for k in sorted(set(refs) - set(preds))],
-        "predictions_without_reference": [str(preds[k]) for k in sorted(set(preds) - set(refs))],
+        "references_without_prediction": [str(r) for r in sorted(set(refs.values()) - used_r)],
+        "predictions_without_reference": [str(p) for p in sorted(set(preds.values()) - used_p)],
     }
     if not pairs:
         raise DataError(f"{pred_dir}: no prediction pairs with a reference in {ref_dir} (names differ)")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medseg.engine.label_files import case_key
+from medseg.engine.label_files import case_key, file_stem, index_folder, pair_names
 from medseg.engine.score import decide_postprocessing_from_folders, score_folders
 from medseg.errors import DataError
 from medseg.postprocess import PostprocessPlan, Step
@@ -31,11 +31,21 @@ def _nifti(path: Path, zyx: np.ndarray, spacing_zyx=(3.0, 1.0, 1.0)) -> None:
     nib.save(nib.Nifti1Image(zyx.transpose(2, 1, 0).astype(np.uint8), affine), str(path))
 
 
-def test_case_key_pairs_nnunet_and_monai_names():
-    assert case_key(Path("la_003_0000.nii.gz")) == "la_003"
-    assert case_key(Path("la_003/la_003_seg.nii.gz")) == "la_003"
-    assert case_key(Path("ISIC_1_segmentation.png")) == "ISIC_1"
-    assert case_key(Path("img7.npy")) == "img7"
+def test_names_pair_exactly_first_then_without_nnunet_and_monai_postfixes(tmp_path):
+    assert case_key(file_stem(Path("la_003_0000.nii.gz"))) == "la_003"
+    assert case_key(file_stem(Path("la_003/la_003_seg.nii.gz"))) == "la_003"
+    assert case_key(file_stem(Path("ISIC_1_segmentation.png"))) == "ISIC_1"
+    assert file_stem(Path("img7.npy")) == "img7"
+    for name in ("img_0001", "img_0002", "b_0000"):  # frames numbered like channels stay apart
+        _png(tmp_path / "gt" / f"{name}.png", np.zeros((4, 4), np.uint8))
+    for name in ("img_0001", "img_0002", "b_seg"):
+        _png(tmp_path / "pred" / f"{name}.png", np.zeros((4, 4), np.uint8))
+    pairs = pair_names(index_folder(tmp_path / "pred"), index_folder(tmp_path / "gt"), tmp_path, tmp_path)
+    assert [(c, p.name, r.name) for c, p, r in pairs] == [
+        ("b_0000", "b_seg.png", "b_0000.png"),
+        ("img_0001", "img_0001.png", "img_0001.png"),
+        ("img_0002", "img_0002.png", "img_0002.png"),
+    ]
 
 
 def test_png_scores_equal_a_direct_numpy_dice(tmp_path):
