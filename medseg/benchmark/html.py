@@ -65,7 +65,7 @@ def render_html(
     level = int(round(100 * board.get("level", 0.95)))
     parts.append(
         "<p class='note'>Each case's score is the mean over its foreground classes; a cell's score is the "
-        f"mean over cases, with a {level}% percentile-bootstrap interval over cases. "
+        f"mean over cases, with a {level}% BCa bootstrap interval over cases. "
         f"<b>vs best</b>: two-sided Wilcoxon signed-rank test of the per-case {html.escape(board['primary'])} "
         "of the cell against the best cell on the same cases, Holm-adjusted over all comparisons; "
         f"<i>n.s.</i> means the difference is not significant at {board.get('alpha', 0.05):g} "

@@ -5,18 +5,19 @@ correction, and the accuracy/speed Pareto front.
 Input is a list of per-case records, one per (cell, fold, case, class):
 ``{"cell": "unet__dice_ce", "fold": 0, "case": "IMD002", "class": "lesion",
 "dice": 0.91, "iou": 0.83, "hd95": 4.1, "assd": 1.2}``. A case's score for a metric
-is the mean over its foreground classes (NaN classes skipped); cells are compared
-on the same (fold, case) pairs.
+is the mean over its foreground classes (NaN classes skipped); a case scored in several
+folds counts once (the mean over the folds), and cells are compared on the same cases.
 
 References: Wilcoxon, "Individual comparisons by ranking methods", Biometrics
 Bulletin 1945; Holm, "A simple sequentially rejective multiple test procedure",
 Scand. J. Statist. 1979; Efron & Tibshirani, "An Introduction to the Bootstrap"
-(1993), ch. 13 (percentile interval).
+(1993), ch. 14 (BCa interval).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -64,13 +65,28 @@ def case_scores(
     return out
 
 
+def pool_repeats(scores: dict[str, dict[CaseKey, float]]) -> dict[str, dict[CaseKey, float]]:
+    """One score per case: a case scored in several folds (the fixed test cases of a K-fold
+    benchmark are scored by each fold's model) counts once, with the mean of its non-NaN scores
+    over the folds, keyed ``(None, case)``. Statistics then never count repeats as new cases."""
+    out: dict[str, dict[CaseKey, float]] = {}
+    for cell, cases in scores.items():
+        acc: dict[str, list[float]] = defaultdict(list)
+        for (_, case), v in cases.items():
+            acc[case].append(v)
+        out[cell] = {(None, case): _nanmean(vals) for case, vals in acc.items()}
+    return out
+
+
 def bootstrap_ci(
     values: Sequence[float], *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean (Efron & Tibshirani 1993, eq. 13.5).
+    """Bias-corrected and accelerated (BCa) bootstrap interval of the mean (Efron 1987;
+    Efron & Tibshirani 1993, ch. 14), by ``scipy.stats.bootstrap`` with ``rng=seed``.
 
-    NaN values are dropped; fewer than two values give ``(nan, nan)`` unless all values
-    are equal (then the interval is that value)."""
+    BCa replaces the plain percentile interval, which under-covers for the 13-20 cases of a
+    typical test set. NaN values are dropped; fewer than two values give ``(nan, nan)`` unless
+    all values are equal (then the interval is that value)."""
     x = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
     if x.size == 0:
         return math.nan, math.nan
@@ -78,11 +94,17 @@ def bootstrap_ci(
         return float(x[0]), float(x[0])
     if x.size < 2:
         return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return float(lo), float(hi)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy's note when BCa is undefined (then nan)
+        res = stats.bootstrap(
+            (x,),
+            np.mean,
+            n_resamples=n_boot,
+            confidence_level=level,
+            method="BCa",
+            rng=np.random.default_rng(seed),
+        )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def wilcoxon_signed_rank(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
@@ -238,8 +260,8 @@ def build_leaderboard(
     primary = primary.lower()
     classes = list(dict.fromkeys(str(r["class"]) for r in records))
     cells = sorted({r["cell"] for r in records})
-    per_metric = {m: case_scores(records, m) for m in metrics}
-    per_class = {(m, c): case_scores(records, m, classes=[c]) for m in metrics for c in classes}
+    per_metric = {m: pool_repeats(case_scores(records, m)) for m in metrics}
+    per_class = {(m, c): pool_repeats(case_scores(records, m, classes=[c])) for m in metrics for c in classes}
     rows = []
     for cell in cells:
         row: dict[str, Any] = {"cell": cell, **(cells_info or {}).get(cell, {})}

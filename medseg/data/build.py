@@ -14,6 +14,7 @@ from medseg.data.case_store import CaseStore, Settings
 from medseg.data.config import AugmentConfig, DataConfig
 from medseg.data.datasets import CaseDataset, DataBundle, TrainDataset
 from medseg.data.discovery import discover
+from medseg.data.folds import store_strata
 from medseg.data.labels import IGNORE, auto_mapping, class_names_from_root, memory_names, resolve_class_names
 from medseg.data.splits import split_ids
 
@@ -70,7 +71,7 @@ def build_store(
 
 def _split_indices(store: CaseStore, root: Path | None, cfg: DataConfig) -> tuple[dict, dict]:
     """Split ids and, per split, the positions of its cases in the store."""
-    splits = split_ids([r.id for r in store.records], root, cfg)
+    splits = split_ids([r.id for r in store.records], root, cfg, strata=lambda: store_strata(store))
     pos = {r.id: k for k, r in enumerate(store.records)}
     return splits, {k: [pos[i] for i in v] for k, v in splits.items()}
 

@@ -33,11 +33,27 @@ class SplitConfig(BaseModel):
         description="Fraction of the cases held out for testing (ignored when split files exist).",
     )
     seed: int = Field(0, description="Seed of the split shuffle (independent of the training seed).")
+    folds: int | None = Field(
+        None,
+        ge=2,
+        description="K-fold cross-validation: the non-test cases are cut into K folds (whole "
+        "patients/volumes, stratified by the classes present) and fold `fold` validates; "
+        "val_fraction is then unused. An nnU-Net splits_final.json in the data folder defines "
+        "the folds instead. null: one train/val split.",
+    )
+    fold: int = Field(0, ge=0, description="The validation fold, 0..folds-1 (with `folds`).")
+    stratify: bool = Field(
+        True,
+        description="With `folds`: balance the folds by the set of classes each patient/volume "
+        "holds (e.g. lesion present or not); false assigns groups at random.",
+    )
 
     @model_validator(mode="after")
     def _fractions(self) -> SplitConfig:
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("split.val_fraction + split.test_fraction must be < 1")
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"split.fold must be in 0..{self.folds - 1} (split.folds = {self.folds})")
         return self
 
 

@@ -4,18 +4,29 @@ Split files (``train.txt``, ``val.list``, Synapse ``lists/lists_Synapse/test_vol
 read as lists of case ids. Without them the cases are split at random with a fixed seed, group
 by group: the slices of one volume and the frames of one patient never straddle two splits
 (leaking a patient between training and test inflates every score).
+
+With ``data.split.folds: K`` the split is one fold of a K-fold cross-validation
+(:mod:`medseg.data.folds`): the fixed test cases (split files, else the seeded
+``test_fraction`` carve, the same cases as without folds) stay out, the rest is cut into K
+folds, and fold ``data.split.fold`` validates. An nnU-Net ``splits_final.json`` in the data
+folder defines the folds instead (then K must match it).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from medseg.data.config import DataConfig
+from medseg.data.folds import FoldPlan, assign_folds, plan_from_nnunet
 from medseg.data.readers import file_id
-from medseg.errors import DataError
+from medseg.data.splits_io import NNUNET_SPLITS_FILE, read_nnunet_splits, write_splits
+from medseg.errors import ConfigError, DataError
+
+Strata = Mapping[str, Collection[int]] | Callable[[], Mapping[str, Collection[int]]]
 
 SPLIT_NAMES = {
     "train": ("train.txt", "train_slices.list", "train.list", "train_slices.txt"),
@@ -93,17 +104,102 @@ def _splits_from_files(
     return out
 
 
-def split_ids(ids: list[str], root: Path | None, cfg: DataConfig) -> dict[str, list[str]]:
-    """train/val/test id lists: from split files when present, else a seeded group-aware split."""
+class SplitIds(dict[str, list[str]]):
+    """``{"train", "val", "test"}`` -> case ids, and how they were chosen (``source``; ``plan``:
+    the whole cross-validation table when the split is one fold of it)."""
+
+    def __init__(self, splits: Mapping[str, list[str]], source: str, plan: FoldPlan | None = None):
+        super().__init__(splits)
+        self.source = source
+        self.plan = plan
+
+
+def find_nnunet_splits(root: Path | None) -> Path | None:
+    """nnU-Net's ``splits_final.json`` in the data folder (or one of :data:`SPLIT_DIRS`)."""
+    if root is None or not root.is_dir():
+        return None
+    return next(
+        (root / d / NNUNET_SPLITS_FILE for d in SPLIT_DIRS if (root / d / NNUNET_SPLITS_FILE).is_file()), None
+    )
+
+
+def _test_and_pool(ids: list[str], root: Path | None, cfg: DataConfig) -> tuple[list[str], list[str]]:
+    """The fixed test ids and the rest (the cross-validation pool), in the order of ``ids``."""
     files = read_split_files(root)
     if files:
-        out = _splits_from_files(files, ids, root, cfg)
+        listed = _splits_from_files(files, ids, root, cfg)
+        test, pooled = listed["test"], set(listed["train"]) | set(listed["val"])
+        pooled -= set(test)
+        return test, [i for i in ids if i in pooled]
+    rest, test = _carve(list(ids), cfg.split.test_fraction, np.random.default_rng(cfg.split.seed), True)
+    return test, rest
+
+
+def _nnunet_plan(path: Path, ids: list[str], root: Path | None, cfg: DataConfig) -> FoldPlan:
+    table = read_nnunet_splits(path)
+    listed = {i for f in table for i in f["train"] + f["val"]}
+    missing = sorted(listed - set(ids))
+    if missing:
+        raise DataError(f"{path}: lists '{missing[0]}' but no such case exists ({len(missing)} missing ids)")
+    files = read_split_files(root)
+    test = _splits_from_files(files, ids, root, cfg)["test"] if "test" in files else []
+    test = test or [i for i in ids if i not in listed]
+    plan = plan_from_nnunet(table, test, str(path))
+    if cfg.split.folds is not None and plan.k != cfg.split.folds:
+        raise ConfigError(f"{path}: defines {plan.k} folds but data.split.folds is {cfg.split.folds}")
+    return plan
+
+
+def fold_plan(ids: list[str], root: Path | None, cfg: DataConfig, strata: Strata | None = None) -> FoldPlan:
+    """The K-fold table of ``cfg.split``: from ``splits_final.json`` when the data has one, else
+    seeded and group-aware, stratified by ``strata`` (case id -> classes present; a callable is
+    called only when needed) when ``cfg.split.stratify``."""
+    if cfg.split.folds is None:
+        raise ConfigError("data.split.folds is not set (no cross-validation requested)")
+    final = find_nnunet_splits(root)
+    if final is not None:
+        return _nnunet_plan(final, ids, root, cfg)
+    test, pool = _test_and_pool(ids, root, cfg)
+    st = None
+    if cfg.split.stratify and strata is not None:
+        st = strata() if callable(strata) else strata
+    folds = assign_folds(pool, cfg.split.folds, cfg.split.seed, st, group_key)
+    source = "split files + seeded folds" if read_split_files(root) else "seeded folds"
+    return FoldPlan(
+        tuple(pool), tuple(map(tuple, folds)), tuple(test), source, cfg.split.seed, st is not None
+    )
+
+
+def split_ids(ids: list[str], root: Path | None, cfg: DataConfig, strata: Strata | None = None) -> SplitIds:
+    """train/val/test id lists: fold ``cfg.split.fold`` of a cross-validation when
+    ``cfg.split.folds`` is set, else from split files when present, else a seeded group-aware
+    split. ``strata`` (see :func:`fold_plan`) only matters for cross-validation."""
+    if cfg.split.folds is not None:
+        plan = fold_plan(ids, root, cfg, strata)
+        out = SplitIds(plan.split(cfg.split.fold), plan.source, plan)
+    elif files := read_split_files(root):
+        out = SplitIds(_splits_from_files(files, ids, root, cfg), "split files")
     else:
         rng = np.random.default_rng(cfg.split.seed)
         rest, test = _carve(list(ids), cfg.split.test_fraction, rng, True)
         frac = cfg.split.val_fraction / max(1e-9, 1.0 - cfg.split.test_fraction)
         train, val = _carve(rest, min(frac, 0.99), rng, True)
-        out = {"train": train, "val": val, "test": test}
+        out = SplitIds({"train": train, "val": val, "test": test}, "seeded")
     if not out["train"]:
         raise DataError(f"{root}: no training cases after splitting {len(ids)} cases")
     return out
+
+
+def save_splits(path: str | Path, splits: Mapping[str, list[str]], cfg: DataConfig) -> Path:
+    """Write a run's ``splits.json`` (:mod:`medseg.data.splits_io`) from :func:`split_ids`'s result."""
+    plan = getattr(splits, "plan", None)
+    return write_splits(
+        path,
+        splits,
+        source=getattr(splits, "source", "unknown"),
+        seed=cfg.split.seed,
+        folds=plan.k if plan is not None else None,
+        fold=cfg.split.fold if plan is not None else None,
+        stratified=plan.stratified if plan is not None else False,
+        cross_validation=plan.to_nnunet() if plan is not None else (),
+    )
