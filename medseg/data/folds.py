@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from medseg.constants import IGNORE_INDEX
 from medseg.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from medseg.data.case_store import CaseStore
 
 
-def class_signature(mask: np.ndarray, ignore: int = 255) -> frozenset[int]:
+def class_signature(mask: np.ndarray, ignore: int = IGNORE_INDEX) -> frozenset[int]:
     """The foreground classes a class-index mask holds (0 and ``ignore`` left out)."""
     values = np.unique(np.asarray(mask))
     return frozenset(int(v) for v in values if v != 0 and v != ignore)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.constants import IGNORE_INDEX
 from medseg.data.labels import auto_mapping, class_names_from_root, map_mask, values_present
 from medseg.engine.label_files import LabelFile, index_folder, pair_names, read_label_file
 from medseg.errors import DataError
@@ -25,7 +26,7 @@ from medseg.metrics.empty import resolve_empty
 from medseg.metrics.surface import HDCombine
 from medseg.postprocess import PostprocessPlan, decide_postprocessing
 
-IGNORE = 255
+IGNORE = IGNORE_INDEX
 
 
 def pair_folders(

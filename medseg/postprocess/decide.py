@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from medseg.constants import IGNORE_INDEX
 from medseg.postprocess.components import component_sizes
 from medseg.postprocess.plan import PostprocessPlan, Step
 
@@ -35,7 +36,7 @@ SIZE_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 
 
 def class_dice(
-    pred: np.ndarray, ref: np.ndarray, num_classes: int, ignore_index: int | None = 255
+    pred: np.ndarray, ref: np.ndarray, num_classes: int, ignore_index: int | None = IGNORE_INDEX
 ) -> np.ndarray:
     """Dice of classes 1..K-1 for one case (both empty -> 1)."""
     p, r = np.asarray(pred).astype(np.int64).ravel(), np.asarray(ref).astype(np.int64).ravel()
@@ -118,7 +119,7 @@ def decide_postprocessing(
     connectivity: int | None = None,
     min_sizes: Sequence[int] | None = None,
     remove_small: bool = True,
-    ignore_index: int | None = 255,
+    ignore_index: int | None = IGNORE_INDEX,
 ) -> PostprocessPlan:
     """The :class:`PostprocessPlan` the rule above keeps on ``pairs`` of (prediction, reference)
     label maps (2D or 3D, out-of-fold predictions of the whole cross-validation).
