@@ -15,8 +15,11 @@ import pytest
 import torch
 
 from medseg.config import load_config
+from medseg.engine import train_log
 from medseg.engine.checkpoint import read_checkpoint
-from medseg.engine.trainer import EpochSampler, lr_factor, train
+from medseg.engine.sampler import EpochSampler
+from medseg.engine.schedule import lr_factor
+from medseg.engine.trainer import train
 
 TINY = [
     "data.format=synthetic",
@@ -62,11 +65,9 @@ def test_loss_decreases_on_phantoms(tmp_path):
 
 def test_resume_continues_exactly(tmp_path, monkeypatch):
     """A run that crashes after epoch 2 and is resumed reproduces the uninterrupted losses."""
-    from medseg.engine import trainer as trainer_mod
-
     full = load_config(None, TINY + ["train.epochs=4", f"output_dir={tmp_path / 'full'}"])
     train(full)
-    write_log = trainer_mod._write_log
+    write_log = train_log.write_log
 
     class Crash(Exception):
         pass
@@ -76,7 +77,7 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
         if len(history) == 2:
             raise Crash
 
-    monkeypatch.setattr(trainer_mod, "_write_log", crash_after_epoch_2)
+    monkeypatch.setattr(train_log, "write_log", crash_after_epoch_2)
     part = load_config(None, TINY + ["train.epochs=4", f"output_dir={tmp_path / 'part'}"])
     with pytest.raises(Crash):
         train(part)

@@ -1,0 +1,83 @@
+"""A wall-clock training budget turned into a number of steps.
+
+A learning-rate schedule is only complete if it knows its length. Under a time budget the
+length is estimated from the measured cost of training: after the first few timed steps
+(so that a budget shorter than an epoch still gets a schedule), then after every epoch from
+the average wall time per step so far (validation, checkpointing and logging included). The
+schedule's total is set to that estimate, so the learning rate reaches its floor when the
+budget ends, and training stops at the total (or, if the estimate was too optimistic, when
+the time is up).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+
+class TimeBudget:
+    """``seconds`` of training, planned as a number of optimiser steps.
+
+    ``max_steps`` (``train.epochs`` x steps per epoch) caps the plan: a budget never makes a
+    run longer than ``--epochs``. ``clock`` is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        seconds: float,
+        max_steps: int,
+        *,
+        calibration_steps: int = 5,
+        fixed_plan: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.seconds, self.max_steps = float(seconds), int(max_steps)
+        self.fixed_plan = fixed_plan  # a resumed run keeps the plan its checkpoint holds
+        self.calibration_steps = calibration_steps
+        self.clock = clock
+        self.t_start = self.clock()
+        self.start_step = 0
+        self._first_step: tuple[int, float] | None = None
+        self._calibrated = False
+
+    def start(self, step: int) -> None:
+        """The run (or the resumed run) begins at optimiser step ``step``, now."""
+        self.t_start, self.start_step = self.clock(), step
+        self._first_step, self._calibrated = None, False
+
+    def elapsed(self) -> float:
+        return self.clock() - self.t_start
+
+    def expired(self) -> bool:
+        return self.elapsed() >= self.seconds
+
+    def _plan(self, step: int, seconds_per_step: float) -> int:
+        left = max(0.0, self.seconds - self.elapsed())
+        more = math.floor(left / seconds_per_step) if seconds_per_step > 0 else self.max_steps
+        return max(step, min(self.max_steps, step + more))
+
+    def after_step(self, step: int) -> int | None:
+        """Call after each optimiser step (``step`` = steps done). Returns a first plan once
+        ``calibration_steps`` steps have been timed (the very first step, which pays for
+        warm-up, is not timed), else None."""
+        if self._calibrated or self.fixed_plan is not None:
+            return None
+        now = self.clock()
+        if self._first_step is None:
+            self._first_step = (step, now)
+            return None
+        s0, t0 = self._first_step
+        if step - s0 < self.calibration_steps:
+            return None
+        self._calibrated = True
+        return self._plan(step, (now - t0) / (step - s0))
+
+    def after_epoch(self, step: int) -> int | None:
+        """Call at the end of an epoch, after validation: the plan from the average wall time
+        per step since the start (None when the plan is fixed)."""
+        if self.fixed_plan is not None:
+            return None
+        self._calibrated = True
+        done = step - self.start_step
+        return self._plan(step, self.elapsed() / done) if done > 0 else self.max_steps
