@@ -15,12 +15,15 @@ import math
 import time
 from collections.abc import Callable
 
+# The clock budgets read unless given another (tests replace it with a simulated one).
+CLOCK: Callable[[], float] = time.monotonic
+
 
 class TimeBudget:
     """``seconds`` of training, planned as a number of optimiser steps.
 
     ``max_steps`` (``train.epochs`` x steps per epoch) caps the plan: a budget never makes a
-    run longer than ``--epochs``. ``clock`` is injectable for tests.
+    run longer than ``--epochs``. ``fixed_plan`` (a resumed run's) is kept, never re-planned.
     """
 
     def __init__(
@@ -30,12 +33,12 @@ class TimeBudget:
         *,
         calibration_steps: int = 5,
         fixed_plan: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.seconds, self.max_steps = float(seconds), int(max_steps)
         self.fixed_plan = fixed_plan  # a resumed run keeps the plan its checkpoint holds
         self.calibration_steps = calibration_steps
-        self.clock = clock
+        self.clock = clock or CLOCK
         self.t_start = self.clock()
         self.start_step = 0
         self._first_step: tuple[int, float] | None = None
