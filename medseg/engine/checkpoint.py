@@ -5,7 +5,7 @@ optimizer's tensors under ``optim.*`` and RNG states under ``rng.*``; everything
 (model name and options, config, epoch, optimizer hyper-parameters, history) is JSON
 in the safetensors header metadata. One file means one ``os.replace`` makes it
 atomic, and loading never unpickles anything. Reading the format lives one layer lower, in
-``medseg.weights_file`` (models load weights files without importing the engine).
+``medseg.models.weights_file`` (models load weights files without importing the engine).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from medseg.errors import CheckpointError
 from medseg.models import build_model
 from medseg.models.base import to_preferred_format
 from medseg.models.fuse import fuse_conv_bn
-from medseg.weights_file import (  # noqa: F401 (re-exported: the checkpoint API in one place)
+from medseg.models.weights_file import (  # noqa: F401 (re-exported: the checkpoint API in one place)
     FORMAT,
     load_state_strict,
     load_weights_file,

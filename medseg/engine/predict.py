@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -37,7 +38,8 @@ def predict_slices(
     ev = cfg.eval
     # Models trained on native-resolution crops see whole images through a window of the
     # training size (the context they were trained with); others run on the whole image.
-    window = ev.window or (tuple(cfg.data.size) if cfg.data.resize_policy == "crop" else None)
+    crop = cfg.data.resize_policy == "crop"
+    window = ev.window or (cast(tuple[int, int], tuple(cfg.data.size)) if crop else None)
     out = []
     for i in range(0, x.shape[0], ev.batch_size):
         chunk, undo = to_model_space(x[i : i + ev.batch_size].to(device), cfg.data)

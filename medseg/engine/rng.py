@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ def capture_rng() -> tuple[dict[str, torch.Tensor], dict]:
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # the legacy tuple (name, keys, pos, has_gauss, cached)
     py_state = random.getstate()
     meta = {
         "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],

@@ -14,7 +14,8 @@ from medseg.config import Config, ScheduleConfig
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     """``cfg.optim`` over ``model``'s trainable parameters; no weight decay on 1-D parameters."""
     o = cfg.optim
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)

@@ -6,13 +6,13 @@ random state a run starts from is the same every time."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from medseg import __version__
 from medseg.config import Config
 from medseg.data import build_data
 from medseg.engine.device import resolve_device
@@ -25,7 +25,7 @@ from medseg.engine.train_step import AuxForward, StepContext
 from medseg.errors import MedsegError
 from medseg.losses import build_loss, with_auxiliary
 from medseg.models import build_model
-from medseg.models.base import to_preferred_format
+from medseg.models.base import SegmentationModel, to_preferred_format
 
 
 @dataclass
@@ -37,7 +37,7 @@ class TrainParts:
     device: torch.device
     data: Any
     task: Task
-    model: torch.nn.Module
+    model: SegmentationModel
     loss_fn: Any
     optimizer: torch.optim.Optimizer
     model_state: dict
@@ -104,17 +104,20 @@ def check_input_size(cfg: Config, model: torch.nn.Module) -> None:
     margin = int(getattr(model, "output_margin", 0))
     if not margin:
         return
+    valid: Any = model  # valid-convolution models (unet_valid) add output_size / valid_input_size
     for side in cfg.data.size:
-        if model.output_size(int(side)) is None:
-            near = model.valid_input_size(max(1, int(side) - 2 * margin))
+        if valid.output_size(int(side)) is None:
+            near = valid.valid_input_size(max(1, int(side) - 2 * margin))
             raise MedsegError(
                 f"data.size {list(cfg.data.size)} is not a valid input of {cfg.model.name} "
                 f"(valid convolutions); use e.g. data.size=[{near},{near}] "
-                f"(output {model.output_size(near)})"
+                f"(output {valid.output_size(near)})"
             )
 
 
-def add_auxiliary_loss(cfg: Config, loss_fn: Any, model: torch.nn.Module, in_channels: int, device) -> Any:
+def add_auxiliary_loss(
+    cfg: Config, loss_fn: Any, model: SegmentationModel, in_channels: int, device: torch.device
+) -> Any:
     """Models with an auxiliary head (PSPNet) get its loss added at ``cfg.loss.aux_weight``."""
     if getattr(loss_fn, "uses_aux", False) or cfg.loss.aux_weight <= 0:
         return loss_fn
@@ -124,6 +127,15 @@ def add_auxiliary_loss(cfg: Config, loss_fn: Any, model: torch.nn.Module, in_cha
         _, aux = model.forward_aux(probe)
         model.train()
     return with_auxiliary(loss_fn, aux_weight=cfg.loss.aux_weight) if "aux" in aux else loss_fn
+
+
+def medseg_version() -> str:
+    """The installed medseg version (package metadata: the engine does not import the
+    ``medseg`` facade above it), or ``unknown`` when running from an uninstalled tree."""
+    try:
+        return version("medseg")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def model_state(cfg: Config, task: Task, in_channels: int) -> dict:
@@ -137,7 +149,7 @@ def model_state(cfg: Config, task: Task, in_channels: int) -> dict:
         "task_mode": task.mode,
         "class_names": list(task.class_names),
         "config": cfg.to_dict(),
-        "medseg_version": __version__,
+        "medseg_version": medseg_version(),
     }
 
 

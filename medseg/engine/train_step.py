@@ -11,14 +11,14 @@ import torch
 from medseg.engine.device import autocast_for
 from medseg.engine.task import IGNORE_INDEX
 from medseg.errors import MedsegError
-from medseg.models.base import format_input
+from medseg.models.base import SegmentationModel, format_input
 
 
 class AuxForward(torch.nn.Module):
     """Routes ``forward`` to ``forward_aux``: DDP only hooks ``forward``, so a model whose
     loss needs auxiliary outputs is wrapped in this before DDP."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: SegmentationModel) -> None:
         super().__init__()
         self.model = model
 
@@ -31,7 +31,7 @@ class StepContext:
     """What every step needs. ``model`` is the bare model (format, target cropping, clipping),
     ``net`` what is called (``model``, or it wrapped in :class:`AuxForward` and/or DDP)."""
 
-    model: torch.nn.Module
+    model: SegmentationModel
     net: torch.nn.Module
     loss_fn: Any
     optimizer: torch.optim.Optimizer
@@ -55,8 +55,9 @@ def prepare_batch(ctx: StepContext, batch: dict) -> tuple[torch.Tensor, torch.Te
         target = target.masked_fill(~batch["roi"].to(ctx.device), IGNORE_INDEX)
     extras = {k: batch[k].to(ctx.device) for k in getattr(ctx.loss_fn, "needs", ())}
     if ctx.margin:
-        target = ctx.model.crop_target(target)
-        extras = {k: ctx.model.crop_target(v) for k, v in extras.items()}
+        valid: Any = ctx.model  # valid-convolution models (unet_valid) add crop_target
+        target = valid.crop_target(target)
+        extras = {k: valid.crop_target(v) for k, v in extras.items()}
     return x, target, extras
 
 

@@ -10,7 +10,7 @@ import torch
 
 from medseg.models.base import SegmentationModel
 from medseg.models.registry import MODELS
-from medseg.weights_file import load_weights_file
+from medseg.models.weights_file import load_weights_file
 
 # Each module registers its models on import.
 _MODEL_MODULES = ("unet", "unet_resnet", "fcn", "segnet", "pspnet", "deeplab", "befunet")

@@ -1,8 +1,8 @@
 """Reading weights files: medseg checkpoints, plain safetensors files and torch state dicts.
 
-This is the storage layer under both ``medseg.models`` (``build_model(weights=...)``) and
-``medseg.engine.checkpoint`` (which writes the files): it imports nothing of medseg but
-the errors, so models never need to import the engine.
+It sits in the models layer, under both ``build_model(weights=...)`` and
+``medseg.engine.checkpoint`` (which writes the files), and imports nothing of medseg but the
+errors: models never need to import the engine to load weights.
 
 A medseg checkpoint is ONE safetensors file: the model weights under ``model.*``, the
 optimizer's tensors under ``optim.*`` and RNG states under ``rng.*``; everything else is
