@@ -2,11 +2,15 @@
 
 A learning-rate schedule is only complete if it knows its length. Under a time budget the
 length is estimated from the measured cost of training: after the first few timed steps
-(so that a budget shorter than an epoch still gets a schedule), then after every epoch from
-the average wall time per step so far (validation, checkpointing and logging included). The
-schedule's total is set to that estimate, so the learning rate reaches its floor when the
-budget ends, and training stops at the total (or, if the estimate was too optimistic, when
-the time is up).
+(so that a budget shorter than an epoch still gets a schedule), then at the start of every
+later epoch from the average wall time per step so far (validation, checkpointing and logging
+included). The schedule's total is set to that estimate, so the learning rate reaches its
+floor when the budget ends, and training stops at the total.
+
+An estimate can be optimistic (the machine slows down, validation costs more than it did).
+As a safety net the schedule's position is never behind the share of the time already spent
+(:meth:`TimeBudget.schedule_position`): the learning rate still reaches its floor when the
+time is up, where training then stops.
 """
 
 from __future__ import annotations
@@ -43,17 +47,31 @@ class TimeBudget:
         self.start_step = 0
         self._first_step: tuple[int, float] | None = None
         self._calibrated = False
+        self.synced_elapsed = 0.0  # elapsed seconds as rank 0 last measured them (see sync)
 
     def start(self, step: int) -> None:
         """The run (or the resumed run) begins at optimiser step ``step``, now."""
         self.t_start, self.start_step = self.clock(), step
         self._first_step, self._calibrated = None, False
+        self.synced_elapsed = 0.0
 
     def elapsed(self) -> float:
         return self.clock() - self.t_start
 
     def expired(self) -> bool:
         return self.elapsed() >= self.seconds
+
+    def sync(self, elapsed: float) -> bool:
+        """Record the elapsed time every rank agrees on (rank 0's, broadcast); True when the
+        time is up."""
+        self.synced_elapsed = elapsed
+        return elapsed >= self.seconds
+
+    def schedule_position(self, step: int, total: int) -> int:
+        """Where the schedule stands: ``step``, or further when more of the time than of the
+        planned steps is spent (from the synced time, so every rank sets the same rate)."""
+        by_time = int(self.synced_elapsed / self.seconds * total)
+        return max(step, min(by_time, total))
 
     def _plan(self, step: int, seconds_per_step: float) -> int:
         left = max(0.0, self.seconds - self.elapsed())
@@ -76,9 +94,10 @@ class TimeBudget:
         self._calibrated = True
         return self._plan(step, (now - t0) / (step - s0))
 
-    def after_epoch(self, step: int) -> int | None:
-        """Call at the end of an epoch, after validation: the plan from the average wall time
-        per step since the start (None when the plan is fixed)."""
+    def replan(self, step: int) -> int | None:
+        """Call at the start of a later epoch: the plan from the average wall time per step
+        since the start, earlier epochs' validation, checkpointing and logging included
+        (None when the plan is fixed)."""
         if self.fixed_plan is not None:
             return None
         self._calibrated = True

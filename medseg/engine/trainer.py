@@ -62,10 +62,14 @@ def schedule_total(loop: TrainLoop, state: TrainState) -> int:
     return loop.max_steps if state.planned_steps is None else state.planned_steps
 
 
-def apply_learning_rate(parts: TrainParts, loop: TrainLoop, state: TrainState) -> None:
-    """Set the learning rate of the next step from the schedule."""
-    cfg = parts.cfg
-    factor = lr_factor(state.step, schedule_total(loop, state), loop.warmup, cfg.schedule)
+def apply_learning_rate(
+    parts: TrainParts, loop: TrainLoop, state: TrainState, budget: TimeBudget | None
+) -> None:
+    """Set the learning rate of the next step from the schedule (under a time budget, never
+    behind the share of the time spent)."""
+    cfg, total = parts.cfg, schedule_total(loop, state)
+    position = state.step if budget is None else budget.schedule_position(state.step, total)
+    factor = lr_factor(position, total, loop.warmup, cfg.schedule)
     set_learning_rate(parts.optimizer, cfg.optim.lr * factor)
 
 
@@ -97,7 +101,7 @@ def run_epoch(
     for i, batch in enumerate(loop.loader):
         if i >= loop.steps_per_epoch:
             break
-        apply_learning_rate(parts, loop, state)
+        apply_learning_rate(parts, loop, state, budget)
         loss, n = train_step(loop.step, batch, where=f" at epoch {epoch}, step {i}")
         state.step += 1
         running += loss * n
@@ -106,9 +110,23 @@ def run_epoch(
         bar.progress.update(bar.task, advance=1, description=description)
         if budget is not None:
             plan_budget(parts, loop, state, budget.after_step(state.step), bar)
-            if state.step >= schedule_total(loop, state) or parts.dist.broadcast(budget.expired()):
+            if budget.sync(parts.dist.broadcast(budget.elapsed())) or state.step >= schedule_total(
+                loop, state
+            ):
                 break  # the budget is spent mid-epoch: validate and checkpoint, then stop
     return EpochResult(running, seen, time.monotonic() - t0)
+
+
+def budget_spent(
+    parts: TrainParts, loop: TrainLoop, state: TrainState, budget: TimeBudget | None, bar: Bar
+) -> bool:
+    """Before an epoch (after the first of this run): re-plan from the time spent so far, earlier
+    checkpointing and logging included; True when the plan is done or the time is up."""
+    if budget is None or state.step == budget.start_step:
+        return False
+    plan_budget(parts, loop, state, budget.replan(state.step), bar)
+    expired = budget.sync(parts.dist.broadcast(budget.elapsed()))
+    return expired or state.step >= schedule_total(loop, state)
 
 
 def epoch_row(parts: TrainParts, state: TrainState, epoch: int, result: EpochResult) -> dict[str, Any]:
@@ -209,13 +227,14 @@ def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
         done = (first_epoch - 1) * loop.steps_per_epoch
         bar = Bar(progress, progress.add_task("training", total=schedule_total(loop, state), completed=done))
         for epoch in range(first_epoch, cfg.train.epochs + 1):
+            if budget_spent(parts, loop, state, budget, bar):
+                reason = "budget"  # spent by the last epoch's checkpointing and logging
+                break
             result = run_epoch(parts, loop, state, epoch, budget, bar)
             row = epoch_row(parts, state, epoch, result)
             improved = validate_phase(parts, state, row)
             state.history.append(row)
             state.epoch = epoch
-            if budget is not None and state.step < schedule_total(loop, state):
-                plan_budget(parts, loop, state, budget.after_epoch(state.step), bar)
             stop = stop_reason(parts, loop, state, budget)
             end_epoch(parts, loop, state, tensorboard, improved)
             if stop is not None:
