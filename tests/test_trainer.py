@@ -99,8 +99,11 @@ def test_budget_stops_training_and_decays_the_schedule(tmp_path):
     assert result["stop_reason"] == "budget"
     rows = _log(tmp_path)
     assert 1 <= len(rows) < 1000
-    # the schedule follows the budget: the last learning rate is well below the peak
-    assert float(rows[-1]["lr"]) < 0.5 * 0.01
+    # the budget became a step plan, and no more steps than planned were run; that the learning
+    # rate then ends at its floor is checked on a simulated clock (tests/engine/test_budget.py):
+    # on a real one, a loaded machine can spend a 3-second budget on the first epoch's logging
+    assert result["planned_steps"] is not None and int(rows[-1]["step"]) <= result["planned_steps"]
+    assert float(rows[-1]["lr"]) <= 0.01
 
 
 def test_sigkill_mid_training_then_resume(tmp_path):
