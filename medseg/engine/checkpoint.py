@@ -4,25 +4,32 @@ A checkpoint is ONE safetensors file: the model weights under ``model.*``, the
 optimizer's tensors under ``optim.*`` and RNG states under ``rng.*``; everything else
 (model name and options, config, epoch, optimizer hyper-parameters, history) is JSON
 in the safetensors header metadata. One file means one ``os.replace`` makes it
-atomic, and loading never unpickles anything.
+atomic, and loading never unpickles anything. Reading the format lives one layer lower, in
+``medseg.models.weights_file`` (models load weights files without importing the engine).
 """
 
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from medseg.atomic import atomic_write, atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
+from medseg.atomic import atomic_write
+from medseg.engine.rng import capture_rng, restore_rng
 from medseg.errors import CheckpointError
-
-FORMAT = "medseg-checkpoint-1"
+from medseg.models import build_model
+from medseg.models.base import to_preferred_format
+from medseg.models.fuse import fuse_conv_bn
+from medseg.models.weights_file import (  # noqa: F401 (re-exported: the checkpoint API in one place)
+    FORMAT,
+    load_state_strict,
+    load_weights_file,
+    read_checkpoint,
+    split_tensors,
+)
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -50,34 +57,6 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
         for g in meta["param_groups"]
     ]
     return {"state": state, "param_groups": groups}
-
-
-def capture_rng() -> tuple[dict[str, torch.Tensor], dict]:
-    tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    meta = {
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        "python": [py_state[0], list(py_state[1]), py_state[2]],
-    }
-    return tensors, meta
-
-
-def restore_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    if "rng.torch" in tensors:
-        torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-    if "numpy" in meta:
-        n = meta["numpy"]
-        np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    if "python" in meta:
-        p = meta["python"]
-        random.setstate((p[0], tuple(p[1]), p[2]))
 
 
 def save_checkpoint(
@@ -116,64 +95,11 @@ def save_checkpoint(
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"medseg": json.dumps(meta)}))
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and metadata of a medseg checkpoint, with clear errors for bad files."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as fh:
-            header = fh.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
-    if "medseg" not in header:
-        raise CheckpointError(f"{path}: a safetensors file, but not a medseg checkpoint (no medseg metadata)")
-    try:
-        meta = json.loads(header["medseg"])
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: corrupt checkpoint metadata ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r}")
-    return tensors, meta
-
-
-def split_tensors(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    n = len(prefix) + 1
-    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-
-
-def load_state_strict(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
-    """Load weights, explaining a mismatch (another model, other classes) in one line."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in weights]
-    unexpected = [k for k in weights if k not in own]
-    wrong = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            parts.append(
-                f"{len(wrong)} with other shapes (e.g. {k}: file {tuple(weights[k].shape)} "
-                f"vs model {tuple(own[k].shape)})"
-            )
-        raise CheckpointError(f"{source}: weights do not fit this model: " + "; ".join(parts))
-    model.load_state_dict(weights, strict=True)
-
-
 def load_model(path: str | Path, *, device: str | torch.device = "cpu"):
     """Rebuild the model a checkpoint was trained with and load its weights.
 
     Returns ``(model, state)``; ``state`` is the JSON state saved with it.
     """
-    from medseg.models import build_model
-
     tensors, meta = read_checkpoint(path)
     state = meta["state"]
     model = build_model(
@@ -189,39 +115,8 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu"):
 def load_inference_model(path: str | Path, *, device: str | torch.device = "cpu"):
     """:func:`load_model`, prepared the way ``medseg evaluate`` and ``predict`` run it: Conv-BN
     folded (``medseg.models.fuse``) and in the model's preferred memory format."""
-    from medseg.models.base import to_preferred_format
-    from medseg.models.fuse import fuse_conv_bn
-
     model, state = load_model(path, device=device)
     return to_preferred_format(fuse_conv_bn(model, inplace=True)), state
-
-
-def load_weights_file(model: torch.nn.Module, path: str | Path) -> None:
-    """Load a local weights file into ``model``: a medseg checkpoint, a plain safetensors
-    file, or a torch state dict (loaded with ``weights_only=True``: no code is unpickled)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: weights file not found")
-    if path.suffix == ".safetensors":
-        try:
-            tensors, _ = read_checkpoint(path)
-            weights = split_tensors(tensors, "model")
-        except CheckpointError:
-            try:
-                weights = load_file(str(path))
-            except (SafetensorError, OSError) as exc:
-                raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any failure means the file is unusable
-            raise CheckpointError(
-                f"{path}: not a loadable state dict ({type(exc).__name__}: {exc})"
-            ) from None
-        weights = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else None
-        if not isinstance(weights, dict):
-            raise CheckpointError(f"{path}: expected a state dict, found {type(obj).__name__}")
-    load_state_strict(model, weights, str(path))
 
 
 def restore_training(

@@ -9,7 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from medseg.config import load_config
+from medseg.data import write_synthetic_dataset
+from medseg.engine.evaluator import evaluate_checkpoint
 from medseg.engine.progress import console
+from medseg.engine.trainer import train
+from medseg.metrics.report import summary_table
 
 DEMO_SETTINGS = {
     "binary": {"n": 160, "epochs": 8, "classes": 2},
@@ -46,10 +50,6 @@ def demo_config(out: Path, kind: str = "binary", epochs: int | None = None) -> d
 
 
 def run_demo(out: Path, *, epochs: int | None = None, kind: str = "binary") -> dict:
-    from medseg.data import write_synthetic_dataset
-    from medseg.engine.evaluator import evaluate_checkpoint
-    from medseg.engine.trainer import train
-
     out = Path(out)
     data_dir = out / "data"
     if not data_dir.is_dir():
@@ -62,8 +62,6 @@ def run_demo(out: Path, *, epochs: int | None = None, kind: str = "binary") -> d
     result = train(cfg, resume=_resumable(out))
     ev = evaluate_checkpoint(result["checkpoint"], split="test")
     dice = [r["dice"] for r in ev["records"] if not math.isnan(r["dice"])]
-    from medseg.metrics.report import summary_table
-
     console.print(summary_table(ev["summary"], metrics=["dice", "iou", "hd95", "assd", "nsd"]))
     console.print(
         f"\n[bold green]Demo finished.[/] Mean foreground Dice on {len(set(r['case'] for r in ev['records']))} "

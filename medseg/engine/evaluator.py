@@ -1,132 +1,25 @@
-"""Evaluation on a split or a folder: inference -> optional CRF -> metrics -> report."""
+"""Evaluation on a split or a folder: the prediction path -> metrics -> report and overlays."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
-from medseg.atomic import atomic_write, atomic_write_text
-from medseg.config import Config, load_config
-from medseg.engine.overlays import side_by_side
+from medseg.atomic import atomic_write_text
+from medseg.config import Config
+from medseg.data import build_data, open_cases
+from medseg.engine.mask_files import safe_name, save_png
+from medseg.engine.overlays import case_overlay
+from medseg.engine.predict import open_checkpoint, predict_case
 from medseg.engine.progress import make_progress
+from medseg.engine.task import Task
 from medseg.errors import MedsegError
-from medseg.inference import predict_proba
-
-
-@dataclass(frozen=True)
-class Task:
-    """What a model predicts: ``binary`` (one sigmoid channel) or ``multiclass`` (softmax)."""
-
-    mode: str
-    num_classes: int
-    class_names: tuple[str, ...]
-
-    @property
-    def out_channels(self) -> int:
-        return 1 if self.mode == "binary" else self.num_classes
-
-
-def make_task(loss_mode: str, num_classes: int, class_names: list[str] | tuple[str, ...]) -> Task:
-    mode = loss_mode
-    if mode == "auto":
-        mode = "binary" if num_classes == 2 else "multiclass"
-    if mode == "binary" and num_classes != 2:
-        raise MedsegError(f"loss.mode=binary needs a 2-class dataset, this one has {num_classes} classes")
-    if mode == "multilabel":
-        raise MedsegError("multilabel training is not supported by the trainer yet; use multiclass")
-    return Task(mode, num_classes, tuple(class_names))
-
-
-def labels_from_proba(proba: torch.Tensor) -> torch.Tensor:
-    """``[..., K, H, W]`` probabilities -> integer labels ``[..., H, W]``."""
-    if proba.shape[-3] == 1:
-        return (proba[..., 0, :, :] > 0.5).long()
-    return proba.argmax(dim=-3)
-
-
-def _predict_slices(
-    model: torch.nn.Module, x: torch.Tensor, cfg: Config, device: torch.device, tta: bool
-) -> torch.Tensor:
-    """Probabilities ``[N, K, H, W]`` (on CPU) for images ``[N, C, H, W]`` at native size.
-
-    Images are brought to the scale the model was trained at (``data.resize_policy``),
-    predicted whole or by sliding window, and the probabilities mapped back.
-    """
-    from medseg.data.transforms import to_model_space
-
-    ev = cfg.eval
-    # Models trained on native-resolution crops see whole images through a window of the
-    # training size (the context they were trained with); others run on the whole image.
-    window = ev.window or (tuple(cfg.data.size) if cfg.data.resize_policy == "crop" else None)
-    out = []
-    for i in range(0, x.shape[0], ev.batch_size):
-        chunk, undo = to_model_space(x[i : i + ev.batch_size].to(device), cfg.data)
-        proba = predict_proba(
-            model,
-            chunk,
-            window=window,
-            overlap=ev.overlap,
-            blend=ev.blend,
-            batch_size=ev.batch_size,
-            tta=tta,
-            device=device,
-        )
-        out.append(undo(proba).float().cpu())
-    return torch.cat(out)
-
-
-def predict_case(
-    model: torch.nn.Module,
-    case: dict,
-    cfg: Config,
-    device: torch.device,
-    *,
-    tta: bool | None = None,
-    crf: bool | None = None,
-) -> tuple[np.ndarray, torch.Tensor]:
-    """Labels (numpy, native size; ``[H, W]`` or ``[D, H, W]``) and probabilities for one case."""
-    tta = cfg.eval.tta if tta is None else tta
-    crf = cfg.eval.crf if crf is None else crf
-    image = case["image"]
-    volume = image.ndim == 4
-    proba = _predict_slices(model, image if volume else image[None], cfg, device, tta)
-    if crf:
-        from medseg.inference.crf import dense_crf
-
-        display = np.asarray(case["display"])
-        display = display if volume else display[None]
-        proba = torch.stack(
-            [
-                torch.as_tensor(dense_crf(display[i], _two_channel(proba[i]).numpy()))
-                for i in range(proba.shape[0])
-            ]
-        )
-    labels = labels_from_proba(proba).numpy().astype(np.uint8 if proba.shape[1] < 256 else np.int32)
-    if not volume:
-        labels, proba = labels[0], proba[0]
-    return labels, proba
-
-
-def _two_channel(p: torch.Tensor) -> torch.Tensor:
-    """CRF needs a distribution over classes: a sigmoid map becomes [1-p, p]."""
-    return torch.cat([1 - p, p]) if p.shape[0] == 1 else p
-
-
-def quick_dice(
-    pred: np.ndarray, target: np.ndarray, num_classes: int, roi: np.ndarray | None = None
-) -> float:
-    """Mean foreground Dice of one case (validation during training)."""
-    from medseg.metrics import dice
-
-    if roi is not None:
-        pred, target = pred[roi], target[roi]
-    return float(np.mean([dice(pred == k, target == k) for k in range(1, num_classes)]))
+from medseg.metrics import evaluate_case
+from medseg.metrics import report as rep
 
 
 def _np(t: Any) -> np.ndarray | None:
@@ -135,13 +28,36 @@ def _np(t: Any) -> np.ndarray | None:
     return t.numpy() if torch.is_tensor(t) else np.asarray(t)
 
 
-def _overlay_slice(case: dict, labels: np.ndarray, target: np.ndarray | None) -> np.ndarray:
-    display = np.asarray(case["display"])
-    if labels.ndim == 3:  # a volume: show the slice with the most ground truth (or prediction)
-        ref = target if target is not None else labels
-        z = int(np.argmax((ref > 0).reshape(ref.shape[0], -1).sum(1)))
-        return side_by_side(display[z], labels[z], None if target is None else target[z])
-    return side_by_side(display, labels, target)
+def score_case(labels: np.ndarray, case: dict, task: Task, cfg: Config) -> list[dict]:
+    """Every metric of one predicted case against its mask, as report records."""
+    target = _np(case.get("mask"))
+    if target is None:
+        raise MedsegError(f"{case.get('source', case['id'])}: no mask to evaluate against")
+    per_class = evaluate_case(
+        labels,
+        target,
+        task.num_classes,
+        spacing=case.get("spacing"),
+        include_background=False,
+        roi=_np(case.get("roi")),
+        empty=cfg.eval.empty,
+        surface=cfg.eval.surface,
+        nsd_tolerance=cfg.eval.nsd_tolerance,
+    )
+    return rep.case_records(case["id"], per_class, list(task.class_names))
+
+
+def write_overlays(records: list[dict], kept: dict[str, tuple], out_dir: Path, count: int) -> Path:
+    """Overlay PNGs of the ``count`` worst cases by Dice, named ``RANK_CASE.png``."""
+    overlay_dir = out_dir / "overlays"
+    overlay_dir.mkdir(exist_ok=True)
+    worst = [w["case"] for w in rep.worst_cases(records, metric="dice", k=count)]
+    for rank, case_id in enumerate(worst):
+        if case_id in kept:
+            case, labels = kept[case_id]
+            path = overlay_dir / f"{rank:02d}_{safe_name(case_id)}.png"
+            save_png(path, case_overlay(case, labels, _np(case.get("mask"))))
+    return overlay_dir
 
 
 def evaluate_cases(
@@ -157,76 +73,49 @@ def evaluate_cases(
     description: str = "evaluating",
 ) -> dict:
     """Run inference on every case, compute all metrics, write the report to ``out_dir``."""
-    from medseg.metrics import evaluate_case
-    from medseg.metrics import report as rep
-
     device = torch.device(device)
     model.eval()
     records: list[dict] = []
-    kept: dict[str, tuple[dict, np.ndarray, np.ndarray | None]] = {}
+    kept: dict[str, tuple[dict, np.ndarray]] = {}
     out_dir = Path(out_dir) if out_dir is not None else None
     with make_progress() as progress:
         bar = progress.add_task(description, total=len(cases))
         for i in range(len(cases)):
             case = cases[i]
             labels, _ = predict_case(model, case, cfg, device, tta=tta, crf=crf)
-            target = _np(case.get("mask"))
-            if target is None:
-                raise MedsegError(f"{case.get('source', case['id'])}: no mask to evaluate against")
-            per_class = evaluate_case(
-                labels,
-                target,
-                task.num_classes,
-                spacing=case.get("spacing"),
-                include_background=False,
-                roi=_np(case.get("roi")),
-                empty=cfg.eval.empty,
-                surface=cfg.eval.surface,
-                nsd_tolerance=cfg.eval.nsd_tolerance,
-            )
-            records.extend(rep.case_records(case["id"], per_class, list(task.class_names)))
+            records.extend(score_case(labels, case, task, cfg))
             if out_dir is not None and cfg.eval.overlays:
-                kept[case["id"]] = (case, labels, target)
+                kept[case["id"]] = (case, labels)
             progress.advance(bar)
-    summary = rep.summarize(records)
-    result: dict[str, Any] = {"records": records, "summary": summary}
+    result: dict[str, Any] = {"records": records, "summary": rep.summarize(records)}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        paths = rep.write_report(
-            records,
-            out_dir,
-            list(task.class_names),
-            meta={
-                "empty_policy": cfg.eval.empty,
-                "nsd_tolerance": cfg.eval.nsd_tolerance,
-                "tta": cfg.eval.tta if tta is None else tta,
-                "crf": cfg.eval.crf if crf is None else crf,
-                "window": cfg.eval.window,
-                "model": cfg.model.name,
-                "cases": len(cases),
-            },
-        )
-        overlay_dir = out_dir / "overlays"
-        overlay_dir.mkdir(exist_ok=True)
-        worst = [w["case"] for w in rep.worst_cases(records, metric="dice", k=cfg.eval.overlays)]
-        for rank, case_id in enumerate(worst):
-            if case_id in kept:
-                case, labels, target = kept[case_id]
-                save_png(
-                    overlay_dir / f"{rank:02d}_{_safe(case_id)}.png", _overlay_slice(case, labels, target)
-                )
+        meta = {
+            "empty_policy": cfg.eval.empty,
+            "nsd_tolerance": cfg.eval.nsd_tolerance,
+            "tta": cfg.eval.tta if tta is None else tta,
+            "crf": cfg.eval.crf if crf is None else crf,
+            "window": cfg.eval.window,
+            "model": cfg.model.name,
+            "cases": len(cases),
+        }
+        paths = rep.write_report(records, out_dir, list(task.class_names), meta=meta)
+        overlay_dir = write_overlays(records, kept, out_dir, cfg.eval.overlays)
         result["paths"] = {k: str(v) for k, v in paths.items()} | {"overlays": str(overlay_dir)}
     return result
 
 
-def save_png(path: Path, array: np.ndarray) -> None:
-    """Write an image array as PNG, atomically."""
-    image = Image.fromarray(array)
-    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+def _cases_to_evaluate(cfg: Config, data_root: str | Path | None, split: str) -> tuple[Any, str]:
+    """The cases (and their label) of ``split`` of the run's data, or of the folder ``data_root``."""
+    if data_root is not None:
+        return open_cases(Path(data_root), cfg=cfg.data, masks=True), Path(data_root).name
+    data = build_data(cfg.data, cfg.augment, seed=cfg.train.seed)
+    if split not in ("val", "test"):
+        raise MedsegError(f"split must be 'val' or 'test', got {split!r}")
+    cases = getattr(data, split)
+    if len(cases) == 0:
+        raise MedsegError(f"{cfg.data.root}: the {split} split is empty; pass --data FOLDER or --split val")
+    return cases, split
 
 
 def evaluate_checkpoint(
@@ -241,43 +130,27 @@ def evaluate_checkpoint(
     crf: bool | None = None,
 ) -> dict:
     """Evaluate a checkpoint on a split of its training data, or on another folder."""
-    from medseg.data import build_data, open_cases
-    from medseg.engine.checkpoint import load_inference_model
-    from medseg.engine.trainer import resolve_device
-
-    model, state = load_inference_model(checkpoint)
-    cfg = load_config(state["config"], overrides)
-    dev = resolve_device(device if device != "auto" else cfg.train.device)
-    model.to(dev)
-    task = Task(state["task_mode"], state["num_classes"], tuple(state["class_names"]))
-    if data_root is not None:
-        cases = open_cases(Path(data_root), cfg=cfg.data, masks=True)
-        label = Path(data_root).name
-    else:
-        data = build_data(cfg.data, cfg.augment, seed=cfg.train.seed)
-        if split not in ("val", "test"):
-            raise MedsegError(f"split must be 'val' or 'test', got {split!r}")
-        cases = getattr(data, split)
-        if len(cases) == 0:
-            raise MedsegError(
-                f"{cfg.data.root}: the {split} split is empty; pass --data FOLDER or --split val"
-            )
-        label = split
+    loaded = open_checkpoint(checkpoint, overrides=overrides, device=device)
+    cfg = loaded.cfg
+    cases, label = _cases_to_evaluate(cfg, data_root, split)
     out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent.parent / "eval" / label
     result = evaluate_cases(
-        model, cases, task, cfg, out_dir=out, device=dev, tta=tta, crf=crf, description=f"evaluating {label}"
+        loaded.model,
+        cases,
+        loaded.task,
+        cfg,
+        out_dir=out,
+        device=loaded.device,
+        tta=tta,
+        crf=crf,
+        description=f"evaluating {label}",
     )
     result["out_dir"] = str(out)
-    atomic_write_text(
-        out / "run.json",
-        json.dumps(
-            {
-                "checkpoint": str(checkpoint),
-                "split": label,
-                "tta": cfg.eval.tta if tta is None else tta,
-                "crf": cfg.eval.crf if crf is None else crf,
-            },
-            indent=2,
-        ),
-    )
+    run = {
+        "checkpoint": str(checkpoint),
+        "split": label,
+        "tta": cfg.eval.tta if tta is None else tta,
+        "crf": cfg.eval.crf if crf is None else crf,
+    }
+    atomic_write_text(out / "run.json", json.dumps(run, indent=2))
     return result

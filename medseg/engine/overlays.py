@@ -71,3 +71,14 @@ def side_by_side(display: np.ndarray, pred: np.ndarray, target: np.ndarray | Non
         target = None if target is None else target.repeat(k, 0).repeat(k, 1)
     pad = np.full((base.shape[0], 4, 3), 255, np.uint8)
     return np.concatenate([base, pad, overlay(base, pred, target)], axis=1)
+
+
+def case_overlay(case: dict, labels: np.ndarray, target: np.ndarray | None = None) -> np.ndarray:
+    """:func:`side_by_side` of one predicted case. A volume shows the slice with the most
+    ground truth (or, without ground truth, the most predicted foreground)."""
+    display = np.asarray(case["display"])
+    if labels.ndim == 3:
+        ref = target if target is not None else labels
+        z = int(np.argmax((ref > 0).reshape(ref.shape[0], -1).sum(1)))
+        return side_by_side(display[z], labels[z], None if target is None else target[z])
+    return side_by_side(display, labels, target)

@@ -20,8 +20,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from rich.table import Table
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from medseg.models import build_model
+from medseg.models.base import format_input, resolve_memory_format, to_preferred_format
+from medseg.models.fuse import fuse_conv_bn
 
 
 def count_flops(model: nn.Module, x: torch.Tensor, *, backward: bool = False) -> int:
@@ -178,9 +183,6 @@ def _profile(
     memory_format: bool | str,
     fuse: bool,
 ) -> dict[str, Any]:
-    from medseg.models.base import format_input, resolve_memory_format, to_preferred_format
-    from medseg.models.fuse import fuse_conv_bn
-
     channels = int(getattr(model, "in_channels", 3))
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -195,14 +197,7 @@ def _profile(
     def autocast():
         return torch.autocast(device.type, dtype=amp_dtype, enabled=amp)
 
-    infer_model.eval()
-
-    def infer_step() -> None:
-        with torch.inference_mode(), autocast():
-            infer_model(x)
-
-    with peak_memory(device) as infer_mem:
-        infer_times = _time_steps(infer_step, device, warmup, steps)
+    infer_times, infer_mem = _time_inference(infer_model, x, autocast, device, warmup, steps)
     out: dict[str, Any] = {
         "model": type(model).__name__,
         "device": str(device),
@@ -229,20 +224,7 @@ def _profile(
         "warmup": warmup,
     }
     if train:
-        model.train()
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        with torch.no_grad():
-            target = _random_target(model(x).shape, device)
-
-        def train_step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            with autocast():
-                logits = model(x)
-            _loss(logits, target).backward()
-            optimizer.step()
-
-        with peak_memory(device) as train_mem:
-            train_times = _time_steps(train_step, device, warmup, steps)
+        train_times, train_mem = _time_training(model, x, autocast, device, warmup, steps)
         out.update(
             {
                 "train_ms_per_batch": 1e3 * statistics.median(train_times),
@@ -251,6 +233,38 @@ def _profile(
             }
         )
     return out
+
+
+def _time_inference(model: nn.Module, x: torch.Tensor, autocast, device, warmup: int, steps: int):
+    """Step times and peak memory of inference (eval mode, ``torch.inference_mode``)."""
+    model.eval()
+
+    def infer_step() -> None:
+        with torch.inference_mode(), autocast():
+            model(x)
+
+    with peak_memory(device) as mem:
+        times = _time_steps(infer_step, device, warmup, steps)
+    return times, mem
+
+
+def _time_training(model: nn.Module, x: torch.Tensor, autocast, device, warmup: int, steps: int):
+    """Step times and peak memory of training: one AdamW step on CE (BCE for one channel)."""
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    with torch.no_grad():
+        target = _random_target(model(x).shape, device)
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            logits = model(x)
+        _loss(logits, target).backward()
+        optimizer.step()
+
+    with peak_memory(device) as mem:
+        times = _time_steps(train_step, device, warmup, steps)
+    return times, mem
 
 
 def profile_model(
@@ -270,8 +284,6 @@ def profile_model(
     fuse: bool = True,
 ) -> dict[str, Any]:
     """Build the registered model ``name`` (random weights) and :func:`profile_module` it."""
-    from medseg.models import build_model
-
     model = build_model(name, in_channels, num_classes, **(options or {}))
     result = profile_module(
         model,
@@ -295,8 +307,6 @@ def _fmt(value: Any, spec: str) -> str:
 
 def profile_table(results: list[dict[str, Any]] | dict[str, Any]):
     """A ``rich`` table with one row per profiled model."""
-    from rich.table import Table
-
     if isinstance(results, dict):
         results = [results]
     first = results[0] if results else {}

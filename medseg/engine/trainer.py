@@ -1,5 +1,9 @@
-"""The training loop: AMP, schedules, clipping, validation, atomic checkpoints, exact
-resume, early stopping, CSV/TensorBoard logs and curve plots; DDP through ``torchrun``.
+"""The training loop as a short sequence of named phases.
+
+``train`` = setup (``train_setup``) -> resume (``train_state``) -> per epoch: the steps
+(``train_step``) under the learning-rate schedule (``schedule``, ``budget``), validation
+(``validation``), checkpointing (``train_state``), logging (``train_log``), the stop
+decision. Each phase is a function of the run's parts, its loop and its :class:`TrainState`.
 
 One code path serves one process and many: under ``torchrun`` (``WORLD_SIZE`` > 1) the
 model is wrapped in DistributedDataParallel (gloo on CPU, NCCL on CUDA), each rank
@@ -8,480 +12,257 @@ reads its shard of every epoch, and rank 0 validates and writes.
 
 from __future__ import annotations
 
-import csv
-import math
-import os
-import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader, Sampler
+from rich.progress import Progress, TaskID
 
-from medseg.atomic import atomic_write, atomic_write_text
+from medseg.atomic import atomic_write_text
 from medseg.config import Config
-from medseg.engine import checkpoint as ckpt
-from medseg.engine.evaluator import Task, make_task, predict_case, quick_dice
+from medseg.engine.budget import TimeBudget
+from medseg.engine.device import resolve_device  # noqa: F401 (older import path, kept for callers)
 from medseg.engine.progress import console, make_progress
-from medseg.errors import MedsegError
-from medseg.models.base import format_input, to_preferred_format
-
-IGNORE_INDEX = 255
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MedsegError(f"device {name!r} requested but CUDA is not available")
-    return dev
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+from medseg.engine.schedule import lr_factor, set_learning_rate
+from medseg.engine.train_log import epoch_line, log_epoch, open_tensorboard
+from medseg.engine.train_setup import (
+    TrainLoop,
+    TrainParts,
+    build_loop,
+    build_parts,
+    resume_checkpoint_path,
+    setup_device,
+)
+from medseg.engine.train_state import TrainState, resume_state, save_checkpoints
+from medseg.engine.train_step import train_step
+from medseg.engine.validation import validate
+from medseg.models import count_parameters
 
 
-class EpochSampler(Sampler[int]):
-    """A permutation of the dataset that depends only on (seed, epoch), sharded by rank.
+@dataclass
+class EpochResult:
+    """What the step phase of one epoch measured."""
 
-    Because the order is a pure function of the epoch, a resumed run sees exactly the
-    batches the uninterrupted run would have seen.
-    """
-
-    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1) -> None:
-        self.n, self.seed, self.rank, self.world = n, seed, rank, world
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.n, generator=g).tolist()
-        per_rank = math.ceil(self.n / self.world)
-        order += order[: per_rank * self.world - self.n]  # pad so every rank has equal work
-        return iter(order[self.rank :: self.world])
-
-    def __len__(self) -> int:
-        return math.ceil(self.n / self.world)
+    loss_sum: float
+    seen: int
+    seconds: float
 
 
-def lr_factor(step: int, total: int, warmup: int, cfg) -> float:
-    """Multiplier of the peak learning rate at ``step`` (linear warm-up, then the schedule)."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if cfg.name == "constant":
-        return 1.0
-    t = min(1.0, (step - warmup) / max(1, total - warmup))
-    floor = cfg.min_lr_ratio
-    if cfg.name == "poly":
-        return floor + (1 - floor) * (1 - t) ** cfg.power
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+@dataclass
+class Bar:
+    """The run's progress bar."""
+
+    progress: Progress
+    task: TaskID
 
 
-def _schedule_step(step: int, t_start: float, budget_s: float | None, total_steps: int) -> int:
-    """Under a time budget the schedule follows whichever runs out first, steps or time, so
-    the learning rate decays to its floor when the budget ends."""
-    if budget_s is None:
-        return step
-    by_time = int((time.monotonic() - t_start) / budget_s * total_steps)
-    return max(step, min(by_time, total_steps))
+def schedule_total(loop: TrainLoop, state: TrainState) -> int:
+    """The schedule's length in steps: planned from the time budget, else epochs x steps."""
+    return loop.max_steps if state.planned_steps is None else state.planned_steps
 
 
-def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    o = cfg.optim
-    # No weight decay on biases and normalisation parameters.
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if o.name == "adamw":
-        return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas)
-    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
+def apply_learning_rate(
+    parts: TrainParts, loop: TrainLoop, state: TrainState, budget: TimeBudget | None
+) -> None:
+    """Set the learning rate of the next step from the schedule (under a time budget, never
+    behind the share of the time spent)."""
+    cfg, total = parts.cfg, schedule_total(loop, state)
+    position = state.step if budget is None else budget.schedule_position(state.step, total)
+    factor = lr_factor(position, total, loop.warmup, cfg.schedule)
+    set_learning_rate(parts.optimizer, cfg.optim.lr * factor)
 
 
-def _autocast(device: torch.device, amp: str):
-    if amp == "none":
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    if device.type == "cpu" and dtype is torch.float16:
-        raise MedsegError("train.amp=fp16 needs CUDA; use bf16 on CPU")
-    return torch.autocast(device.type, dtype=dtype)
+def plan_budget(parts: TrainParts, loop: TrainLoop, state: TrainState, plan: int | None, bar: Bar) -> None:
+    """Adopt a step plan from the time budget (rank 0's, on every rank) as the schedule's total."""
+    if plan is None:
+        return
+    plan = parts.dist.broadcast(plan)
+    first = state.planned_steps is None
+    state.planned_steps = plan
+    bar.progress.update(bar.task, total=plan)
+    if first and parts.dist.main:
+        console.print(
+            f"time budget {parts.cfg.train.budget_minutes:g} min: the schedule is planned for {plan} steps "
+            f"({plan / loop.steps_per_epoch:.1f} epochs of {loop.steps_per_epoch} steps)"
+        )
 
 
-class _Dist:
-    def __init__(self) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.enabled = self.world > 1
-
-    def init(self, device: torch.device) -> None:
-        if self.enabled and not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
-
-    def mean(self, value: float) -> float:
-        if not self.enabled:
-            return value
-        t = torch.tensor([value], dtype=torch.float64)
-        dist.all_reduce(t)
-        return float(t.item()) / self.world
-
-    def broadcast(self, obj: Any) -> Any:
-        if not self.enabled:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
+def run_epoch(
+    parts: TrainParts, loop: TrainLoop, state: TrainState, epoch: int, budget: TimeBudget | None, bar: Bar
+) -> EpochResult:
+    """The step phase: one pass over this epoch's batches (at most ``steps_per_epoch``); under
+    a time budget it ends early when the planned steps are done or the time is up."""
+    loop.sampler.set_epoch(epoch)
+    if hasattr(parts.data.train, "set_epoch"):
+        parts.data.train.set_epoch(epoch)
+    t0 = time.monotonic()
+    running, seen = 0.0, 0
+    for i, batch in enumerate(loop.loader):
+        if i >= loop.steps_per_epoch:
+            break
+        apply_learning_rate(parts, loop, state, budget)
+        loss, n = train_step(loop.step, batch, where=f" at epoch {epoch}, step {i}")
+        state.step += 1
+        running += loss * n
+        seen += n
+        description = f"epoch {epoch}/{parts.cfg.train.epochs} loss {running / seen:.4f}"
+        bar.progress.update(bar.task, advance=1, description=description)
+        if budget is not None:
+            plan_budget(parts, loop, state, budget.after_step(state.step), bar)
+            if budget.sync(parts.dist.broadcast(budget.elapsed())) or state.step >= schedule_total(
+                loop, state
+            ):
+                break  # the budget is spent mid-epoch: validate and checkpoint, then stop
+    return EpochResult(running, seen, time.monotonic() - t0)
 
 
-LOG_FIELDS = ["epoch", "step", "lr", "train_loss", "val_dice", "epoch_seconds", "images_per_second"]
+def budget_spent(
+    parts: TrainParts, loop: TrainLoop, state: TrainState, budget: TimeBudget | None, bar: Bar
+) -> bool:
+    """Before an epoch (after the first of this run): re-plan from the time spent so far, earlier
+    checkpointing and logging included; True when the plan is done or the time is up."""
+    if budget is None or state.step == budget.start_step:
+        return False
+    plan_budget(parts, loop, state, budget.replan(state.step), bar)
+    expired = budget.sync(parts.dist.broadcast(budget.elapsed()))
+    return expired or state.step >= schedule_total(loop, state)
 
 
-def _write_log(path: Path, history: list[dict]) -> None:
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: row.get(k, "") for k in LOG_FIELDS})
-    atomic_write_text(path, buf.getvalue())
-
-
-def plot_curves(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax[0].plot(epochs, [h["train_loss"] for h in history], marker="o", ms=3)
-    ax[0].set(title="training loss", xlabel="epoch", ylabel="loss")
-    val = [(h["epoch"], h["val_dice"]) for h in history if h.get("val_dice") not in (None, "")]
-    if val:
-        ax[1].plot(*zip(*val), marker="o", ms=3, color="tab:green")
-    ax[1].set(title="validation Dice (foreground mean)", xlabel="epoch", ylabel="Dice", ylim=(0, 1))
-    for a in ax:
-        a.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-
-
-def _model_state(cfg: Config, task: Task, in_channels: int) -> dict:
+def epoch_row(parts: TrainParts, state: TrainState, epoch: int, result: EpochResult) -> dict[str, Any]:
+    """The log row of an epoch (``val_dice`` filled in by validation)."""
     return {
-        "model_name": cfg.model.name,
-        "model_options": dict(cfg.model.options),
-        "in_channels": in_channels,
-        "num_classes": task.num_classes,
-        "out_channels": task.out_channels,
-        "task_mode": task.mode,
-        "class_names": list(task.class_names),
-        "config": cfg.to_dict(),
-        "medseg_version": __import__("medseg").__version__,
+        "epoch": epoch,
+        "step": state.step,
+        "lr": parts.optimizer.param_groups[0]["lr"],
+        "train_loss": parts.dist.mean(result.loss_sum / max(result.seen, 1)),
+        "val_dice": None,
+        "epoch_seconds": round(result.seconds, 3),
+        "images_per_second": round(result.seen * parts.dist.world / max(result.seconds, 1e-9), 3),
     }
 
 
-def validate(model: torch.nn.Module, cases, task: Task, cfg: Config, device: torch.device) -> float:
-    """Mean foreground Dice over the validation cases."""
-    model.eval()
-    scores = []
-    with torch.no_grad():
-        for i in range(len(cases)):
-            case = cases[i]
-            labels, _ = predict_case(model, case, cfg, device, tta=False, crf=False)
-            roi = case.get("roi")
-            scores.append(
-                quick_dice(
-                    labels, case["mask"].numpy(), task.num_classes, None if roi is None else roi.numpy()
-                )
-            )
-    model.train()
-    return float(np.mean(scores)) if scores else float("nan")
+def validate_phase(parts: TrainParts, state: TrainState, row: dict) -> bool:
+    """Rank 0 validates every ``val_every`` epochs and at the last one; True when the model is
+    the best so far (without a validation split the latest model is the best we know)."""
+    cfg, epoch = parts.cfg, row["epoch"]
+    if not parts.dist.main:
+        return False
+    if not len(parts.data.val):
+        return True
+    if epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs:
+        row["val_dice"] = validate(parts.model, parts.data.val, parts.task, cfg, parts.device)
+        return state.record_validation(row["val_dice"])
+    return False
 
 
-def _loss_needs(cfg: Config) -> tuple[str, ...]:
-    """Which extra batch keys the loss consumes (asked before the data is built, so the
-    pipeline computes weight maps / edge targets only when needed)."""
-    from medseg.losses import build_loss
+def stop_reason(
+    parts: TrainParts, loop: TrainLoop, state: TrainState, budget: TimeBudget | None
+) -> str | None:
+    """Why to stop after this epoch (``budget``, ``early stopping``), or None; also decides
+    whether the run is finished (a time-out before the planned steps can be resumed)."""
+    cfg = parts.cfg
+    planned_done = budget is not None and state.step >= schedule_total(loop, state)
+    over_budget = budget is not None and (planned_done or budget.expired())
+    patience_out = cfg.train.early_stopping is not None and state.stale >= cfg.train.early_stopping
+    state.finished = state.epoch == cfg.train.epochs or patience_out or planned_done
+    if not parts.dist.broadcast(over_budget or patience_out):
+        return None
+    return "budget" if over_budget else "early stopping"
 
-    modes = [cfg.loss.mode] if cfg.loss.mode != "auto" else ["multiclass", "binary"]
-    error: Exception | None = None
-    for mode in modes:  # some losses exist in one mode only (e.g. lovasz_hinge: binary)
-        try:
-            probe = build_loss(cfg.loss.name, mode=mode, ignore_index=IGNORE_INDEX, **cfg.loss.options)
-            return tuple(getattr(probe, "needs", ()))
-        except (MedsegError, ValueError) as exc:
-            error = exc
-    assert error is not None
-    raise error
+
+def start_output(parts: TrainParts) -> Any:
+    """Rank 0: the output folder, its ``config.yaml``, TensorBoard (returned) and the banner."""
+    cfg, out = parts.cfg, parts.out
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", cfg.to_yaml())
+    tensorboard = open_tensorboard(out, cfg.train.log_tensorboard)
+    console.print(
+        f"[bold]{cfg.model.name}[/] ({count_parameters(parts.model) / 1e6:.2f} M parameters) on "
+        f"{parts.device}, {len(parts.data.train)} training / {len(parts.data.val)} validation samples, "
+        f"{parts.task.mode} with {parts.task.num_classes} classes, loss {cfg.loss.name}"
+    )
+    return tensorboard
+
+
+def make_budget(cfg: Config, loop: TrainLoop, state: TrainState) -> TimeBudget | None:
+    """The time budget (``train.budget_minutes``), started now at the state's step."""
+    if cfg.train.budget_minutes is None:
+        return None
+    budget = TimeBudget(cfg.train.budget_minutes * 60, loop.max_steps, fixed_plan=state.planned_steps)
+    budget.start(state.step)
+    return budget
+
+
+def end_epoch(
+    parts: TrainParts, loop: TrainLoop, state: TrainState, tensorboard: Any, improved: bool
+) -> None:
+    """Rank 0: checkpoint phase then log phase."""
+    if not parts.dist.main:
+        return
+    m = parts.model
+    save_checkpoints(parts.checkpoint_dir, m, parts.optimizer, parts.model_state, state, improved=improved)
+    log_epoch(parts.out, state.history, tensorboard)
+    console.print(epoch_line(state.history[-1]))
 
 
 def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
     """Train ``cfg.model`` on ``cfg.data``; returns a summary dict (``out_dir``, ``best_val_dice``,
     ``checkpoint``, ``history``). Checkpoints go to ``OUT/checkpoints/{last,best}.safetensors``."""
-    from medseg.data import build_data
-    from medseg.losses import build_loss
-    from medseg.models import build_model, count_parameters
-
-    dd = _Dist()
-    device = resolve_device(cfg.train.device)
-    if device.type == "cuda" and dd.enabled:
-        device = torch.device("cuda", dd.local_rank)
-        torch.cuda.set_device(device)
-    dd.init(device)
-    out = Path(cfg.output_dir)
-    ckpt_dir = out / "checkpoints"
-    last_path = ckpt_dir / "last.safetensors"
-    resume_path: Path | None = None
-    if resume:
-        resume_path = last_path if resume is True else Path(resume)
-        if not resume_path.is_file():
-            raise MedsegError(f"{resume_path}: nothing to resume from (no checkpoint)")
-
-    seed_everything(cfg.train.seed)
-    extra = tuple(k for k in _loss_needs(cfg) if k in ("weight_map", "edge"))
-    data = build_data(cfg.data, cfg.augment, seed=cfg.train.seed, extra_targets=extra)
-    task = make_task(cfg.loss.mode, data.num_classes, data.class_names)
-    loss_fn = build_loss(cfg.loss.name, mode=task.mode, ignore_index=IGNORE_INDEX, **cfg.loss.options)
-    model = build_model(
-        cfg.model.name, data.in_channels, task.out_channels, weights=cfg.model.weights, **cfg.model.options
-    ).to(device)
-    margin = int(getattr(model, "output_margin", 0))
-    if margin:
-        for side in cfg.data.size:
-            if model.output_size(int(side)) is None:
-                near = model.valid_input_size(max(1, int(side) - 2 * margin))
-                raise MedsegError(
-                    f"data.size {list(cfg.data.size)} is not a valid input of {cfg.model.name} "
-                    f"(valid convolutions); use e.g. data.size=[{near},{near}] "
-                    f"(output {model.output_size(near)})"
-                )
-    if not getattr(loss_fn, "uses_aux", False) and cfg.loss.aux_weight > 0:
-        # Models with an auxiliary head (PSPNet) get its loss added at cfg.loss.aux_weight.
-        with torch.no_grad():
-            probe = torch.zeros(1, data.in_channels, *cfg.data.size, device=device)
-            model.eval()
-            _, aux = model.forward_aux(probe)
-            model.train()
-        if "aux" in aux:
-            from medseg.losses import with_auxiliary
-
-            loss_fn = with_auxiliary(loss_fn, aux_weight=cfg.loss.aux_weight)
-    uses_aux = bool(getattr(loss_fn, "uses_aux", False))
-    model = to_preferred_format(model, cfg.train.channels_last)
-    optimizer = build_optimizer(cfg, model)
-    state = _model_state(cfg, task, data.in_channels)
-
-    history: list[dict] = []
-    start_epoch, best, stale, step = 1, -1.0, 0, 0
+    dist, device = setup_device(cfg)
+    resume_path = resume_checkpoint_path(cfg, resume)
+    parts = build_parts(cfg, dist, device)
+    state = TrainState()
     if resume_path is not None:
-        saved = ckpt.restore_training(
-            resume_path,
-            model,
-            optimizer,
-            expect={k: state[k] for k in ("model_name", "model_options", "in_channels", "num_classes")},
-        )
-        history = saved["history"]
-        start_epoch, best, stale, step = saved["epoch"] + 1, saved["best"], saved["stale"], saved["step"]
-        if dd.main:
-            console.print(f"resuming from {resume_path} at epoch {start_epoch}")
-        if saved.get("finished"):
-            start_epoch = cfg.train.epochs + 1
-
-    net: torch.nn.Module = AuxForward(model) if uses_aux else model
-    if dd.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    sampler = EpochSampler(len(data.train), cfg.train.seed, dd.rank, dd.world)
-    loader = DataLoader(
-        data.train,
-        batch_size=cfg.train.batch_size,
-        sampler=sampler,
-        num_workers=cfg.train.num_workers,
-        drop_last=len(sampler) > cfg.train.batch_size,
-        persistent_workers=cfg.train.num_workers > 0,
-        pin_memory=device.type == "cuda",
-    )
-    if len(data.train) == 0:
-        raise MedsegError(f"{cfg.data.root}: the training split is empty")
-    steps_per_epoch = (
-        len(loader) if cfg.train.steps_per_epoch is None else min(len(loader), cfg.train.steps_per_epoch)
-    )
-    total_steps = steps_per_epoch * cfg.train.epochs
-    warmup = int(round(cfg.schedule.warmup_epochs * steps_per_epoch))
-    scaler = torch.amp.GradScaler(enabled=cfg.train.amp == "fp16" and device.type == "cuda")
-
-    writer = None
-    if dd.main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", cfg.to_yaml())
-        if cfg.train.log_tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                writer = SummaryWriter(str(out / "tensorboard"))
-            except ImportError:
-                writer = None
-        n_params = count_parameters(model)
-        console.print(
-            f"[bold]{cfg.model.name}[/] ({n_params / 1e6:.2f} M parameters) on {device}, "
-            f"{len(data.train)} training / {len(data.val)} validation samples, "
-            f"{task.mode} with {task.num_classes} classes, loss {cfg.loss.name}"
-        )
-
-    t_start = time.monotonic()
-    budget_s = None if cfg.train.budget_minutes is None else cfg.train.budget_minutes * 60
-    stop_reason = "epochs"
-    net.train()
+        state = resume_state(resume_path, parts.model, parts.optimizer, parts.model_state)
+        if dist.main:
+            console.print(f"resuming from {resume_path} at epoch {state.epoch + 1}")
+    loop = build_loop(parts)
+    tensorboard = start_output(parts) if dist.main else None
+    budget = make_budget(cfg, loop, state)
+    reason = "epochs"
+    first_epoch = cfg.train.epochs + 1 if state.finished else state.epoch + 1
+    loop.step.net.train()
     with make_progress(transient=False) as progress:
-        bar = progress.add_task("training", total=total_steps, completed=(start_epoch - 1) * steps_per_epoch)
-        for epoch in range(start_epoch, cfg.train.epochs + 1):
-            sampler.set_epoch(epoch)
-            if hasattr(data.train, "set_epoch"):
-                data.train.set_epoch(epoch)
-            t0 = time.monotonic()
-            running, seen = 0.0, 0
-            for i, batch in enumerate(loader):
-                if i >= steps_per_epoch:
-                    break
-                for g in optimizer.param_groups:
-                    g["lr"] = cfg.optim.lr * lr_factor(
-                        _schedule_step(step, t_start, budget_s, total_steps),
-                        total_steps,
-                        warmup,
-                        cfg.schedule,
-                    )
-                x = batch["image"].to(device, non_blocking=True)
-                x = format_input(x, model, cfg.train.channels_last)
-                target = batch["mask"].to(device, non_blocking=True)
-                if "roi" in batch:
-                    target = target.masked_fill(~batch["roi"].to(device), IGNORE_INDEX)
-                extras = {k: batch[k].to(device) for k in getattr(loss_fn, "needs", ())}
-                if margin:  # valid-convolution models predict the centre of their input only
-                    target = model.crop_target(target)
-                    extras = {k: model.crop_target(v) for k, v in extras.items()}
-                with _autocast(device, cfg.train.amp):
-                    if uses_aux:
-                        logits, aux = net(x)
-                        loss = loss_fn(logits, target, aux=aux, **extras)
-                    else:
-                        loss = loss_fn(net(x), target, **extras)
-                if not torch.isfinite(loss):
-                    raise MedsegError(
-                        f"training diverged: loss is {loss.item()} at epoch {epoch}, step {i}; "
-                        "lower optim.lr or enable train.grad_clip"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.train.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                running += loss.item() * x.shape[0]
-                seen += x.shape[0]
-                progress.update(
-                    bar, advance=1, description=f"epoch {epoch}/{cfg.train.epochs} loss {running / seen:.4f}"
-                )
-                if budget_s is not None and dd.broadcast(time.monotonic() - t_start >= budget_s):
-                    break  # out of time mid-epoch: validate and checkpoint below, then stop
-            seconds = time.monotonic() - t0
-            train_loss = dd.mean(running / max(seen, 1))
-            row: dict[str, Any] = {
-                "epoch": epoch,
-                "step": step,
-                "lr": optimizer.param_groups[0]["lr"],
-                "train_loss": train_loss,
-                "val_dice": None,
-                "epoch_seconds": round(seconds, 3),
-                "images_per_second": round(seen * dd.world / max(seconds, 1e-9), 3),
-            }
-            improved = False
-            if dd.main and len(data.val) and (epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs):
-                row["val_dice"] = validate(model, data.val, task, cfg, device)
-                if row["val_dice"] > best:
-                    best, stale, improved = row["val_dice"], 0, True
-                else:
-                    stale += 1
-            elif dd.main and not len(data.val):
-                improved = True  # without a validation split the latest model is the best we know
-            history.append(row)
-            over_budget = budget_s is not None and time.monotonic() - t_start >= budget_s
-            patience_out = cfg.train.early_stopping is not None and stale >= cfg.train.early_stopping
-            finished = epoch == cfg.train.epochs or patience_out  # a budget stop can be resumed
-            if dd.main:
-                saved_state = {
-                    **state,
-                    "epoch": epoch,
-                    "step": step,
-                    "best": best,
-                    "stale": stale,
-                    "history": history,
-                    "finished": finished,
-                }
-                if improved:
-                    ckpt.save_checkpoint(
-                        ckpt_dir / "best.safetensors", model, {**saved_state, "best_epoch": epoch}
-                    )
-                ckpt.save_checkpoint(last_path, model, saved_state, optimizer=optimizer, rng=True)
-                _write_log(out / "log.csv", history)
-                plot_curves(history, out / "curves.png")
-                if writer is not None:
-                    for key in ("train_loss", "val_dice", "lr", "images_per_second"):
-                        if row.get(key) is not None:
-                            writer.add_scalar(key, row[key], epoch)
-                    writer.flush()
-                vd = "" if row["val_dice"] is None else f"  val Dice {row['val_dice']:.4f}"
-                progress.console.print(
-                    f"epoch {epoch}: loss {train_loss:.4f}{vd}  ({row['images_per_second']:.1f} img/s)"
-                )
-            stop = dd.broadcast(over_budget or patience_out)
-            if stop:
-                stop_reason = "budget" if over_budget else "early stopping"
+        done = (first_epoch - 1) * loop.steps_per_epoch
+        bar = Bar(progress, progress.add_task("training", total=schedule_total(loop, state), completed=done))
+        for epoch in range(first_epoch, cfg.train.epochs + 1):
+            if budget_spent(parts, loop, state, budget, bar):
+                reason = "budget"  # spent by the last epoch's checkpointing and logging
                 break
-    if writer is not None:
-        writer.close()
-    dd.barrier()
-    best_path = ckpt_dir / "best.safetensors"
+            result = run_epoch(parts, loop, state, epoch, budget, bar)
+            row = epoch_row(parts, state, epoch, result)
+            improved = validate_phase(parts, state, row)
+            state.history.append(row)
+            state.epoch = epoch
+            stop = stop_reason(parts, loop, state, budget)
+            end_epoch(parts, loop, state, tensorboard, improved)
+            if stop is not None:
+                reason = stop
+                break
+    return finish(parts, loop, state, reason, tensorboard)
+
+
+def finish(parts: TrainParts, loop: TrainLoop, state: TrainState, reason: str, tensorboard: Any) -> dict:
+    """Close the logs, wait for every rank, and summarise the run."""
+    if tensorboard is not None:
+        tensorboard.close()
+    if parts.dist.main and state.planned_steps is not None:
+        console.print(
+            f"the time budget allowed {state.planned_steps} steps "
+            f"({state.planned_steps / loop.steps_per_epoch:.1f} epochs); {state.step} were run"
+        )
+    parts.dist.barrier()
+    best_path = parts.checkpoint_dir / "best.safetensors"
+    last_path = parts.checkpoint_dir / "last.safetensors"
     return {
-        "out_dir": str(out),
-        "best_val_dice": best if best >= 0 else None,
+        "out_dir": str(parts.out),
+        "best_val_dice": state.best if state.best >= 0 else None,
         "checkpoint": str(best_path if best_path.exists() else last_path),
         "last_checkpoint": str(last_path),
-        "history": history,
-        "stop_reason": stop_reason,
-        "task": task,
-        "rank": dd.rank,
+        "history": state.history,
+        "stop_reason": reason,
+        "task": parts.task,
+        "rank": parts.dist.rank,
+        "planned_steps": state.planned_steps,
     }
-
-
-class AuxForward(torch.nn.Module):
-    """Routes ``forward`` to ``forward_aux``: DDP only hooks ``forward``, so a model whose
-    loss needs auxiliary outputs is wrapped in this before DDP."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor):
-        return self.model.forward_aux(x)

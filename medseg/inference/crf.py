@@ -28,48 +28,60 @@ import scipy.sparse as sp
 import torch
 
 
+def _enclosing_simplices(f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Embed features ``[N, d]`` in the d-dim permutohedral lattice (Adams et al. 2010, Sec. 3):
+    for each point the remainder-0 vertex ``rem0 [N, d+1]`` of its enclosing simplex, the
+    ``rank [N, d+1]`` ordering of its coordinates and its barycentric weights ``[N, d+1]``."""
+    n, d = f.shape
+    inv_std = math.sqrt(2.0 / 3.0) * (d + 1)
+    scale = inv_std / np.sqrt((np.arange(d) + 1.0) * (np.arange(d) + 2.0))
+    cf = f * scale
+    # elevate onto the hyperplane sum(x) = 0 in d+1 dimensions
+    rc = np.cumsum(cf[:, ::-1], axis=1)[:, ::-1]  # rc[:, i] = sum_{k >= i} cf[:, k]
+    elev = np.empty((n, d + 1))
+    elev[:, 0] = rc[:, 0]
+    elev[:, 1:d] = rc[:, 1:] - np.arange(1, d) * cf[:, : d - 1]
+    elev[:, d] = -d * cf[:, d - 1]
+    # nearest remainder-0 lattice point and the enclosing simplex
+    v = elev / (d + 1)
+    up, down = np.ceil(v) * (d + 1), np.floor(v) * (d + 1)
+    rem0 = np.where(up - elev < elev - down, up, down).astype(np.int64)
+    total = rem0.sum(axis=1) // (d + 1)
+    diff = elev - rem0
+    # rank[i] = #{j: diff_j > diff_i} + #{j < i: diff_j == diff_i} (stable descending order)
+    rank = np.zeros((n, d + 1), dtype=np.int64)
+    for i in range(d + 1):
+        for j in range(i + 1, d + 1):
+            less = diff[:, i] < diff[:, j]
+            rank[:, i] += less
+            rank[:, j] += ~less
+    rank += total[:, None]
+    low, high = rank < 0, rank > d
+    rank += (d + 1) * (low.astype(np.int64) - high)
+    rem0 += (d + 1) * (low.astype(np.int64) - high)
+    # barycentric coordinates (Adams et al. 2010, p. 10); d - rank is a permutation per row
+    vv = (elev - rem0) / (d + 1)
+    scattered = np.zeros((n, d + 1))
+    np.put_along_axis(scattered, d - rank, vv, axis=1)
+    bary = np.zeros((n, d + 2))
+    bary[:, : d + 1] += scattered
+    bary[:, 1:] -= scattered
+    bary[:, 0] += 1.0 + bary[:, d + 1]
+    return rem0, rank, bary[:, : d + 1]
+
+
 class PermutohedralLattice:
     """Gaussian filtering ``out_i ≈ c * sum_j exp(-|f_i - f_j|^2 / 2) v_j`` for features ``f [N, d]``."""
 
     def __init__(self, features: np.ndarray) -> None:
         f = np.asarray(features, dtype=np.float64)
-        n, d = f.shape
-        self.n, self.d = n, d
-        inv_std = math.sqrt(2.0 / 3.0) * (d + 1)
-        scale = inv_std / np.sqrt((np.arange(d) + 1.0) * (np.arange(d) + 2.0))
-        cf = f * scale
-        # elevate onto the hyperplane sum(x) = 0 in d+1 dimensions
-        rc = np.cumsum(cf[:, ::-1], axis=1)[:, ::-1]  # rc[:, i] = sum_{k >= i} cf[:, k]
-        elev = np.empty((n, d + 1))
-        elev[:, 0] = rc[:, 0]
-        elev[:, 1:d] = rc[:, 1:] - np.arange(1, d) * cf[:, : d - 1]
-        elev[:, d] = -d * cf[:, d - 1]
-        # nearest remainder-0 lattice point and the enclosing simplex
-        v = elev / (d + 1)
-        up, down = np.ceil(v) * (d + 1), np.floor(v) * (d + 1)
-        rem0 = np.where(up - elev < elev - down, up, down).astype(np.int64)
-        total = rem0.sum(axis=1) // (d + 1)
-        diff = elev - rem0
-        # rank[i] = #{j: diff_j > diff_i} + #{j < i: diff_j == diff_i} (stable descending order)
-        rank = np.zeros((n, d + 1), dtype=np.int64)
-        for i in range(d + 1):
-            for j in range(i + 1, d + 1):
-                less = diff[:, i] < diff[:, j]
-                rank[:, i] += less
-                rank[:, j] += ~less
-        rank += total[:, None]
-        low, high = rank < 0, rank > d
-        rank += (d + 1) * (low.astype(np.int64) - high)
-        rem0 += (d + 1) * (low.astype(np.int64) - high)
-        # barycentric coordinates (Adams et al. 2010, p. 10); d - rank is a permutation per row
-        vv = (elev - rem0) / (d + 1)
-        scattered = np.zeros((n, d + 1))
-        np.put_along_axis(scattered, d - rank, vv, axis=1)
-        bary = np.zeros((n, d + 2))
-        bary[:, : d + 1] += scattered
-        bary[:, 1:] -= scattered
-        bary[:, 0] += 1.0 + bary[:, d + 1]
-        bary = bary[:, : d + 1]
+        self.n, self.d = f.shape
+        rem0, rank, bary = _enclosing_simplices(f)
+        self._build_lattice(rem0, rank, bary)
+
+    def _build_lattice(self, rem0: np.ndarray, rank: np.ndarray, bary: np.ndarray) -> None:
+        """Hash the simplices' vertices, the splat/slice matrices and each vertex's neighbours."""
+        n, d = self.n, self.d
         # vertex r of each simplex has key rem0 + canonical(r)[rank], canonical(r)[k] = r - (d+1)[k > d-r];
         # keys (first d coordinates) are hashed as mixed-radix integers, so neighbours are code offsets
         self._lo = int(rem0[:, :d].min()) - 2 * (d + 1)
@@ -146,16 +158,8 @@ def dense_crf(
     as_torch = isinstance(proba, torch.Tensor)
     p = proba.detach().cpu().double().numpy() if as_torch else np.asarray(proba, dtype=np.float64)
     img = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if p.ndim != 3 or img.ndim != 3:
-        raise ValueError(
-            f"dense_crf expects image [H, W, C] and proba [K, H, W], got {img.shape} and {p.shape}"
-        )
-    if img.shape[:2] != p.shape[1:]:
-        raise ValueError(f"image size {img.shape[:2]} differs from probability size {p.shape[1:]}")
-    if iterations < 0:
-        raise ValueError("iterations must be >= 0")
+    img = img[:, :, None] if img.ndim == 2 else img
+    _check_crf_inputs(img, p, iterations)
     binary = p.shape[0] == 1
     if binary:
         p = np.concatenate([1 - p, p], axis=0)
@@ -170,19 +174,37 @@ def dense_crf(
     if compat_bilateral:
         feats = np.concatenate([pos / sxy_bilateral, colour / srgb_bilateral], axis=1)
         kernels.append((compat_bilateral, _NormalisedKernel(feats)))
-
-    def softmax(e: np.ndarray) -> np.ndarray:
-        e = e - e.max(axis=1, keepdims=True)
-        q = np.exp(e)
-        return q / q.sum(axis=1, keepdims=True)
-
-    q = softmax(-unary)
-    for _ in range(iterations):
-        energy = -unary
-        for weight, kernel in kernels:
-            energy = energy + weight * kernel.apply(q)  # Potts: reward agreeing labels
-        q = softmax(energy)
+    q = _mean_field(unary, kernels, iterations)
     out = q.T.reshape(k, h, w).astype(np.float32)
     if binary:
         out = out[1:]
     return torch.from_numpy(out).to(proba.device) if as_torch else out
+
+
+def _check_crf_inputs(img: np.ndarray, p: np.ndarray, iterations: int) -> None:
+    if p.ndim != 3 or img.ndim != 3:
+        raise ValueError(
+            f"dense_crf expects image [H, W, C] and proba [K, H, W], got {img.shape} and {p.shape}"
+        )
+    if img.shape[:2] != p.shape[1:]:
+        raise ValueError(f"image size {img.shape[:2]} differs from probability size {p.shape[1:]}")
+    if iterations < 0:
+        raise ValueError("iterations must be >= 0")
+
+
+def _softmax(e: np.ndarray) -> np.ndarray:
+    e = e - e.max(axis=1, keepdims=True)
+    q = np.exp(e)
+    return q / q.sum(axis=1, keepdims=True)
+
+
+def _mean_field(unary: np.ndarray, kernels: list, iterations: int) -> np.ndarray:
+    """Mean-field inference (Krähenbühl & Koltun 2011, Alg. 1) with Potts compatibility:
+    ``Q = softmax(-unary + sum_m w_m k_m * Q)``, iterated; returns ``Q [N, K]``."""
+    q = _softmax(-unary)
+    for _ in range(iterations):
+        energy = -unary
+        for weight, kernel in kernels:
+            energy = energy + weight * kernel.apply(q)  # Potts: reward agreeing labels
+        q = _softmax(energy)
+    return q

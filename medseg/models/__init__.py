@@ -10,6 +10,7 @@ import torch
 
 from medseg.models.base import SegmentationModel
 from medseg.models.registry import MODELS
+from medseg.models.weights_file import load_weights_file
 
 # Each module registers its models on import.
 _MODEL_MODULES = ("unet", "unet_resnet", "fcn", "segnet", "pspnet", "deeplab", "befunet")
@@ -28,8 +29,6 @@ def build_model(
     (safetensors or a torch state dict; nothing is ever downloaded)."""
     model = MODELS.build(name, in_channels=in_channels, num_classes=num_classes, **options)
     if weights is not None:
-        from medseg.engine.checkpoint import load_weights_file
-
         load_weights_file(model, weights)
     return model
 

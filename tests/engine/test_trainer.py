@@ -14,8 +14,11 @@ import pytest
 import torch
 
 from medseg.config import load_config
+from medseg.engine import train_log
 from medseg.engine.checkpoint import read_checkpoint
-from medseg.engine.trainer import EpochSampler, lr_factor, train
+from medseg.engine.sampler import EpochSampler
+from medseg.engine.schedule import lr_factor
+from medseg.engine.trainer import train
 
 TINY = [
     "data.format=synthetic",
@@ -61,11 +64,9 @@ def test_loss_decreases_on_phantoms(tmp_path):
 
 def test_resume_continues_exactly(tmp_path, monkeypatch):
     """A run that crashes after epoch 2 and is resumed reproduces the uninterrupted losses."""
-    from medseg.engine import trainer as trainer_mod
-
     full = load_config(None, TINY + ["train.epochs=4", f"output_dir={tmp_path / 'full'}"])
     train(full)
-    write_log = trainer_mod._write_log
+    write_log = train_log.write_log
 
     class Crash(Exception):
         pass
@@ -75,7 +76,7 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
         if len(history) == 2:
             raise Crash
 
-    monkeypatch.setattr(trainer_mod, "_write_log", crash_after_epoch_2)
+    monkeypatch.setattr(train_log, "write_log", crash_after_epoch_2)
     part = load_config(None, TINY + ["train.epochs=4", f"output_dir={tmp_path / 'part'}"])
     with pytest.raises(Crash):
         train(part)
@@ -97,8 +98,11 @@ def test_budget_stops_training_and_decays_the_schedule(tmp_path):
     assert result["stop_reason"] == "budget"
     rows = _log(tmp_path)
     assert 1 <= len(rows) < 1000
-    # the schedule follows the budget: the last learning rate is well below the peak
-    assert float(rows[-1]["lr"]) < 0.5 * 0.01
+    # the budget became a step plan, and no more steps than planned were run; that the learning
+    # rate then ends at its floor is checked on a simulated clock (tests/engine/test_budget.py):
+    # on a real one, a loaded machine can spend a 3-second budget on the first epoch's logging
+    assert result["planned_steps"] is not None and int(rows[-1]["step"]) <= result["planned_steps"]
+    assert float(rows[-1]["lr"]) <= 0.01
 
 
 # Runs `medseg train` and SIGKILLs the process itself at the moment it would publish its

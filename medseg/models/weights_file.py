@@ -1,0 +1,103 @@
+"""Reading weights files: medseg checkpoints, plain safetensors files and torch state dicts.
+
+It sits in the models layer, under both ``build_model(weights=...)`` and
+``medseg.engine.checkpoint`` (which writes the files), and imports nothing of medseg but the
+errors: models never need to import the engine to load weights.
+
+A medseg checkpoint is ONE safetensors file: the model weights under ``model.*``, the
+optimizer's tensors under ``optim.*`` and RNG states under ``rng.*``; everything else is
+JSON in the safetensors header metadata under the key ``medseg`` (``format`` = FORMAT).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+
+from medseg.errors import CheckpointError
+
+FORMAT = "medseg-checkpoint-1"
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and metadata of a medseg checkpoint, with clear errors for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
+    if "medseg" not in header:
+        raise CheckpointError(f"{path}: a safetensors file, but not a medseg checkpoint (no medseg metadata)")
+    try:
+        meta = json.loads(header["medseg"])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r}")
+    return tensors, meta
+
+
+def split_tensors(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors named ``prefix.*``, with the prefix removed."""
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+def load_state_strict(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights, explaining a mismatch (another model, other classes) in one line."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    wrong = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(
+                f"{len(wrong)} with other shapes (e.g. {k}: file {tuple(weights[k].shape)} "
+                f"vs model {tuple(own[k].shape)})"
+            )
+        raise CheckpointError(f"{source}: weights do not fit this model: " + "; ".join(parts))
+    model.load_state_dict(weights, strict=True)
+
+
+def read_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model tensors of a local weights file: a medseg checkpoint, a plain safetensors
+    file, or a torch state dict (loaded with ``weights_only=True``: no code is unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    if path.suffix == ".safetensors":
+        try:
+            tensors, _ = read_checkpoint(path)
+            return split_tensors(tensors, "model")
+        except CheckpointError:
+            try:
+                return load_file(str(path))
+            except (SafetensorError, OSError) as exc:
+                raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means the file is unusable
+        raise CheckpointError(f"{path}: not a loadable state dict ({type(exc).__name__}: {exc})") from None
+    weights = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else None
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{path}: expected a state dict, found {type(obj).__name__}")
+    return weights
+
+
+def load_weights_file(model: torch.nn.Module, path: str | Path) -> None:
+    """Load a local weights file (see :func:`read_model_weights`) into ``model``, strictly."""
+    load_state_strict(model, read_model_weights(path), str(path))
