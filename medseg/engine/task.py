@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from medseg.constants import IGNORE_INDEX
 from medseg.errors import MedsegError
 
-# Label of pixels that losses and metrics skip (outside a region of interest).
-IGNORE_INDEX = 255
+__all__ = ["IGNORE_INDEX", "Task", "make_task"]
 
 
 @dataclass(frozen=True)
