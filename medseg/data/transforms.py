@@ -29,6 +29,20 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(index)]).generate_state(1)[0])
 
 
+def seed_compose(compose, seed: int) -> None:
+    """Seed an albumentations ``Compose`` so that its transforms draw independently.
+
+    ``Compose.set_random_seed`` gives every child the same seed, so all children draw the same
+    first number and their ``p`` decisions coincide (with p = 0.5 and 0.3, the second is applied
+    only together with the first). Each child gets its own seed derived from ``(seed, i)``.
+    """
+    compose.set_random_seed(seed)
+    for i, transform in enumerate(compose.transforms):
+        transform.set_random_seed(
+            int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, i]).generate_state(1)[0])
+        )
+
+
 def _size_transforms(cfg: DataConfig) -> list:
     import albumentations as A
 
@@ -222,7 +236,7 @@ class TrainTransform:
 
     def resize(self, image: np.ndarray, mask: np.ndarray, roi: np.ndarray | None, seed: int):
         """Size policy; ``roi=None`` means the whole image is valid."""
-        self.size.set_random_seed(seed)
+        seed_compose(self.size, seed)
         if roi is None and self.stretch:  # a resized all-valid roi stays all-valid: skip the work
             out = self.size(image=image, mask=mask)
             return out["image"], out["mask"], np.ones(out["mask"].shape, np.uint8)
@@ -234,7 +248,7 @@ class TrainTransform:
     def augment(self, image01: np.ndarray, mask: np.ndarray, roi: np.ndarray, seed: int):
         if self.aug is None:
             return image01, mask, roi
-        self.aug.set_random_seed(seed)
+        seed_compose(self.aug, seed)
         out = self.aug(image=image01, mask=mask, roi=roi)
         image = out["image"]
         if image.ndim == 2:
