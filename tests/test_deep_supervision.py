@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from medseg.data.synthetic import generate_dataset
-from medseg.errors import ConfigError
 from medseg.losses import build_loss
 from medseg.losses.deep_supervision import DeepSupervisionLoss, deep_supervision_weights, downsample_target
 from medseg.models import build_model
@@ -104,11 +103,13 @@ def test_levels_are_weighted_base_losses_on_downsampled_targets():
     assert got.item() == pytest.approx(ref.item(), rel=1e-6)
 
 
-def test_options_reach_the_base_loss_and_missing_heads_are_a_clear_error():
+def test_options_reach_the_base_loss_and_missing_heads_fall_back_with_a_warning():
     ds = build_loss("deep_supervision", mode="binary", base="dice_ce", ce_weight=0.0, drop_lowest=False)
     assert ds.inner.ce_weight == 0.0 and ds.drop_lowest is False
-    with pytest.raises(ConfigError, match="deep_supervision: true"):
-        ds(torch.randn(1, 1, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long), aux={})
+    logits, target = torch.randn(1, 1, 8, 8), torch.ones(1, 8, 8, dtype=torch.long)
+    with pytest.warns(UserWarning, match="deep_supervision: true"):
+        value = ds(logits, target, aux={})
+    assert value.item() == pytest.approx(ds.inner(logits, target).item())
 
 
 def test_a_few_steps_with_deep_supervision_reduce_the_loss():

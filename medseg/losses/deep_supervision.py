@@ -19,6 +19,7 @@ of ``aux["deep"]`` to the target size and keeps every level.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medseg.errors import ConfigError
 from medseg.losses.registry import LOSSES
 
 TARGET_MODES = ("nearest", "max")
@@ -100,7 +100,8 @@ class DeepSupervisionLoss(nn.Module):
     """``Σ_i w_i · loss(out_i, downsample(target, size(out_i)))`` over ``[logits] + aux[key]``.
 
     Extra inputs the base loss needs (e.g. a weight map) are downsampled with the target
-    (nearest). A model that returns no deep-supervision outputs gives a clear error.
+    (nearest). With a model that returns no deep-supervision outputs (another architecture
+    swapped into a preset) it is the base loss on the full-resolution output, with one warning.
     """
 
     uses_aux = True
@@ -129,6 +130,7 @@ class DeepSupervisionLoss(nn.Module):
         self.ignore_index = ignore_index
         self.key = key
         self.needs = tuple(getattr(loss, "needs", ()))
+        self._warned = False
 
     def level_weights(self, n: int) -> list[float]:
         return deep_supervision_weights(
@@ -138,13 +140,9 @@ class DeepSupervisionLoss(nn.Module):
     def forward(
         self, logits: Tensor, target: Tensor, aux: dict[str, Any] | None = None, **extras: Any
     ) -> Tensor:
+        levels = [] if aux is None else aux.get(self.key, [])
         if aux is None or self.key not in aux:
-            have = "no aux dict" if aux is None else f"aux keys {sorted(aux)}"
-            raise ConfigError(
-                f"the deep_supervision loss needs aux['{self.key}'] from model.forward_aux(x), but got "
-                f"{have}; build the model with deep-supervision heads (unet: deep_supervision: true)"
-            )
-        levels = aux[self.key]
+            self._warn_once(aux)
         outputs = [logits, *([levels] if isinstance(levels, Tensor) else levels)]
         total = None
         for w, out in zip(self.level_weights(len(outputs)), outputs):
@@ -154,6 +152,17 @@ class DeepSupervisionLoss(nn.Module):
             value = w * self.inner(out, t, **kw)  # weight-0 levels stay in the graph (DDP-safe)
             total = value if total is None else total + value
         return total
+
+    def _warn_once(self, aux: dict[str, Any] | None) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        have = "no aux dict" if aux is None else f"aux keys {sorted(aux)}"
+        warnings.warn(
+            f"deep_supervision loss: the model gave no aux['{self.key}'] ({have}); only the full-resolution "
+            "output is supervised (unet: set model.options.deep_supervision: true)",
+            stacklevel=2,
+        )
 
     def extra_repr(self) -> str:
         return f"key={self.key!r}, decay={self.decay}, drop_lowest={self.drop_lowest}, target={self.target_downsample}"
