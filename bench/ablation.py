@@ -47,6 +47,10 @@ VARIANTS: dict[str, list[str]] = {
     "aug_nnunet": ["augment.preset=nnunet"],
 }
 VARIANTS["all"] = [o for name in VARIANTS if name != "baseline" for o in VARIANTS[name]]
+# everything but the optimiser: the baseline's AdamW (lr 1e-3, 1 warm-up epoch) with the rest
+VARIANTS["all_adamw"] = [
+    o for name in VARIANTS if name not in ("baseline", "sgd_nesterov", "all") for o in VARIANTS[name]
+]
 
 
 def prepare(src: Path, dst: Path, factor: int) -> Path:
