@@ -212,6 +212,12 @@ class AugmentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="Master switch; false keeps only the resize/pad/crop to size.")
+    preset: Literal["custom", "nnunet"] = Field(
+        "custom",
+        description="'custom': the fields below; 'nnunet': nnU-Net's default 2-D augmentation (rotation, "
+        "scaling 0.7-1.4, noise, blur, brightness, contrast, low resolution, gamma, mirroring, with "
+        "nnU-Net's probabilities; see medseg.data.transforms.nnunet_transforms), the fields below ignored.",
+    )
     hflip: float = Field(0.5, ge=0, le=1, description="Probability of a horizontal flip.")
     vflip: float = Field(0.0, ge=0, le=1, description="Probability of a vertical flip.")
     rot90: float = Field(

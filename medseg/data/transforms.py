@@ -29,6 +29,20 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(index)]).generate_state(1)[0])
 
 
+def seed_compose(compose, seed: int) -> None:
+    """Seed an albumentations ``Compose`` so that its transforms draw independently.
+
+    ``Compose.set_random_seed`` gives every child the same seed, so all children draw the same
+    first number and their ``p`` decisions coincide (with p = 0.5 and 0.3, the second is applied
+    only together with the first). Each child gets its own seed derived from ``(seed, i)``.
+    """
+    compose.set_random_seed(seed)
+    for i, transform in enumerate(compose.transforms):
+        transform.set_random_seed(
+            int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, i]).generate_state(1)[0])
+        )
+
+
 def _size_transforms(cfg: DataConfig) -> list:
     import albumentations as A
 
@@ -64,6 +78,8 @@ def _aug_transforms(aug: AugmentConfig) -> list:
 
     if not aug.enabled:
         return []
+    if aug.preset == "nnunet":
+        return nnunet_transforms()
     t: list = []
     if aug.hflip > 0:
         t.append(A.HorizontalFlip(p=aug.hflip))
@@ -109,6 +125,98 @@ def _aug_transforms(aug: AugmentConfig) -> list:
     return t
 
 
+def _bg_sample(rng: np.random.Generator, low: float, high: float) -> float:
+    """nnU-Net's draw for a factor range around 1: half the time below 1, half above."""
+    if low < 1 < high and rng.random() < 0.5:
+        return float(rng.uniform(low, 1.0))
+    if low < 1 < high:
+        return float(rng.uniform(1.0, high))
+    return float(rng.uniform(low, high))
+
+
+def _intensity_transform(name: str, apply_fn: Callable[[np.ndarray, np.random.Generator], np.ndarray]):
+    """An albumentations image-only transform, seeded by its Compose, that calls ``apply_fn(img, rng)``."""
+    import albumentations as A
+
+    class _Seeded(A.ImageOnlyTransform):
+        def get_params(self) -> dict:
+            return {"seed": self.py_random.getrandbits(32)}
+
+        def apply(self, img: np.ndarray, seed: int = 0, **params) -> np.ndarray:
+            return apply_fn(img, np.random.default_rng(seed)).astype(img.dtype, copy=False)
+
+    _Seeded.__name__ = _Seeded.__qualname__ = name
+    return _Seeded
+
+
+def _centred_contrast(img: np.ndarray, rng: np.random.Generator, low=0.75, high=1.25) -> np.ndarray:
+    """Contrast about each channel's mean, range preserved (nnU-Net ``ContrastTransform``)."""
+    flat = img.astype(np.float32).reshape(-1, img.shape[-1] if img.ndim == 3 else 1)
+    for c in range(flat.shape[1]):
+        ch = flat[:, c]
+        lo, hi, mean = ch.min(), ch.max(), ch.mean()
+        flat[:, c] = np.clip((ch - mean) * _bg_sample(rng, low, high) + mean, lo, hi)
+    return flat.reshape(img.shape)
+
+
+def _gamma(img: np.ndarray, rng: np.random.Generator, invert: bool, low=0.7, high=1.5) -> np.ndarray:
+    """Gamma on each channel rescaled to [0, 1] (optionally on the inverted image), then the
+    channel's mean and std restored (nnU-Net ``GammaTransform`` with ``p_retain_stats=1``)."""
+    flat = img.astype(np.float32).reshape(-1, img.shape[-1] if img.ndim == 3 else 1)
+    for c in range(flat.shape[1]):
+        ch = flat[:, c]
+        lo, span, mean, std = ch.min(), max(float(np.ptp(ch)), 1e-7), ch.mean(), ch.std()
+        u = (ch - lo) / span
+        u = 1 - (1 - u) ** _bg_sample(rng, low, high) if invert else u ** _bg_sample(rng, low, high)
+        g = u * span + lo
+        flat[:, c] = (g - g.mean()) / max(float(g.std()), 1e-7) * std + mean
+    return flat.reshape(img.shape)
+
+
+def nnunet_transforms() -> list:
+    """nnU-Net v2's default 2-D training augmentation (Isensee et al. 2021, supplementary
+    "data augmentation"), in the order and with the probabilities it uses, on [0, 1] images:
+    rotation +-180 deg (p 0.2), scaling 0.7-1.4 (p 0.2), Gaussian noise (p 0.1), Gaussian blur
+    sigma 0.5-1 (p 0.2), multiplicative brightness 0.75-1.25 (p 0.15), contrast 0.75-1.25
+    (p 0.15), simulated low resolution 0.5-1 (p 0.25), gamma 0.7-1.5 on the inverted (p 0.1) and
+    the plain image (p 0.3), mirroring of both axes (p 0.5 each).
+
+    Differences: medseg augments [0, 1] images before the z-score, so the noise standard
+    deviation is given on that scale (0-0.05, about nnU-Net's variance 0-0.1 of z-scored data
+    for a channel std of 0.15); blur and low resolution act on all channels together; corners
+    brought in by rotation are ignored by the loss (``roi``) instead of padded with background.
+    """
+    import albumentations as A
+
+    affine = dict(
+        interpolation=cv2.INTER_LINEAR,
+        mask_interpolation=cv2.INTER_NEAREST,
+        border_mode=cv2.BORDER_CONSTANT,
+        fill=0,
+        fill_mask=0,
+    )
+    contrast = _intensity_transform("CentredContrast", _centred_contrast)
+    inv_gamma = _intensity_transform("InvertedGamma", lambda im, rng: _gamma(im, rng, True))
+    gamma = _intensity_transform("RetainedGamma", lambda im, rng: _gamma(im, rng, False))
+    return [
+        A.Affine(rotate=(-180, 180), p=0.2, **affine),
+        A.Affine(scale=(0.7, 1.4), p=0.2, **affine),
+        A.GaussNoise(std_range=(0.0, 0.05), per_channel=True, p=0.1),
+        A.GaussianBlur(blur_limit=0, sigma_limit=(0.5, 1.0), p=0.2),
+        A.MultiplicativeNoise(multiplier=(0.75, 1.25), per_channel=True, elementwise=False, p=0.15),
+        contrast(p=0.15),
+        A.Downscale(
+            scale_range=(0.5, 1.0),
+            interpolation_pair={"downscale": cv2.INTER_NEAREST, "upscale": cv2.INTER_CUBIC},
+            p=0.25,
+        ),
+        inv_gamma(p=0.1),
+        gamma(p=0.3),
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.5),
+    ]
+
+
 class TrainTransform:
     """Seeded joint transform of ``image`` [H, W, C], ``mask`` [H, W] uint8 and ``roi`` [H, W] uint8."""
 
@@ -116,7 +224,11 @@ class TrainTransform:
         import albumentations as A
 
         # 90-degree rotations come before the size policy so that non-square sizes keep their shape
-        pre = [A.RandomRotate90(p=aug.rot90)] if aug.enabled and aug.rot90 > 0 else []
+        pre = (
+            [A.RandomRotate90(p=aug.rot90)]
+            if aug.enabled and aug.rot90 > 0 and aug.preset == "custom"
+            else []
+        )
         self.size = A.Compose(pre + _size_transforms(cfg), additional_targets={"roi": "mask"}, seed=0)
         self.stretch = cfg.resize_policy == "resize"
         augs = _aug_transforms(aug)
@@ -124,7 +236,7 @@ class TrainTransform:
 
     def resize(self, image: np.ndarray, mask: np.ndarray, roi: np.ndarray | None, seed: int):
         """Size policy; ``roi=None`` means the whole image is valid."""
-        self.size.set_random_seed(seed)
+        seed_compose(self.size, seed)
         if roi is None and self.stretch:  # a resized all-valid roi stays all-valid: skip the work
             out = self.size(image=image, mask=mask)
             return out["image"], out["mask"], np.ones(out["mask"].shape, np.uint8)
@@ -136,7 +248,7 @@ class TrainTransform:
     def augment(self, image01: np.ndarray, mask: np.ndarray, roi: np.ndarray, seed: int):
         if self.aug is None:
             return image01, mask, roi
-        self.aug.set_random_seed(seed)
+        seed_compose(self.aug, seed)
         out = self.aug(image=image01, mask=mask, roi=roi)
         image = out["image"]
         if image.ndim == 2:

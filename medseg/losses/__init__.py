@@ -7,7 +7,14 @@ Weighted sums are written ``"dice:1+focal:0.5"``. Every loss is an ``nn.Module``
 
 from __future__ import annotations
 
-from medseg.losses import compound, distribution, edge, lovasz, region  # noqa: F401  (registers the losses)
+from medseg.losses import (  # noqa: F401  (registers the losses)
+    compound,
+    deep_supervision,
+    distribution,
+    edge,
+    lovasz,
+    region,
+)
 from medseg.losses.base import MODES, SegLoss
 from medseg.losses.compound import (
     AuxiliaryLoss,

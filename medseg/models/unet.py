@@ -1,11 +1,23 @@
-"""U-Net (Ronneberger, Fischer & Brox, MICCAI 2015, arXiv:1505.04597).
+"""U-Net (Ronneberger, Fischer & Brox, MICCAI 2015, arXiv:1505.04597), and the nnU-Net
+plain-convolution variant of it (Isensee et al., Nature Methods 2021, arXiv:1809.10486).
 
 The padded variant: 3x3 convolutions keep the size, so the output matches the input
 for any H, W divisible by 2**depth. The paper's configuration is depth 4, base
 width 64, no normalisation (about 31.0 M parameters).
+
+Options turn it into nnU-Net's 2-D ``PlainConvUNet``: ``norm="instance"`` (affine),
+``act="leaky_relu"`` (slope 0.01), ``downsample="strided"`` (the first convolution of
+each deeper stage has stride 2 instead of a max-pool), transposed-convolution
+upsampling (the default), ``max_width=512`` (widths double per stage up to the cap),
+``init="he"`` (Kaiming-normal weights for slope 0.01, zero biases), a depth from
+:func:`depth_for_size` (stages until the bottleneck is 4-8 px) and
+``deep_supervision=True`` (a 1x1 head on every decoder stage; ``forward_aux`` returns
+their logits, see :mod:`medseg.losses.deep_supervision`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,13 +27,66 @@ from medseg.models.base import SegmentationModel
 from medseg.models.blocks import ConvNormAct
 from medseg.models.registry import MODELS
 
+ACTS = ("relu", "leaky_relu")
+DOWNSAMPLES = ("maxpool", "strided")
+INITS = ("torch", "he")
+LEAKY_SLOPE = 0.01  # nnU-Net's LeakyReLU negative slope
+
+
+def depth_for_size(size: int | Sequence[int], min_bottleneck: int = 4) -> int:
+    """Number of 2x downsamplings for a patch of ``size`` (an int or ``(H, W)``): the largest
+    depth whose bottleneck still has ``min_bottleneck`` pixels or more along the shortest side.
+
+    nnU-Net's planner keeps halving until a further halving would leave fewer than 4 pixels,
+    so its bottleneck is 4-8 px (Isensee et al. 2021, "network topology"). The model then needs
+    H and W divisible by ``2**depth`` (``input_multiple``).
+    """
+    sides = [int(size)] if isinstance(size, int) else [int(s) for s in size]
+    if not sides or min(sides) < 1 or min_bottleneck < 1:
+        raise ValueError(
+            f"depth_for_size needs positive sizes and min_bottleneck; got {size}, {min_bottleneck}"
+        )
+    depth, side = 0, min(sides)
+    while side // 2 ** (depth + 1) >= min_bottleneck:
+        depth += 1
+    return depth
+
+
+def conv_norm_act(
+    in_ch: int, out_ch: int, *, stride: int = 1, padding: int = 1, norm: str = "batch", act: str = "relu"
+) -> ConvNormAct:
+    """3x3 convolution -> norm -> ReLU or LeakyReLU(0.01)."""
+    if act not in ACTS:
+        raise ValueError(f"unknown act '{act}'; choose one of {', '.join(ACTS)}")
+    layer = ConvNormAct(in_ch, out_ch, 3, stride=stride, padding=padding, norm=norm, act=act == "relu")
+    if act == "leaky_relu":
+        layer.append(nn.LeakyReLU(LEAKY_SLOPE, inplace=True))
+    return layer
+
 
 class DoubleConv(nn.Sequential):
-    def __init__(self, in_ch: int, out_ch: int, norm: str, padding: int = 1) -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, norm: str, padding: int = 1, *, act: str = "relu", stride: int = 1
+    ) -> None:
         super().__init__(
-            ConvNormAct(in_ch, out_ch, 3, padding=padding, norm=norm),
-            ConvNormAct(out_ch, out_ch, 3, padding=padding, norm=norm),
+            conv_norm_act(in_ch, out_ch, stride=stride, padding=padding, norm=norm, act=act),
+            conv_norm_act(out_ch, out_ch, padding=padding, norm=norm, act=act),
         )
+
+
+def stage_widths(depth: int, base_width: int, max_width: int | None = None) -> list[int]:
+    """Channel widths of the ``depth + 1`` encoder stages: ``base_width * 2**i``, capped at ``max_width``."""
+    widths = [base_width * 2**i for i in range(depth + 1)]
+    return widths if max_width is None else [min(w, max_width) for w in widths]
+
+
+def he_init(model: nn.Module, slope: float = LEAKY_SLOPE) -> None:
+    """nnU-Net's initialisation: Kaiming-normal weights (He et al. 2015) for a leaky slope, zero biases."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_normal_(m.weight, a=slope)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def _build_layers(
@@ -34,15 +99,26 @@ def _build_layers(
     upsample: str,
     dropout: float,
     padding: int,
+    *,
+    act: str = "relu",
+    downsample: str = "maxpool",
+    max_width: int | None = None,
 ) -> None:
     """Encoder, decoder and head shared by the padded (``padding=1``) and valid (``padding=0``) U-Nets."""
     if depth < 1:
         raise ValueError("U-Net depth must be >= 1")
     if upsample not in ("transpose", "bilinear"):
         raise ValueError("upsample must be 'transpose' or 'bilinear'")
-    widths = [base_width * 2**i for i in range(depth + 1)]
-    model.encoders = nn.ModuleList([DoubleConv(in_channels, widths[0], norm, padding)])
-    model.encoders.extend(DoubleConv(widths[i], widths[i + 1], norm, padding) for i in range(depth))
+    if downsample not in DOWNSAMPLES:
+        raise ValueError(f"downsample must be one of {', '.join(DOWNSAMPLES)}")
+    if max_width is not None and max_width < base_width:
+        raise ValueError(f"max_width ({max_width}) must be >= base_width ({base_width})")
+    widths = stage_widths(depth, base_width, max_width)
+    stride = 2 if downsample == "strided" else 1
+    model.encoders = nn.ModuleList([DoubleConv(in_channels, widths[0], norm, padding, act=act)])
+    model.encoders.extend(
+        DoubleConv(widths[i], widths[i + 1], norm, padding, act=act, stride=stride) for i in range(depth)
+    )
     model.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
     model.ups = nn.ModuleList()
     model.decoders = nn.ModuleList()
@@ -56,13 +132,20 @@ def _build_layers(
                     nn.Conv2d(widths[i + 1], widths[i], 1),
                 )
             )
-        model.decoders.append(DoubleConv(2 * widths[i], widths[i], norm, padding))
+        model.decoders.append(DoubleConv(2 * widths[i], widths[i], norm, padding, act=act))
     model.head = nn.Conv2d(widths[0], num_classes, 1)
 
 
 class UNet(SegmentationModel):
-    """Encoder of ``depth`` max-pool stages, widths ``base_width * 2**i``; decoder of
-    2x2 up-convolutions (or bilinear upsampling) and skip concatenation."""
+    """Encoder of ``depth`` down-sampling stages (max-pool or strided convolution), widths
+    ``base_width * 2**i`` (capped at ``max_width``); decoder of 2x2 up-convolutions (or bilinear
+    upsampling) and skip concatenation.
+
+    With ``deep_supervision=True`` every decoder stage but the last gets a 1x1 head and
+    ``forward_aux(x)`` returns ``(logits, {"deep_supervision": [1/2, 1/4, ... scale logits]})``,
+    highest resolution first (nnU-Net, Isensee et al. 2021; Lee et al. 2015, deeply-supervised
+    nets). ``forward`` stays the plain full-resolution logits.
+    """
 
     def __init__(
         self,
@@ -74,28 +157,72 @@ class UNet(SegmentationModel):
         norm: str = "batch",
         upsample: str = "transpose",
         dropout: float = 0.0,
+        act: str = "relu",
+        downsample: str = "maxpool",
+        max_width: int | None = None,
+        deep_supervision: bool = False,
+        init: str = "torch",
     ) -> None:
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}")
         self.in_channels, self.num_classes = in_channels, num_classes
         self.input_multiple = 2**depth
-        _build_layers(self, in_channels, num_classes, depth, base_width, norm, upsample, dropout, padding=1)
+        self.pool = downsample == "maxpool"
+        _build_layers(
+            self,
+            in_channels,
+            num_classes,
+            depth,
+            base_width,
+            norm,
+            upsample,
+            dropout,
+            padding=1,
+            act=act,
+            downsample=downsample,
+            max_width=max_width,
+        )
+        widths = stage_widths(depth, base_width, max_width)
+        # decoder stage j outputs widths[depth - 1 - j] channels at 1/2**(depth - 1 - j) scale
+        self.deep_heads = (
+            nn.ModuleList(nn.Conv2d(widths[depth - 1 - j], num_classes, 1) for j in range(depth - 1))
+            if deep_supervision
+            else None
+        )
+        if init == "he":
+            he_init(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _decode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps of every decoder stage, lowest resolution first (the last is full size)."""
         self.check_input(x)
         skips = []
         for i, enc in enumerate(self.encoders):
-            x = enc(x if i == 0 else F.max_pool2d(x, 2))
+            x = enc(x if i == 0 or not self.pool else F.max_pool2d(x, 2))
             skips.append(x)
         x = self.dropout(skips.pop())
+        outputs = []
         for up, dec in zip(self.ups, self.decoders):
             x = dec(torch.cat([skips.pop(), up(x)], dim=1))
-        return self.head(x)
+            outputs.append(x)
+        return outputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self._decode(x)[-1])
+
+    def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        if self.deep_heads is None:
+            return self.forward(x), {}
+        feats = self._decode(x)
+        deep = [head(f) for head, f in zip(self.deep_heads, feats[:-1])]
+        return self.head(feats[-1]), {"deep_supervision": deep[::-1]}
 
 
 @MODELS.register(
     "unet",
-    paper="Ronneberger et al., MICCAI 2015 (arXiv:1505.04597)",
-    summary="U-Net with padded convolutions",
+    paper="Ronneberger et al., MICCAI 2015 (arXiv:1505.04597); plain-conv options: Isensee et al. 2021",
+    summary="U-Net with padded convolutions (nnU-Net plain-conv options: instance norm, leaky ReLU, "
+    "strided convs, deep supervision)",
 )
 def build_unet(
     in_channels: int,
@@ -105,6 +232,12 @@ def build_unet(
     norm: str = "batch",
     upsample: str = "transpose",
     dropout: float = 0.0,
+    *,
+    act: str = "relu",
+    downsample: str = "maxpool",
+    max_width: int | None = None,
+    deep_supervision: bool = False,
+    init: str = "torch",
 ) -> UNet:
     return UNet(
         in_channels,
@@ -114,6 +247,11 @@ def build_unet(
         norm=norm,
         upsample=upsample,
         dropout=dropout,
+        act=act,
+        downsample=downsample,
+        max_width=max_width,
+        deep_supervision=deep_supervision,
+        init=init,
     )
 
 
