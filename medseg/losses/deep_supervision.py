@@ -144,13 +144,14 @@ class DeepSupervisionLoss(nn.Module):
         if aux is None or self.key not in aux:
             self._warn_once(aux)
         outputs = [logits, *([levels] if isinstance(levels, Tensor) else levels)]
-        total = None
+        total: Tensor | None = None
         for w, out in zip(self.level_weights(len(outputs)), outputs):
             size = out.shape[2:]
             t = downsample_target(target, size, mode=self.target_downsample, ignore_index=self.ignore_index)
             kw = {k: _resize_extra(v, target, size) for k, v in extras.items() if k in self.needs}
             value = w * self.inner(out, t, **kw)  # weight-0 levels stay in the graph (DDP-safe)
             total = value if total is None else total + value
+        assert total is not None  # outputs always holds the full-resolution logits
         return total
 
     def _warn_once(self, aux: dict[str, Any] | None) -> None:
@@ -195,7 +196,7 @@ def build_deep_supervision(
     """The ``deep_supervision`` loss: ``options`` other than the wrapper's go to the ``base`` loss spec."""
     from medseg.losses.spec import build_loss  # the spec module imports the registry's users
 
-    inner = build_loss(base, mode, ignore_index=ignore_index, **options)
+    inner = build_loss(base, mode=mode, ignore_index=ignore_index, **options)
     return DeepSupervisionLoss(
         inner,
         decay=decay,

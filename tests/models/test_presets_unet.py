@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from medseg.config import load_config
-from medseg.engine.trainer import build_optimizer
+from medseg.engine.schedule import build_optimizer
 from medseg.losses import build_loss
 from medseg.models import build_model
 
-CONFIGS = Path(__file__).parent.parent / "configs"
+CONFIGS = Path(__file__).parents[2] / "configs"
 UNET_PRESETS = sorted(p.name for p in CONFIGS.glob("unet_*.yaml"))
 
 
