@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml  # a dependency of medseg, whose venv runs this script
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIGS = {"ph2": "configs/unet_ph2.yaml", "acdc": "configs/unet_acdc.yaml"}
 
@@ -116,9 +118,13 @@ def run_nnunet(work: Path, meta: dict, args: argparse.Namespace) -> dict:
     bin_dir = args.nnunet_venv / "bin"
     if not (bin_dir / "nnUNetv2_train").exists():
         fail(f"{bin_dir}: no nnUNetv2_train (run bash bench/nnunet/setup.sh first)")
-    plan_cmd = [str(bin_dir / "nnUNetv2_plan_and_preprocess"), "-d", number, "-c", "2d", "-np", "2"]
-    rec.run("plan_and_preprocess", plan_cmd + ["--verify_dataset_integrity"], env)
     pre = work / "nnunet_preprocessed" / name
+    if (pre / "nnUNetPlans.json").is_file() and (pre / "nnUNetPlans_2d").is_dir():
+        print(f"[nnunet] plan_and_preprocess: reusing {pre}", flush=True)  # deterministic, not in the budget
+        rec.phases.append({"phase": "plan_and_preprocess", "reused": str(pre)})
+    else:
+        plan_cmd = [str(bin_dir / "nnUNetv2_plan_and_preprocess"), "-d", number, "-c", "2d", "-np", "2"]
+        rec.run("plan_and_preprocess", plan_cmd + ["--verify_dataset_integrity"], env)
     shutil.copyfile(work / "splits_final.json", pre / "splits_final.json")
     plans = json.loads((pre / "nnUNetPlans.json").read_text())
     iters = nnunet_iterations(plans, len(meta["train"]), args)
@@ -130,9 +136,12 @@ def run_nnunet(work: Path, meta: dict, args: argparse.Namespace) -> dict:
     )
     trainer = "nnUNetTrainerBudget"
     train_cmd = [str(bin_dir / "nnUNetv2_train"), number, "2d", "0", "-tr", trainer, "-device", "cpu"]
-    train_wall = rec.run("train", train_cmd, env)
     fold = work / "nnunet_results" / name / f"{trainer}__nnUNetPlans__2d" / "fold_0"
     out = work / "predictions" / "nnunet"
+    for old in (fold, out):  # a fresh run, never a resumed one
+        if old.exists():
+            shutil.rmtree(old)
+    train_wall = rec.run("train", train_cmd, env)
     pred_cmd = [str(bin_dir / "nnUNetv2_predict"), "-i", str(work / "nnunet_raw" / name / "imagesTs")]
     pred_cmd += ["-o", str(out), "-d", number, "-c", "2d", "-f", "0", "-tr", trainer]
     pred_cmd += ["-chk", "checkpoint_final.pth", "-device", "cpu", "-npp", "1", "-nps", "1"]
@@ -151,7 +160,7 @@ def run_nnunet(work: Path, meta: dict, args: argparse.Namespace) -> dict:
     return {
         "tool": "nnunet",
         "train_process_seconds": round(train_wall, 1),
-        "train_loop_seconds": round(report["run_training_seconds"], 1),
+        "train_loop_seconds": round(report["train_loop_seconds"], 1),
         "predict_seconds": round(pred_wall, 1),
         "steps": report["steps"],
         "batch_size": report["batch_size"],
@@ -204,6 +213,7 @@ def run_medseg(work: Path, meta: dict, args: argparse.Namespace) -> dict:
     shutil.copyfile(run_dir / "config.yaml", cfg_dir / "medseg_config.yaml")
     shutil.copyfile(run_dir / "log.csv", cfg_dir / "medseg_log.csv")
     rows = medseg_log(run_dir)
+    medseg_cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     seconds = sum(float(r["epoch_seconds"]) for r in rows)
     return {
         "tool": "medseg",
@@ -212,6 +222,7 @@ def run_medseg(work: Path, meta: dict, args: argparse.Namespace) -> dict:
         "train_epochs_seconds": round(seconds, 1),
         "predict_seconds": round(pred_wall, 1),
         "steps": int(rows[-1]["step"]) if rows else 0,
+        "batch_size": medseg_cfg["train"]["batch_size"],
         "epochs": len(rows),
         "tta": bool(args.medseg_tta),
         "checkpoint": ckpt.name,
