@@ -28,6 +28,7 @@ import csv
 import json
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -51,6 +52,13 @@ def write_json(path: Path, obj: object) -> None:
     tmp.replace(path)
 
 
+def child_cpu_seconds() -> float:
+    """User + system CPU time of every finished child process and its descendants (the tools'
+    data-loading workers included, once reaped)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Recorder:
     """Runs commands one at a time and records wall time and load average around each."""
 
@@ -62,18 +70,27 @@ class Recorder:
     def run(self, name: str, cmd: list[str], env: dict[str, str]) -> float:
         log = self.work / "logs" / f"{self.tool}_{name}.log"
         print(f"[{self.tool}] {name}: {' '.join(cmd)}  (log: {log})", flush=True)
-        load_before = os.getloadavg()
+        load_before, cpu_before = os.getloadavg(), child_cpu_seconds()
         t0 = time.monotonic()
         with open(log, "w") as fh:
-            rc = subprocess.call(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
+            proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
+            samples = [os.getloadavg()[0]]
+            while True:  # the 1-min load average every 10 s while the command runs
+                try:
+                    rc = proc.wait(timeout=10)
+                    break
+                except subprocess.TimeoutExpired:
+                    samples.append(os.getloadavg()[0])
         wall = time.monotonic() - t0
         self.phases.append(
             {
                 "phase": name,
                 "command": cmd,
                 "wall_seconds": round(wall, 2),
+                "cpu_seconds": round(child_cpu_seconds() - cpu_before, 2),
                 "loadavg_before": load_before,
                 "loadavg_after": os.getloadavg(),
+                "loadavg_1min_mean_during": round(sum(samples) / len(samples), 2),
                 "returncode": rc,
             }
         )

@@ -154,11 +154,16 @@ def training_cell(info: dict) -> str:
     if not info:
         return "n/a"
     train = next((p for p in info["phases"] if p["phase"] == "train"), None)
-    load = "" if train is None else f", load {train['loadavg_before'][0]:.1f}→{train['loadavg_after'][0]:.1f}"
+    load, cpu = "", ""
+    if train is not None:
+        during = train.get("loadavg_1min_mean_during")
+        load = f", load {train['loadavg_before'][0]:.1f}→{train['loadavg_after'][0]:.1f}"
+        load += "" if during is None else f" (mean {during:.1f})"
+        cpu = "" if "cpu_seconds" not in train else f", {train['cpu_seconds'] / 60:.1f} CPU-min"
     batch = f" × batch {info['batch_size']}" if "batch_size" in info else ""
     return (
         f"{info['budget_minutes']:g} min budget: {info['steps']} steps{batch}, {info['epochs']} epochs, "
-        f"train process {info['train_process_seconds'] / 60:.1f} min{load}"
+        f"train process {info['train_process_seconds'] / 60:.1f} min{cpu}{load}"
     )
 
 
