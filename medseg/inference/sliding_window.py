@@ -98,8 +98,11 @@ def _round_up(n: int, multiple: int) -> int:
 
 def gaussian_importance(size: Sequence[int], sigma_scale: float = 0.125, device=None) -> torch.Tensor:
     """Separable Gaussian weight map of shape ``size`` (any number of axes), sigma =
-    ``sigma_scale * size`` per axis, peak 1 at the centre; weights below 1e-3 are raised
-    to 1e-3 so that every voxel is weighted (the window borders still count a little)."""
+    ``sigma_scale * size`` per axis, centred at ``(size - 1) / 2``. Products of the 1-D
+    Gaussians ``exp(-x**2 / (2 sigma**2))`` below 1e-3 are raised to 1e-3, so that every voxel
+    is weighted (the window corners still count a little; MONAI's ``compute_importance_map``
+    rule, so blends agree with its ``mode="gaussian"`` for every window size); the map is
+    then scaled to peak 1 (nnU-Net), which does not change a blend."""
     w: torch.Tensor | None = None
     for n in size:
         c = (n - 1) / 2
@@ -107,8 +110,8 @@ def gaussian_importance(size: Sequence[int], sigma_scale: float = 0.125, device=
         axis = torch.exp(-0.5 * ((t - c) / max(sigma_scale * n, 1e-6)) ** 2)
         w = axis if w is None else w[..., None] * axis
     assert w is not None, "size must have at least one axis"
-    w = w / w.max()
-    return w.clamp_min(max(float(w[w > 0].min()), 1e-3))  # keep every voxel weighted
+    w = w.clamp_min(max(float(w.min()), 1e-3))  # keep every voxel weighted
+    return w / w.max()
 
 
 def _starts(length: int, window: int, step: int) -> list[int]:

@@ -83,8 +83,8 @@ def _np_gaussian(size, sigma_scale=0.125):
     for n in size:
         t = np.arange(n) - (n - 1) / 2
         g = np.multiply.outer(g, np.exp(-(t**2) / (2 * (sigma_scale * n) ** 2)))
-    g = g / g.max()
-    return np.maximum(g, max(g.min(), 1e-3))
+    g = np.maximum(g, max(g.min(), 1e-3))  # floor on the raw Gaussian product (MONAI's rule)
+    return g / g.max()
 
 
 def _reference_sliding(model, x, window, overlap, weight):
@@ -164,7 +164,7 @@ def test_gaussian_importance_3d_matches_numpy(size):
     ref = _np_gaussian(size)
     assert g.shape == size and g.dtype == torch.float32
     assert np.allclose(g.numpy(), ref, rtol=1e-5, atol=1e-7)
-    assert float(g.min()) >= 1e-3 - 1e-9
+    assert float(g.min()) >= 1e-3 - 1e-9 and float(g.max()) == 1.0
 
 
 def test_gaussian_importance_2d_unchanged_and_separable():
