@@ -15,14 +15,17 @@ window, so neither pads (MONAI pads a smaller volume with zeros, centred; medseg
 the end: values differ there by design).
 
 Values: max |medseg - MONAI| over the whole output, computed once per configuration in the driver.
-Speed: each contender in its own worker process (``bench/common.py``), interleaved repeats,
-median seconds per call.
+Speed: wall time with each contender in its own worker process (``bench/common.py``),
+interleaved repeats, median seconds per call; then process CPU time of both in the driver,
+interleaved, median per call (steadier on a shared machine).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "small": {"widths": (1, 16, 16, 3), "volume": 96, "window": 64, "batch": 2},
     "tiny": {"widths": (1, 4, 3), "volume": 96, "window": 32, "batch": 4},
     "many": {"widths": (1, 4, 3), "volume": 64, "window": 16, "batch": 8},
+    # a 1x1x1 convolution only: the time is the sliding window's own (gather, softmax, blend)
+    "overhead": {"widths": (1, 3), "volume": 96, "window": 32, "batch": 4},
 }
 OVERLAP = 0.5
 
@@ -95,6 +100,23 @@ def compare_values(cfg: dict[str, Any], threads: int) -> dict[str, float]:
     }
 
 
+def cpu_times(cfg: dict[str, Any], threads: int, repeats: int) -> dict[str, list[float]]:
+    """Process CPU seconds per call, both contenders in this process, interleaved (the order
+    alternates each repeat). CPU time is the steadier number on a shared machine: time spent
+    waiting for a core is not counted."""
+    args = (cfg["widths"], cfg["volume"], cfg["window"], cfg["batch"], threads)
+    calls = {tool: make_call(tool, *args) for tool in ("medseg", "monai")}
+    for call in calls.values():
+        call()  # warm-up
+    out: dict[str, list[float]] = {tool: [] for tool in calls}
+    for r in range(repeats):
+        for tool in sorted(calls, reverse=bool(r % 2)):
+            t0 = time.process_time()
+            calls[tool]()
+            out[tool].append(time.process_time() - t0)
+    return out
+
+
 def windows_per_volume(cfg: dict[str, Any]) -> int:
     n, w = cfg["volume"], cfg["window"]
     step = int(w * (1 - OVERLAP))
@@ -105,15 +127,17 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"Machine: {result['machine']}",
         "",
-        "| config | net (widths) | volume | window | windows | batch | max abs diff | medseg s | MONAI s | speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| config | net (widths) | volume | window | windows | batch | max abs diff "
+        "| medseg wall s | MONAI wall s | wall speed-up | medseg CPU s | MONAI CPU s | CPU speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['config']} | {'-'.join(map(str, r['widths']))} | {r['volume']}^3 | {r['window']}^3 | "
             f"{r['windows']} | {r['batch']} | {r['max_abs_diff']:.1e} | {r['medseg_s']:.3f} "
             f"({r['medseg_min']:.3f}-{r['medseg_max']:.3f}) | {r['monai_s']:.3f} "
-            f"({r['monai_min']:.3f}-{r['monai_max']:.3f}) | {r['speedup']:.2f}x |"
+            f"({r['monai_min']:.3f}-{r['monai_max']:.3f}) | {r['speedup']:.2f}x | {r['medseg_cpu_s']:.3f} | "
+            f"{r['monai_cpu_s']:.3f} | {r['cpu_speedup']:.2f}x |"
         )
     return "\n".join(lines)
 
@@ -138,6 +162,9 @@ def main() -> None:
         finally:
             for w in workers:
                 w.stop()
+        cpu = cpu_times(cfg, args.threads, args.repeats)
+        med_cpu, mon_cpu = statistics.median(cpu["medseg"]), statistics.median(cpu["monai"])
+        log_stderr(f"{name}: CPU s medseg {cpu['medseg']}, monai {cpu['monai']}")
         med, mon = t["medseg"], t["monai"]
         rows.append(
             {"config": name, **cfg, "windows": windows_per_volume(cfg), **values}
@@ -148,6 +175,8 @@ def main() -> None:
                 "medseg_samples": med.seconds,
                 "monai_samples": mon.seconds,
             }
+            | {"medseg_cpu_s": med_cpu, "monai_cpu_s": mon_cpu, "cpu_speedup": mon_cpu / med_cpu}
+            | {"medseg_cpu_samples": cpu["medseg"], "monai_cpu_samples": cpu["monai"]}
         )
     emit_result(args, rows, markdown)
 
