@@ -40,17 +40,19 @@ def befunet_edge_loss(
 ) -> Tensor:
     """Eq. 14 summed over stages, averaged over counted pixels.
 
-    ``edge_logits``: list of ``[B, 1, h_j, w_j]`` logits; ``edge``: ``[B, H, W]`` (or ``[B, 1, H, W]``)
-    targets in [0, 1]; ``valid``: optional ``[B, 1, H, W]`` mask of pixels to use.
+    ``edge_logits``: list of ``[B, 1, h_j, w_j]`` logits (``[B, 1, d_j, h_j, w_j]`` in 3-D);
+    ``edge``: ``[B, H, W]`` (or ``[B, 1, H, W]``, and likewise in 3-D) targets in [0, 1];
+    ``valid``: optional ``[B, 1, H, W]`` mask of pixels to use.
     """
     if isinstance(edge_logits, Tensor):
         edge_logits = [edge_logits]
     if len(edge_logits) == 0:
         raise ValueError("befunet edge loss got an empty list of edge maps")
-    if edge.ndim == 3:
+    dims = edge_logits[0].ndim  # 4 for 2-D maps [B, 1, h, w], 5 for 3-D ones
+    if edge.ndim == dims - 1:
         edge = edge.unsqueeze(1)
-    if edge.ndim != 4 or edge.shape[1] != 1:
-        raise ValueError(f"edge target must be [B, H, W] or [B, 1, H, W]; got {tuple(edge.shape)}")
+    if edge.ndim != dims or edge.shape[1] != 1:
+        raise ValueError(f"edge target must be [B, *spatial] or [B, 1, *spatial]; got {tuple(edge.shape)}")
     e = edge.float()
     pos = e >= eta
     neg = e <= 0
@@ -66,8 +68,10 @@ def befunet_edge_loss(
     size = tuple(e.shape[2:])
     total = None
     for j, z in enumerate(edge_logits):
-        if z.ndim != 4 or z.shape[1] != 1 or z.shape[0] != e.shape[0]:
-            raise ValueError(f"edge map {j} must be [B, 1, h, w] with B = {e.shape[0]}; got {tuple(z.shape)}")
+        if z.ndim != dims or z.shape[1] != 1 or z.shape[0] != e.shape[0]:
+            raise ValueError(
+                f"edge map {j} must be [B, 1, *spatial] with B = {e.shape[0]}; got {tuple(z.shape)}"
+            )
         zj = resize_logits(z if z.dtype == torch.float64 else z.float(), size)
         term = (
             F.binary_cross_entropy_with_logits(
