@@ -184,27 +184,60 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_table(table: Any) -> None:
+    """The answer of ``list`` / ``info``: to stdout; a rich table on a terminal, else plain
+    tab-separated rows (header first, markup stripped, never wrapped), as ``pip list`` does."""
+    if sys.stdout.isatty():
+        from rich.console import Console  # deferred: rich (see _console)
+
+        Console().print(table)
+        return
+    for row in [list(r) for r in _table_rows(table, header=True)]:
+        print("\t".join(" ".join(cell.split()) for cell in row))  # one row per line, whatever a cell holds
+
+
+def _table_rows(table: Any, header: bool = False) -> list[list[str]]:
+    """A rich table's cells as plain text (markup stripped), the header row first if asked."""
+    from rich.text import Text  # deferred: rich (see _console)
+
+    def plain(cell: Any) -> str:
+        return cell.plain if isinstance(cell, Text) else Text.from_markup(str(cell)).plain
+
+    columns = list(table.columns)
+    rows = [[plain(c.header) for c in columns]] if header else []
+    return rows + [[plain(cell) for cell in row] for row in zip(*(list(c.cells) for c in columns))]
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     # deferred: numpy, PIL and the image readers of the data layer
     from medseg.data.fingerprint import fingerprint, fingerprint_table, save_fingerprint
 
-    console = _console()
     cfg = _config(argparse.Namespace(**{**vars(args), "data": args.data_root}))
     fp = fingerprint(cfg.data)
-    console.print(fingerprint_table(fp))
-    # never write into the dataset folder (it may be shared or read-only)
-    out = args.json or Path(f"{Path(cfg.data.root or 'data').name}.fingerprint.json")
-    save_fingerprint(fp, out)
-    console.print(f"fingerprint saved to {out}")
+    _print_table(fingerprint_table(fp))
+    if args.json:  # written only when asked: never into the current or the dataset folder
+        save_fingerprint(fp, args.json)
+        print(f"fingerprint saved to {args.json}", file=sys.stderr)
+    if fp["problems"]:  # a non-zero exit, so that `medseg info` can gate a pipeline
+        print(f"medseg: {len(fp['problems'])} problem(s) found in {cfg.data.root}", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    console = _console()
+    tables = []
     if args.what in ("models", "all"):
-        console.print(_models_table())
+        tables.append(("models", _models_table()))
     if args.what in ("losses", "all"):
-        console.print(_losses_table())
+        tables.append(("losses", _losses_table()))
+    if args.json:
+        rows = {name: _table_rows(t, header=True) for name, t in tables}
+        print(
+            json.dumps({name: [dict(zip(r[0], row)) for row in r[1:]] for name, r in rows.items()}, indent=2)
+        )
+        return 0
+    for _, table in tables:
+        _print_table(table)
     return 0
 
 
@@ -461,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_formatter,
         help="dataset fingerprint",
         description="Counts, sizes, channels, intensity statistics, class frequencies, empty masks "
-        "and spacing of a dataset; printed and saved as JSON.",
+        "and spacing of a dataset, printed on stdout (saved as JSON with --json PATH). Exits 1 when "
+        "problems are listed (e.g. a mask whose size does not match its image).",
     )
     p.add_argument("data_root", type=Path, help="dataset folder")
     p.add_argument("--config", "-c", type=Path, help="YAML preset whose data section describes the dataset")
@@ -473,11 +507,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override data fields, e.g. data.mask_threshold=128",
     )
-    p.add_argument("--json", type=Path, help="where to save the JSON (default: ./NAME.fingerprint.json)")
+    p.add_argument("--json", type=Path, metavar="PATH", help="also save the fingerprint as JSON to PATH")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("list", formatter_class=_formatter, help="list models and losses")
+    p = sub.add_parser(
+        "list",
+        formatter_class=_formatter,
+        help="list models and losses",
+        description="Models and losses, on stdout: a table on a terminal, tab-separated rows "
+        "when piped (e.g. `medseg list models | grep unet`), or JSON with --json.",
+    )
     p.add_argument("what", nargs="?", default="all", choices=["models", "losses", "all"])
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser(
