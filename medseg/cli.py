@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from medseg.config import Config
 
+PROFILE_MAX_PIXELS = 16384 * 16384  # the largest image side that data.size accepts, squared
 EPILOG = "Docs: README.md and docs/ in the project. Model and loss names: `medseg list`."
 
 
@@ -90,7 +91,34 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         sets.append(f"data.size=[{args.size[0]},{args.size[1]}]")
     if getattr(args, "budget", None):
         sets.append(f"train.budget_minutes={parse_budget(args.budget):.6g}")
+    _refuse_conflicts(sets, list(args.overrides))
     return sets + list(args.overrides)
+
+
+def _refuse_conflicts(shortcuts: list[str], overrides: list[str]) -> None:
+    """``--epochs 1 --set train.epochs=2`` is refused: which one was meant is not ours to guess."""
+    from medseg.config import parse_override  # deferred: pydantic and YAML
+
+    given = {tuple(parse_override(s)[0]): parse_override(s)[1] for s in shortcuts}
+    for item in overrides:
+        key, value = parse_override(item)
+        if tuple(key) in given and given[tuple(key)] != value:
+            raise MedsegError(
+                f"--set {item} contradicts the option given for {'.'.join(key)} "
+                f"({given[tuple(key)]!r}); give it once"
+            )
+
+
+def _refuse_fp16_on_cpu(cfg: Config) -> None:
+    """Checked before the run folder, the data or the model exist (the trainer would fail later)."""
+    if cfg.train.amp != "fp16":
+        return
+    import torch  # deferred: only a fp16 run needs to know whether CUDA is there
+
+    device = cfg.train.device
+    if device in ("cpu", "mps") or not torch.cuda.is_available():
+        where = "CUDA is not available here" if device not in ("cpu", "mps") else f"device is {device}"
+        raise MedsegError(f"train.amp=fp16 needs a CUDA device ({where}); use --amp bf16 on CPU")
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -101,7 +129,9 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    result = medseg.train(_config(args), resume=args.resume)
+    cfg = _config(args)
+    _refuse_fp16_on_cpu(cfg)
+    result = medseg.train(cfg, resume=args.resume)
     if result["rank"] != 0:
         return 0
     best = result["best_val_dice"]
@@ -127,7 +157,16 @@ def _print_summary(result: dict) -> None:
         console.print(f"report: {result['out_dir']}")
 
 
+def _check_device_and_window(args: argparse.Namespace) -> None:
+    from medseg.config import check_device  # deferred: pydantic
+
+    check_device(args.device)
+    if args.window and min(args.window) < 1:
+        raise MedsegError(f"--window {args.window[0]} {args.window[1]}: sizes must be positive")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    _check_device_and_window(args)
     overrides = list(args.overrides)
     if args.window:
         overrides.append(f"eval.window=[{args.window[0]},{args.window[1]}]")
@@ -164,6 +203,7 @@ def _print_per_case(records: list[dict]) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    _check_device_and_window(args)
     overrides = list(args.overrides)
     if args.window:
         overrides.append(f"eval.window=[{args.window[0]},{args.window[1]}]")
@@ -255,7 +295,7 @@ def _models_table() -> Any:
         try:  # meta tensors: count parameters without allocating them
             with torch.device("meta"):
                 model = entry.build(in_channels=3, num_classes=2)
-        except (NotImplementedError, RuntimeError):
+        except (NotImplementedError, RuntimeError, MedsegError):
             model = entry.build(in_channels=3, num_classes=2)
         table.add_row(
             entry.name,
@@ -322,6 +362,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     from medseg.engine.profiler import profile_model, profile_table  # deferred: torch
 
+    for name, values in (("--batch", [args.batch]), ("--size", args.size), ("--steps", [args.steps])):
+        if min(values) < 1:
+            raise MedsegError(f"{name} {' '.join(map(str, values))}: must be positive")
+    if args.size[0] * args.size[1] > PROFILE_MAX_PIXELS:
+        raise MedsegError(f"--size {args.size[0]} {args.size[1]}: larger than {PROFILE_MAX_PIXELS} pixels")
+    if args.device is not None:
+        from medseg.config import check_device  # deferred: pydantic
+
+        check_device(args.device)
     options = {}
     for item in args.option:
         if "=" not in item:
