@@ -111,3 +111,34 @@ def test_ordinary_arrays_still_read(tmp_path):
     path = _npz(tmp_path / "ok.npz", image=np.ones((2, 32), np.float32), label=np.zeros((2, 32), np.uint8))
     image, label, _ = read_array_case(path)
     assert image.shape == (2, 32, 1) and label.shape == (2, 32)
+
+
+def test_info_handles_a_folder_mixing_grey_and_rgb_images(tmp_path):
+    from medseg.data.fingerprint import fingerprint
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for i, shape in enumerate([(16, 16), (16, 16, 3), (16, 16, 3)]):
+        Image.fromarray(np.full(shape, 10 * (i + 1), np.uint8)).save(tmp_path / "images" / f"c{i}.png")
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "masks" / f"c{i}.png")
+    fp = fingerprint(tmp_path)
+    assert fp["channels"] == {"1": 1, "3": 2}
+    assert fp["intensity"]["channel_means"] == {"1": [10.0], "3": [25.0, 25.0, 25.0]}
+
+
+def test_4d_nifti_with_many_frames_warns(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    from medseg.data.nifti import read_nifti_image
+
+    path = tmp_path / "cine.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4, 40), np.float32), np.eye(4)), str(path))
+    with pytest.warns(UserWarning, match="cine.nii.gz: 40 channels"):
+        image, _, _ = read_nifti_image([path])
+    assert image.shape == (4, 8, 8, 40)
+    modalities = tmp_path / "mri.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4, 4), np.float32), np.eye(4)), str(modalities))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_nifti_image([modalities])[0].shape == (4, 8, 8, 4)
