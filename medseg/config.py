@@ -223,16 +223,17 @@ def expand_env(text: str) -> str:
     return _ENV.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), text)
 
 
-_ENV_PATHS = (("output_dir",), ("data", "root"), ("model", "weights"))
+_ENV_PATHS: tuple[tuple[str, ...], ...] = (("output_dir",), ("data", "root"), ("model", "weights"))
 
 
 def _expand_paths(raw: dict[str, Any]) -> dict[tuple[str, ...], tuple[str, str]]:
     """Expand ``${VAR}`` in the path fields in place; returns what was expanded (see to_dict)."""
-    expanded = {}
+    expanded: dict[tuple[str, ...], tuple[str, str]] = {}
     for keys in _ENV_PATHS:
-        node = raw
+        node: dict[str, Any] = raw
         for k in keys[:-1]:
-            node = node.get(k) if isinstance(node.get(k), dict) else {}
+            child = node.get(k)
+            node = child if isinstance(child, dict) else {}
         value = node.get(keys[-1])
         if isinstance(value, str) and _ENV.search(value):
             node[keys[-1]] = expand_env(value)
