@@ -57,11 +57,16 @@ class Entry:
             return self.builder(**{**self.defaults, **kwargs, **self.fixed})
         except NotImplementedError:  # e.g. building on the meta device: the caller falls back
             raise
-        except (ValueError, TypeError, RuntimeError) as exc:
+        except (ValueError, RuntimeError) as exc:
             if not kwargs:  # the defaults fail: a bug, not a bad option, so keep the traceback
                 raise
             shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-            raise ConfigError(f"{self.kind} '{self.name}' with {shown}: {str(exc).splitlines()[0]}") from exc
+            raise OptionError(f"{self.kind} '{self.name}' with {shown}: {str(exc).splitlines()[0]}") from exc
+
+
+class OptionError(ConfigError, ValueError):
+    """A builder refused its options (e.g. ``base_width=-1``): one line for the CLI, and still the
+    ``ValueError`` the builder raised for code that catches that."""
 
 
 class Registry:
