@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from medseg.config import Config
 
+PROFILE_MAX_PIXELS = 16384 * 16384  # the largest image side that data.size accepts, squared
 EPILOG = "Docs: README.md and docs/ in the project. Model and loss names: `medseg list`."
 
 
@@ -90,7 +91,34 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         sets.append(f"data.size=[{args.size[0]},{args.size[1]}]")
     if getattr(args, "budget", None):
         sets.append(f"train.budget_minutes={parse_budget(args.budget):.6g}")
+    _refuse_conflicts(sets, list(args.overrides))
     return sets + list(args.overrides)
+
+
+def _refuse_conflicts(shortcuts: list[str], overrides: list[str]) -> None:
+    """``--epochs 1 --set train.epochs=2`` is refused: which one was meant is not ours to guess."""
+    from medseg.config import parse_override  # deferred: pydantic and YAML
+
+    given = {tuple(parse_override(s)[0]): parse_override(s)[1] for s in shortcuts}
+    for item in overrides:
+        key, value = parse_override(item)
+        if tuple(key) in given and given[tuple(key)] != value:
+            raise MedsegError(
+                f"--set {item} contradicts the option given for {'.'.join(key)} "
+                f"({given[tuple(key)]!r}); give it once"
+            )
+
+
+def _refuse_fp16_on_cpu(cfg: Config) -> None:
+    """Checked before the run folder, the data or the model exist (the trainer would fail later)."""
+    if cfg.train.amp != "fp16":
+        return
+    import torch  # deferred: only a fp16 run needs to know whether CUDA is there
+
+    device = cfg.train.device
+    if device in ("cpu", "mps") or not torch.cuda.is_available():
+        where = "CUDA is not available here" if device not in ("cpu", "mps") else f"device is {device}"
+        raise MedsegError(f"train.amp=fp16 needs a CUDA device ({where}); use --amp bf16 on CPU")
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -101,7 +129,9 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    result = medseg.train(_config(args), resume=args.resume)
+    cfg = _config(args)
+    _refuse_fp16_on_cpu(cfg)
+    result = medseg.train(cfg, resume=args.resume)
     if result["rank"] != 0:
         return 0
     best = result["best_val_dice"]
@@ -127,7 +157,16 @@ def _print_summary(result: dict) -> None:
         console.print(f"report: {result['out_dir']}")
 
 
+def _check_device_and_window(args: argparse.Namespace) -> None:
+    from medseg.config import check_device  # deferred: pydantic
+
+    check_device(args.device)
+    if args.window and min(args.window) < 1:
+        raise MedsegError(f"--window {args.window[0]} {args.window[1]}: sizes must be positive")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    _check_device_and_window(args)
     overrides = list(args.overrides)
     if args.window:
         overrides.append(f"eval.window=[{args.window[0]},{args.window[1]}]")
@@ -164,6 +203,7 @@ def _print_per_case(records: list[dict]) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    _check_device_and_window(args)
     overrides = list(args.overrides)
     if args.window:
         overrides.append(f"eval.window=[{args.window[0]},{args.window[1]}]")
@@ -184,27 +224,60 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_table(table: Any) -> None:
+    """The answer of ``list`` / ``info``: to stdout; a rich table on a terminal, else plain
+    tab-separated rows (header first, markup stripped, never wrapped), as ``pip list`` does."""
+    if sys.stdout.isatty():
+        from rich.console import Console  # deferred: rich (see _console)
+
+        Console().print(table)
+        return
+    for row in [list(r) for r in _table_rows(table, header=True)]:
+        print("\t".join(" ".join(cell.split()) for cell in row))  # one row per line, whatever a cell holds
+
+
+def _table_rows(table: Any, header: bool = False) -> list[list[str]]:
+    """A rich table's cells as plain text (markup stripped), the header row first if asked."""
+    from rich.text import Text  # deferred: rich (see _console)
+
+    def plain(cell: Any) -> str:
+        return cell.plain if isinstance(cell, Text) else Text.from_markup(str(cell)).plain
+
+    columns = list(table.columns)
+    rows = [[plain(c.header) for c in columns]] if header else []
+    return rows + [[plain(cell) for cell in row] for row in zip(*(list(c.cells) for c in columns))]
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     # deferred: numpy, PIL and the image readers of the data layer
     from medseg.data.fingerprint import fingerprint, fingerprint_table, save_fingerprint
 
-    console = _console()
     cfg = _config(argparse.Namespace(**{**vars(args), "data": args.data_root}))
     fp = fingerprint(cfg.data)
-    console.print(fingerprint_table(fp))
-    # never write into the dataset folder (it may be shared or read-only)
-    out = args.json or Path(f"{Path(cfg.data.root or 'data').name}.fingerprint.json")
-    save_fingerprint(fp, out)
-    console.print(f"fingerprint saved to {out}")
+    _print_table(fingerprint_table(fp))
+    if args.json:  # written only when asked: never into the current or the dataset folder
+        save_fingerprint(fp, args.json)
+        print(f"fingerprint saved to {args.json}", file=sys.stderr)
+    if fp["problems"]:  # a non-zero exit, so that `medseg info` can gate a pipeline
+        print(f"medseg: {len(fp['problems'])} problem(s) found in {cfg.data.root}", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    console = _console()
+    tables = []
     if args.what in ("models", "all"):
-        console.print(_models_table())
+        tables.append(("models", _models_table()))
     if args.what in ("losses", "all"):
-        console.print(_losses_table())
+        tables.append(("losses", _losses_table()))
+    if args.json:
+        rows = {name: _table_rows(t, header=True) for name, t in tables}
+        print(
+            json.dumps({name: [dict(zip(r[0], row)) for row in r[1:]] for name, r in rows.items()}, indent=2)
+        )
+        return 0
+    for _, table in tables:
+        _print_table(table)
     return 0
 
 
@@ -222,7 +295,7 @@ def _models_table() -> Any:
         try:  # meta tensors: count parameters without allocating them
             with torch.device("meta"):
                 model = entry.build(in_channels=3, num_classes=2)
-        except (NotImplementedError, RuntimeError):
+        except (NotImplementedError, RuntimeError, MedsegError):
             model = entry.build(in_channels=3, num_classes=2)
         table.add_row(
             entry.name,
@@ -289,6 +362,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     from medseg.engine.profiler import profile_model, profile_table  # deferred: torch
 
+    for name, values in (("--batch", [args.batch]), ("--size", args.size), ("--steps", [args.steps])):
+        if min(values) < 1:
+            raise MedsegError(f"{name} {' '.join(map(str, values))}: must be positive")
+    if args.size[0] * args.size[1] > PROFILE_MAX_PIXELS:
+        raise MedsegError(f"--size {args.size[0]} {args.size[1]}: larger than {PROFILE_MAX_PIXELS} pixels")
+    if args.device is not None:
+        from medseg.config import check_device  # deferred: pydantic
+
+        check_device(args.device)
     options = {}
     for item in args.option:
         if "=" not in item:
@@ -461,7 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_formatter,
         help="dataset fingerprint",
         description="Counts, sizes, channels, intensity statistics, class frequencies, empty masks "
-        "and spacing of a dataset; printed and saved as JSON.",
+        "and spacing of a dataset, printed on stdout (saved as JSON with --json PATH). Exits 1 when "
+        "problems are listed (e.g. a mask whose size does not match its image).",
     )
     p.add_argument("data_root", type=Path, help="dataset folder")
     p.add_argument("--config", "-c", type=Path, help="YAML preset whose data section describes the dataset")
@@ -473,11 +556,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override data fields, e.g. data.mask_threshold=128",
     )
-    p.add_argument("--json", type=Path, help="where to save the JSON (default: ./NAME.fingerprint.json)")
+    p.add_argument("--json", type=Path, metavar="PATH", help="also save the fingerprint as JSON to PATH")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("list", formatter_class=_formatter, help="list models and losses")
+    p = sub.add_parser(
+        "list",
+        formatter_class=_formatter,
+        help="list models and losses",
+        description="Models and losses, on stdout: a table on a terminal, tab-separated rows "
+        "when piped (e.g. `medseg list models | grep unet`), or JSON with --json.",
+    )
     p.add_argument("what", nargs="?", default="all", choices=["models", "losses", "all"])
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser(

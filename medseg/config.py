@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from medseg.budget import parse_budget
 from medseg.data.config import AugmentConfig, DataConfig
@@ -23,7 +23,19 @@ from medseg.errors import ConfigError
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `--lr inf` or `nan` in a preset is refused, not trained with
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+SEED_MAX = 2**32 - 1  # numpy's legacy seed range; torch generators take seed * 1_000_003 + epoch
+
+
+def check_device(device: str) -> str:
+    """``device`` if it is auto, cpu, mps, cuda or cuda:N; else :class:`ConfigError` naming it."""
+    if not _DEVICE.fullmatch(device):
+        raise ConfigError(f"device '{device}': expected auto, cpu, cuda, cuda:N (N a number) or mps")
+    return device
 
 
 class ModelConfig(Strict):
@@ -68,7 +80,9 @@ class TrainConfig(Strict):
     budget_minutes: float | None = Field(
         None, gt=0, description="stop training after this wall time: minutes, or with a unit (90s, 10m, 1.5h)"
     )
-    seed: int = Field(0, description="seed for initialisation, data order and augmentation")
+    seed: int = Field(
+        0, ge=0, le=SEED_MAX, description="seed for initialisation, data order and augmentation"
+    )
     num_workers: int = Field(0, ge=0, description="data-loader worker processes")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
     channels_last: bool | Literal["auto"] = Field(
@@ -81,8 +95,8 @@ class TrainConfig(Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v != "auto" and not (v == "cpu" or v.startswith("cuda") or v == "mps"):
-            raise ValueError("device must be auto, cpu, cuda, cuda:N or mps")
+        if not _DEVICE.fullmatch(v):
+            raise ValueError("device must be auto, cpu, cuda, cuda:N (N a number) or mps")
         return v
 
     @field_validator("budget_minutes", mode="before")
@@ -110,6 +124,13 @@ class EvalConfig(Strict):
     overlays: int = Field(12, ge=0, description="number of overlay PNGs to write (worst cases first)")
     batch_size: int = Field(8, ge=1, description="slices/windows per inference batch")
 
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and min(v) < 1:
+            raise ValueError("window sizes must be positive")
+        return v
+
     @field_validator("empty")
     @classmethod
     def _empty(cls, v: str) -> str:
@@ -135,9 +156,20 @@ class Config(Strict):
         description="dataset (default: the built-in phantoms)",
     )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    # (section, key) -> (the text as written, e.g. "${MEDSEG_DATA}/ph2", and its expansion)
+    _unexpanded: dict[tuple[str, ...], tuple[str, str]] = PrivateAttr(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The config as JSON-able values; ``${VAR}`` paths in their written, unexpanded form, so
+        that config.yaml and checkpoint headers never carry an environment variable's value."""
+        out = self.model_dump(mode="json")
+        for keys, (written, expanded) in self._unexpanded.items():
+            node = out
+            for k in keys[:-1]:
+                node = node.get(k) or {}
+            if keys[-1] in node and str(node[keys[-1]]) == str(Path(expanded)):  # not changed since
+                node[keys[-1]] = written
+        return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -191,15 +223,30 @@ def expand_env(text: str) -> str:
     return _ENV.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), text)
 
 
-def _expand_paths(raw: dict[str, Any]) -> None:
-    if isinstance(raw.get("output_dir"), str):
-        raw["output_dir"] = expand_env(raw["output_dir"])
+_ENV_PATHS: tuple[tuple[str, ...], ...] = (("output_dir",), ("data", "root"), ("model", "weights"))
+
+
+def _expand_paths(raw: dict[str, Any]) -> dict[tuple[str, ...], tuple[str, str]]:
+    """Expand ``${VAR}`` in the path fields in place; returns what was expanded (see to_dict)."""
+    expanded: dict[tuple[str, ...], tuple[str, str]] = {}
+    for keys in _ENV_PATHS:
+        node: dict[str, Any] = raw
+        for k in keys[:-1]:
+            child = node.get(k)
+            node = child if isinstance(child, dict) else {}
+        value = node.get(keys[-1])
+        if isinstance(value, str) and _ENV.search(value):
+            node[keys[-1]] = expand_env(value)
+            expanded[keys] = (value, node[keys[-1]])
+    return expanded
+
+
+def _phantoms_by_default(raw: dict[str, Any]) -> None:
+    """The default data set is the built-in phantoms: ``--set data.synthetic.n=12`` (a data
+    section without root or format) keeps it instead of asking for data.root."""
     data = raw.get("data")
-    if isinstance(data, dict) and isinstance(data.get("root"), str):
-        data["root"] = expand_env(data["root"])
-    model = raw.get("model")
-    if isinstance(model, dict) and isinstance(model.get("weights"), str):
-        model["weights"] = expand_env(model["weights"])
+    if isinstance(data, dict) and data.get("root") is None and "format" not in data:
+        data["format"] = "synthetic"
 
 
 def load_config(
@@ -217,14 +264,17 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     raw = apply_overrides(copy.deepcopy(raw), overrides)
-    _expand_paths(raw)
+    _phantoms_by_default(raw)
+    expanded = _expand_paths(raw)
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_error(err, name)) from None
+    cfg._unexpanded = expanded
+    return cfg

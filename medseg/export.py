@@ -11,6 +11,7 @@ and the tolerance are reported, and a difference above the tolerance is an error
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import logging
 import math
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medseg.atomic import atomic_write
 from medseg.engine.checkpoint import load_model
 from medseg.errors import CheckpointError, MedsegError
 
@@ -221,14 +223,71 @@ def export_model(
     input: shape, max abs / rel difference), ``max_abs_diff``, ``tolerance``, ``passed``.
     Raises :class:`ExportError` when the check fails.
     """
+    _check_arguments(format, exporter, opset, check)
+    out = output_path(out, format)
+    # written beside `out` and renamed over it only when the export passed its check: a failure
+    # or a kill leaves the old file (or none), never half of one
+    done: dict[str, Any] = {}
+    atomic_write(
+        out,
+        lambda tmp: done.update(
+            _export_checked(
+                model, tmp, out, format, size, batch, exporter, opset, check, atol, seed, metadata
+            )
+        ),
+    )
+    return done
+
+
+def output_path(out: str | Path, format: str) -> Path:
+    """``out``, with the format's suffix added when it has none."""
+    out = Path(out)
+    return out.with_suffix(_SUFFIX.get(format, "")) if out.suffix == "" else out
+
+
+def _check_arguments(format: str, exporter: str, opset: int, check: bool) -> None:
     if format not in FORMATS:
         raise ExportError(f"unknown export format '{format}'; choose one of {', '.join(FORMATS)}")
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter '{exporter}'; choose one of {', '.join(EXPORTERS)}")
-    out = Path(out)
-    if out.suffix == "":
-        out = out.with_suffix(_SUFFIX[format])
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if format != "onnx":
+        return
+    from torch.onnx import _constants  # the opsets this torch can write
+
+    low, high = _constants.ONNX_MIN_OPSET, _constants.ONNX_MAX_OPSET
+    if not low <= opset <= high:
+        raise ExportError(f"--opset {opset}: this torch exports ONNX opsets {low} to {high}")
+    needed = ["onnx", "onnxscript"] + (["onnxruntime"] if check else [])
+    missing = [name for name in needed if not _importable(name)]
+    if missing:
+        raise ExportError(
+            f'ONNX export needs {", ".join(missing)}, not installed: pip install "medseg[export]"'
+        )
+
+
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+def _export_checked(
+    model: nn.Module,
+    out: Path,
+    final: Path,
+    format: str,
+    size: tuple[int, int] | None,
+    batch: int,
+    exporter: str,
+    opset: int,
+    check: bool,
+    atol: float,
+    seed: int,
+    metadata: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Export to ``out`` (a temporary file), check, and describe the result as ``final``."""
     model = model.cpu().eval()
     reference = model
     if callable(getattr(model, "reparameterize", None)):
@@ -288,7 +347,7 @@ def export_model(
         worst = max((c["max_abs_diff"] for c in checks), default=float("nan"))
         passed = (not check) or (all(c["finite"] for c in checks) and worst <= atol)
         result = {
-            "path": str(out),
+            "path": str(final),
             "format": format,
             "exporter": "trace" if format == "torchscript" else how,
             "opset": opset if format == "onnx" else None,
@@ -320,7 +379,7 @@ def export_model(
         raise ExportError(
             f"exported {format} model differs from PyTorch: max abs difference "
             f"{result['max_abs_diff']:.3g} > tolerance {atol:g} (inputs "
-            f"{', '.join(str(c['input_shape']) for c in result['checks'])}); file kept at {out}"
+            f"{', '.join(str(c['input_shape']) for c in result['checks'])}); nothing written to {final}"
         )
     return result
 
@@ -346,9 +405,10 @@ def export_checkpoint(
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise CheckpointError(f"checkpoint not found: {checkpoint}")
+    out = output_path(checkpoint.with_suffix(_SUFFIX.get(format, "")) if out is None else out, format)
+    if out.resolve() == checkpoint.resolve():
+        raise ExportError(f"--out {out} is the checkpoint itself; exporting would replace it")
     model, meta = load_model(checkpoint)
-    if out is None:
-        out = checkpoint.with_suffix(_SUFFIX.get(format, ""))
     info = {
         k: meta[k]
         for k in (

@@ -53,7 +53,20 @@ class Entry:
         """Call the builder with the preset's defaults, then ``kwargs``, then the fixed arguments;
         an option this name does not accept raises :class:`ConfigError` with the close names."""
         check_options(self.option_names(), kwargs, f"{self.kind} '{self.name}'")
-        return self.builder(**{**self.defaults, **kwargs, **self.fixed})
+        try:
+            return self.builder(**{**self.defaults, **kwargs, **self.fixed})
+        except NotImplementedError:  # e.g. building on the meta device: the caller falls back
+            raise
+        except (ValueError, RuntimeError) as exc:
+            if not kwargs:  # the defaults fail: a bug, not a bad option, so keep the traceback
+                raise
+            shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+            raise OptionError(f"{self.kind} '{self.name}' with {shown}: {str(exc).splitlines()[0]}") from exc
+
+
+class OptionError(ConfigError, ValueError):
+    """A builder refused its options (e.g. ``base_width=-1``): one line for the CLI, and still the
+    ``ValueError`` the builder raised for code that catches that."""
 
 
 class Registry:

@@ -17,6 +17,7 @@ from medseg.data.discovery import discover
 from medseg.data.folds import store_strata
 from medseg.data.labels import IGNORE, auto_mapping, class_names_from_root, memory_names, resolve_class_names
 from medseg.data.splits import split_ids
+from medseg.errors import ConfigError
 
 
 def _settings(
@@ -26,9 +27,14 @@ def _settings(
     values, channels = store.scan(num_classes, validate_all)
     first = min(channels) if channels else 0
     in_ch = cfg.in_channels or (channels[first] if channels else 1)
-    if cfg.mask_threshold is not None:
+    if cfg.mask_threshold is not None:  # binary masks: the threshold wins over declared names
+        if num_classes not in (None, 2):
+            raise ConfigError(
+                f"data.mask_threshold makes the masks binary (2 classes), but {num_classes} classes are "
+                "configured (data.num_classes / data.class_names); drop one of them"
+            )
         mapping = None
-        n = num_classes or 2
+        n = 2
     else:
         mapping = (
             dict(cfg.mask_values)
@@ -37,7 +43,7 @@ def _settings(
         )
         classes = [v for v in mapping.values() if v != IGNORE]
         n = num_classes or max(2, (max(classes) + 1) if classes else 2)
-    if names is not None and num_classes is None and len(names) > n:
+    if names is not None and num_classes is None and cfg.mask_threshold is None and len(names) > n:
         n = len(names)
     src = store.records[first].source if channels else ""
     return Settings(in_ch, mapping, cfg.mask_threshold, n, cfg.normalize, cfg.intensity_clip, src)

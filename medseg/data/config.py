@@ -171,6 +171,8 @@ class DataConfig(BaseModel):
     def _size(cls, v: tuple[int, int]) -> tuple[int, int]:
         if min(v) < 8:
             raise ValueError("data.size must be at least 8x8 pixels")
+        if max(v) > 16384:  # a 40000x40000 sample would only fail later, out of memory
+            raise ValueError("data.size must be at most 16384 pixels a side")
         return v
 
     @field_validator("intensity_clip")

@@ -147,8 +147,17 @@ def _intensity(scan: _Scan) -> dict[str, Any] | None:
         "std": float(allv.std()),
         "p0_5": float(np.percentile(allv, 0.5)),
         "p99_5": float(np.percentile(allv, 99.5)),
-        "channel_means": [float(v) for v in np.mean(scan.chan_means, axis=0)],
+        "channel_means": _channel_means(scan.chan_means),
     }
+
+
+def _channel_means(means: list[np.ndarray]) -> list[float] | dict[str, list[float]]:
+    """Mean of each channel; with mixed channel counts (grey and RGB) one list per count."""
+    by_count: dict[int, list[np.ndarray]] = {}
+    for m in means:
+        by_count.setdefault(len(m), []).append(m)
+    lists = {str(k): [float(v) for v in np.mean(ms, axis=0)] for k, ms in sorted(by_count.items())}
+    return next(iter(lists.values())) if len(lists) == 1 else lists
 
 
 def _split(cfg: DataConfig, store: CaseStore, fmt: str, scan: _Scan) -> dict[str, Any] | None:

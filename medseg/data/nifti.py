@@ -8,6 +8,7 @@ Failures are one-line :class:`~medseg.errors.DataError` naming the file.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import numpy as np
 from medseg.data.geometry.affine import voxel_affine
 from medseg.data.readers import check_finite
 from medseg.errors import DataError
+
+MANY_CHANNELS = 8  # more input channels than this in one volume is warned about (MSD has at most 4)
 
 
 def _load_nifti(path: Path, what: str) -> Any:
@@ -81,6 +84,12 @@ def read_nifti_image(paths: list[Path]) -> tuple[np.ndarray, tuple[float, float,
             )
         chans.append(arr)
     image = chans[0] if len(chans) == 1 else np.concatenate(chans, axis=-1)
+    if image.shape[-1] > MANY_CHANNELS:
+        warnings.warn(
+            f"{paths[0]}: {image.shape[-1]} channels (a 4-D NIfTI's last axis); is it a time series "
+            "rather than modalities? Each frame becomes one model input channel",
+            stacklevel=2,
+        )
     if np.issubdtype(image.dtype, np.floating):
         image = image.astype(np.float32, copy=False)
     check_finite(image, paths[0])

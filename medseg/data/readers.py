@@ -7,6 +7,7 @@ names the file and the problem. Arrays come back as ``[H, W, C]`` images and
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,63 @@ def file_id(path: Path) -> str:
     return path.stem
 
 
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own warning limit (0.25 GiB of 24-bit pixels)
+
+
+def max_pixels() -> int:
+    """Largest image (H x W pixels) a reader decodes: ``MEDSEG_MAX_PIXELS`` or 89.5 Mpx.
+
+    Checked from the file header before anything is decoded, so a decompression bomb (a small
+    file that declares a huge image) costs nothing."""
+    raw = os.environ.get("MEDSEG_MAX_PIXELS", "")
+    try:
+        value = int(float(raw)) if raw.strip() else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise DataError(f"MEDSEG_MAX_PIXELS={raw!r}: expected a number of pixels") from None
+    if value < 1:
+        raise DataError(f"MEDSEG_MAX_PIXELS={raw!r}: expected a positive number of pixels")
+    return value
+
+
+def check_pixels(path: Path, height: int, width: int, what: str) -> None:
+    cap = max_pixels()
+    if height * width > cap:
+        raise DataError(
+            f"{path}: {what} declares {width} x {height} = {height * width / 1e6:.1f} Mpx, more than "
+            f"the limit of {cap / 1e6:.1f} Mpx (a decompression bomb?); raise MEDSEG_MAX_PIXELS to read it"
+        )
+
+
+def _open_checked(path: Path, what: str) -> Any:
+    """``Image.open`` with the pixel cap checked from the header; PNG chunk CRCs verified first
+    (Pillow's decoder does not check the CRC of image data, so a damaged PNG decodes wrongly)."""
+    from PIL import Image  # Pillow: loaded only when 2D images are read
+
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # our cap, checked below from the same header, replaces Pillow's
+    try:
+        im = Image.open(path)
+    except Image.DecompressionBombError as e:  # not expected with the limit lifted; never a traceback
+        raise DataError(f"{path}: {what} is larger than the pixel limit ({e})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
+    try:
+        check_pixels(path, im.height, im.width, what)
+        if im.format == "PNG":
+            im.verify()  # reads every chunk and checks its CRC; the image must then be reopened
+            im.close()
+            im = Image.open(path)
+    except BaseException:
+        im.close()
+        raise
+    return im
+
+
 def _pil_array(path: Path, what: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError  # Pillow: loaded only when 2D images are read
+    from PIL import UnidentifiedImageError  # Pillow: loaded only when 2D images are read
 
     try:
-        with Image.open(path) as im:
+        with _open_checked(path, what) as im:
             im.load()
             if im.mode == "1":
                 im = im.convert("L")
@@ -55,7 +108,12 @@ def _tiff_array(path: Path, what: str) -> np.ndarray:
     import tifffile  # tifffile: loaded only when TIFF images are read
 
     try:
-        arr = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            check_pixels(path, int(page.imagelength), int(page.imagewidth), what)
+            arr = tif.asarray()
+    except DataError:
+        raise
     except FileNotFoundError:
         raise DataError(f"{path}: {what} file not found") from None
     except Exception as e:  # tifffile raises many types for corrupt files
@@ -221,6 +279,22 @@ def _read_arrays(path: Path, img_key: str, lab_key: str | None) -> tuple[np.ndar
     return image, label, spacing
 
 
+def _check_array(arr: np.ndarray, path: Path, what: str) -> None:
+    """Real numbers, and at least 2 x 2 pixels: a (0, 32) or (1, 32) array is no image."""
+    if np.iscomplexobj(arr):
+        raise DataError(f"{path}: {what} holds complex values; store a real array (e.g. the magnitude)")
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{path}: {what} has dtype {arr.dtype}; expected numbers")
+    if arr.size == 0:
+        raise DataError(f"{path}: {what} of shape {arr.shape} is empty; images need at least 2 x 2 pixels")
+
+
+def _check_plane(shape: tuple[int, ...], path: Path, what: str) -> None:
+    """The last two spatial axes (H, W) of ``shape`` hold at least 2 pixels each."""
+    if len(shape) < 2 or min(shape[-2:]) < 2:
+        raise DataError(f"{path}: {what} of shape {shape} is too small; images need at least 2 x 2 pixels")
+
+
 def read_array_case(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[float, ...] | None]:
     """Read an SSL4MIS/TransUNet HDF5 or Synapse npz case: ``image`` (+ ``label``, + ``spacing``).
 
@@ -231,11 +305,17 @@ def read_array_case(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[fl
     path = Path(path)
     img_key, lab_key = _keys(path)
     image, label, raw_spacing = _read_arrays(path, img_key, lab_key)
+    _check_array(image, path, "image")
+    if label is not None:
+        _check_array(label, path, "label")
     if label is not None and label.ndim not in (2, 3):
         raise DataError(f"{path}: label must be 2D (slice) or 3D (volume), got shape {label.shape}")
     if label is None and image.ndim not in (2, 3):
         raise DataError(f"{path}: image must be 2D (slice) or 3D (volume), got shape {image.shape}")
     image = _match_image_to_label(image, None if label is None else label.shape, path)
+    _check_plane(image.shape[:-1], path, "image")
+    if label is not None:
+        _check_plane(label.shape, path, "label")
     check_finite(image, path)
     if label is not None:
         check_finite(label, path)

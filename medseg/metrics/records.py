@@ -90,9 +90,23 @@ def records_csv(records: Sequence[Mapping[str, Any]]) -> str:
         row = {}
         for f in fields:
             v = r.get(f, "")
-            row[f] = repr(float(v)) if isinstance(v, float | np.floating) else v
+            row[f] = repr(float(v)) if isinstance(v, float | np.floating) else csv_escape(v)
         w.writerow(row)
     return buf.getvalue()
+
+
+# a spreadsheet runs a cell that starts with one of these as a formula (CSV injection, OWASP)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def csv_escape(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula, prefixed with ``'`` (shown as text);
+    ``'`` itself is escaped too, so :func:`csv_unescape` gives back the exact text."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+
+def csv_unescape(value: Any) -> Any:
+    return value[1:] if isinstance(value, str) and value.startswith("'") else value
 
 
 def _parse_value(key: str, v: Any) -> Any:
@@ -123,7 +137,7 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
             rows = data["records"] if isinstance(data, dict) else data
         else:
             with open(p, newline="", encoding="utf-8") as f:
-                rows = list(csv.DictReader(f))
+                rows = [{k: csv_unescape(v) for k, v in row.items()} for row in csv.DictReader(f)]
     except (OSError, ValueError, KeyError) as e:
         raise DataError(f"{p}: cannot read per-case records ({e})") from e
     out = []
