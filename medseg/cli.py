@@ -335,6 +335,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from medseg.engine.score import score_folders  # deferred: torch-free but SciPy-heavy scoring
+
+    result = score_folders(
+        args.pred,
+        args.gt,
+        args.out or Path(args.pred) / "score",
+        num_classes=args.num_classes,
+        class_names=args.class_names.split(",") if args.class_names else None,
+        spacing=[float(v) for v in args.spacing.split(",")] if args.spacing else None,
+        empty=args.empty,
+        hd_combine=args.hd_combine,
+        nsd_tolerance=args.nsd_tolerance,
+        postprocess=args.postprocess,
+        allow_missing=args.allow_missing,
+        plots=not args.no_plots,
+    )
+    from medseg.metrics import summary_table  # deferred: SciPy (the metrics package)
+
+    # the scores are the answer: stdout, plain rows when piped; the report's place goes to stderr
+    _print_table(summary_table(result["summary"], metrics=["dice", "iou", "hd95", "assd", "nsd"]))
+    _console().print(f"report: {args.out or Path(args.pred) / 'score'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from medseg.engine.demo import run_demo  # deferred: torch
 
@@ -582,6 +607,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="dice", help="metric to compare (default: dice)")
     p.add_argument("--out", type=Path, help="output folder")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "score",
+        formatter_class=_formatter,
+        help="score a folder of existing predictions against references",
+        description="Score predictions (PNG, TIFF, NIfTI, HDF5, npz, npy; nnU-Net and MONAI output "
+        "folders included) against reference label maps, matched by name, with the same per-case / "
+        "per-class report as `medseg evaluate`. Spacing comes from the files unless --spacing is given.",
+    )
+    p.add_argument("pred", type=Path, help="folder of predicted label maps")
+    p.add_argument(
+        "gt", type=Path, help="folder of reference label maps (or a dataset with masks/ or labelsTr/)"
+    )
+    p.add_argument("--out", type=Path, help="report folder (default: PRED/score)")
+    p.add_argument("--num-classes", type=int, help="number of classes incl. background")
+    p.add_argument("--class-names", help="comma-separated class names incl. background")
+    p.add_argument("--spacing", help="voxel size per array axis, comma-separated (overrides the files)")
+    p.add_argument("--empty", default="nan", help="empty-case policy for distances (as evaluate)")
+    p.add_argument(
+        "--hd-combine", choices=["max", "pooled"], default="max", help="HD95 of the two directions"
+    )
+    p.add_argument("--nsd-tolerance", type=float, default=2.0, help="NSD tolerance (spacing units)")
+    p.add_argument("--postprocess", type=Path, help="post-processing plan (JSON) applied first")
+    p.add_argument("--allow-missing", action="store_true", help="score the pairs found, list the rest")
+    p.add_argument("--no-plots", action="store_true", help="skip the report figures")
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser(
         "benchmark",
