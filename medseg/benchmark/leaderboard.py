@@ -262,44 +262,18 @@ def build_leaderboard(
     cells = sorted({r["cell"] for r in records})
     per_metric = {m: pool_repeats(case_scores(records, m)) for m in metrics}
     per_class = {(m, c): pool_repeats(case_scores(records, m, classes=[c])) for m in metrics for c in classes}
-    rows = []
-    for cell in cells:
-        row: dict[str, Any] = {"cell": cell, **(cells_info or {}).get(cell, {})}
-        row.setdefault("model", cell.split("__")[0])
-        row.setdefault("loss", cell.split("__")[1] if "__" in cell else "")
-        row["n_cases"] = len(per_metric[primary].get(cell, {}))
-        for m in metrics:
-            row[m] = _nanmean(per_metric[m].get(cell, {}).values())
-            undefined = 0
-            for c in classes:
-                values = per_class[(m, c)].get(cell, {}).values()
-                row[f"{m}/{c}"] = _nanmean(values)
-                undefined += sum(math.isnan(v) for v in values)
-            # (case, class) values left out of the means: e.g. HD95 of an empty prediction
-            row[f"{m}_undefined"] = undefined
+    rows = [
+        _summary_row(cell, (cells_info or {}).get(cell, {}), metrics, classes, per_metric, per_class, primary)
+        for cell in cells
+    ]
+    for row in rows:
         row[f"{primary}_ci"] = bootstrap_ci(
-            list(per_metric[primary].get(cell, {}).values()), level=level, n_boot=n_boot, seed=seed
+            list(per_metric[primary].get(row["cell"], {}).values()), level=level, n_boot=n_boot, seed=seed
         )
-        rows.append(row)
     hib = higher_is_better(primary)
-    for row, rank in zip(rows, competition_ranks([r[primary] for r in rows], higher_better=hib)):
-        row["rank"] = rank
-    case_rank = mean_case_rank(per_metric[primary], higher_better=hib)
-    for row in rows:
-        row["mean_case_rank"] = case_rank.get(row["cell"], math.nan)
-    rows.sort(key=lambda r: (r["rank"], r["mean_case_rank"], r["cell"]))
+    _rank_rows(rows, per_metric[primary], primary, hib)
     best = rows[0]["cell"]
-    tests = paired_against_best(per_metric[primary], best, alpha=alpha, higher_better=hib)
-    for row in rows:
-        t = tests.get(row["cell"], {})
-        row.update(
-            {
-                "p": t.get("p", math.nan),
-                "p_holm": t.get("p_holm", math.nan),
-                "median_diff": t.get("median_diff", math.nan),
-                "verdict": t.get("verdict", "n.s."),
-            }
-        )
+    _add_tests(rows, paired_against_best(per_metric[primary], best, alpha=alpha, higher_better=hib))
     return {
         "rows": rows,
         "classes": classes,
@@ -312,3 +286,54 @@ def build_leaderboard(
             c: {f"{k[0]}:{k[1]}": v for k, v in s.items()} for c, s in per_metric[primary].items()
         },
     }
+
+
+def _summary_row(
+    cell: str,
+    info: dict[str, Any],
+    metrics: Sequence[str],
+    classes: list[str],
+    per_metric: dict[str, Any],
+    per_class: dict[tuple[str, str], Any],
+    primary: str,
+) -> dict[str, Any]:
+    """One cell's row: its facts, case count, and each metric's mean (overall and per class)
+    with the number of undefined (case, class) values left out of the means."""
+    row: dict[str, Any] = {"cell": cell, **info}
+    row.setdefault("model", cell.split("__")[0])
+    row.setdefault("loss", cell.split("__")[1] if "__" in cell else "")
+    row["n_cases"] = len(per_metric[primary].get(cell, {}))
+    for m in metrics:
+        row[m] = _nanmean(per_metric[m].get(cell, {}).values())
+        undefined = 0
+        for c in classes:
+            values = per_class[(m, c)].get(cell, {}).values()
+            row[f"{m}/{c}"] = _nanmean(values)
+            undefined += sum(math.isnan(v) for v in values)
+        # (case, class) values left out of the means: e.g. HD95 of an empty prediction
+        row[f"{m}_undefined"] = undefined
+    return row
+
+
+def _rank_rows(rows: list[dict[str, Any]], primary_scores: dict[str, Any], primary: str, hib: bool) -> None:
+    """Rank the rows on the primary metric's mean, add the mean per-case rank, sort in place."""
+    for row, rank in zip(rows, competition_ranks([r[primary] for r in rows], higher_better=hib)):
+        row["rank"] = rank
+    case_rank = mean_case_rank(primary_scores, higher_better=hib)
+    for row in rows:
+        row["mean_case_rank"] = case_rank.get(row["cell"], math.nan)
+    rows.sort(key=lambda r: (r["rank"], r["mean_case_rank"], r["cell"]))
+
+
+def _add_tests(rows: list[dict[str, Any]], tests: dict[str, dict[str, Any]]) -> None:
+    """Copy each row's paired test against the best cell (``n.s.`` when it has none)."""
+    for row in rows:
+        t = tests.get(row["cell"], {})
+        row.update(
+            {
+                "p": t.get("p", math.nan),
+                "p_holm": t.get("p_holm", math.nan),
+                "median_diff": t.get("median_diff", math.nan),
+                "verdict": t.get("verdict", "n.s."),
+            }
+        )

@@ -22,14 +22,10 @@ under ``torchrun`` (each rank trains its own cells on ``cuda:LOCAL_RANK`` withou
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import multiprocessing as mp
 import os
 import shutil
-import subprocess
-import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -49,12 +45,12 @@ from medseg.benchmark.cells import (
     write_json,
     write_state,
 )
+from medseg.benchmark.costs import cost_columns, profile_cell
 from medseg.benchmark.plan import check_compatible, make_plan
 from medseg.benchmark.report import build_report
 from medseg.config import load_config
 from medseg.engine.checkpoint import load_model, read_checkpoint
 from medseg.engine.evaluator import evaluate_checkpoint
-from medseg.engine.profiler import profile_module
 from medseg.engine.trainer import resolve_device, train
 
 
@@ -95,77 +91,6 @@ def _train_throughput(history: list[dict[str, Any]]) -> float | None:
     ips = [float(h.get("images_per_second") or 0) for h in history]
     total = sum(secs)
     return sum(s * i for s, i in zip(secs, ips)) / total if total > 0 else None
-
-
-def _profile_size(model: Any, size: tuple[int, int]) -> tuple[int, int]:
-    valid = getattr(model, "valid_input_size", None)
-    if callable(valid):
-        return valid(size[0]), valid(size[1])
-    m = int(getattr(model, "input_multiple", 1) or 1)
-    return m * math.ceil(size[0] / m), m * math.ceil(size[1] / m)
-
-
-def _profile(
-    out_dir: Path, model: Any, state: dict[str, Any], size: tuple[int, int], batch: int, device: str
-) -> dict[str, Any]:
-    """Cost of the cell's model, cached per (model, options, channels, size, batch, device)."""
-    key = json.dumps(
-        [
-            state["model_name"],
-            state.get("model_options", {}),
-            state["in_channels"],
-            state.get("out_channels"),
-            list(size),
-            batch,
-            device,
-        ],
-        sort_keys=True,
-    )
-    path = (
-        Path(out_dir)
-        / "profiles"
-        / f"{state['model_name']}-{hashlib.sha1(key.encode()).hexdigest()[:10]}.json"
-    )
-    if path.is_file():
-        return json.loads(path.read_text())
-    size = _profile_size(model, size)
-    args = {
-        "name": state["model_name"],
-        "size": list(size),
-        "in_channels": state["in_channels"],
-        "num_classes": state.get("out_channels", state["num_classes"]),
-        "batch": batch,
-        "device": device,
-        "options": state.get("model_options", {}),
-        "steps": 5,
-        "warmup": 2,
-    }
-    try:
-        # a fresh interpreter, so that the CPU peak-memory reading (RSS growth) is not hidden by
-        # memory the training already took from the system
-        proc = subprocess.run(
-            [sys.executable, "-c", _PROFILE_CHILD, json.dumps(args)],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-            check=True,
-        )
-        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(_PROFILE_MARK))
-        prof = json.loads(line[len(_PROFILE_MARK) :])
-    except Exception:  # no subprocess possible here: profile in-process
-        prof = profile_module(model, size=size, batch=batch, device=device, steps=5, warmup=2)
-    write_json(path, prof)
-    return prof
-
-
-_PROFILE_MARK = "MEDSEG_PROFILE_JSON "
-_PROFILE_CHILD = (
-    "import json, sys\n"
-    "from medseg.engine.profiler import profile_model\n"
-    "a = json.loads(sys.argv[1])\n"
-    "r = profile_model(a.pop('name'), **a)\n"
-    f"print({_PROFILE_MARK!r} + json.dumps(r))\n"
-)
 
 
 def _can_resume(last: Path, plan: dict[str, Any]) -> bool:
@@ -221,20 +146,11 @@ def run_cell(
     }
     if plan.get("profile", True):
         info.update(
-            _cost_info(_profile(out_dir, model, state, tuple(cfg.data.size), cfg.train.batch_size, dev))
+            cost_columns(profile_cell(out_dir, model, state, tuple(cfg.data.size), cfg.train.batch_size, dev))
         )
     result = {"cell": cell.name, "info": info, "history": history, "records": records}
     write_json(done, result)
     return result
-
-
-def _cost_info(prof: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "gflops": prof["gflops_per_image"],
-        "infer_images_per_s": prof["infer_images_per_s"],
-        "peak_memory_mb": prof.get("train_peak_memory_mb"),
-        "profile_train_images_per_s": prof.get("train_images_per_s"),
-    }
 
 
 def update_costs(out_dir: str | Path, device: str | None = None) -> int:
@@ -250,7 +166,7 @@ def update_costs(out_dir: str | Path, device: str | None = None) -> int:
         model, state = load_model(path.parent / saved["info"]["checkpoint"])
         dev = device or str(resolve_device(cfg.train.device))
         saved["info"].update(
-            _cost_info(_profile(out_dir, model, state, tuple(cfg.data.size), cfg.train.batch_size, dev))
+            cost_columns(profile_cell(out_dir, model, state, tuple(cfg.data.size), cfg.train.batch_size, dev))
         )
         write_json(path, saved)
         n += 1
@@ -327,7 +243,6 @@ def run_benchmark(
     gives each worker its own device. Returns ``{"out_dir", "cells", "done", "failed",
     "ran", "skipped", "report"}``.
     """
-    global _WORKER_DEVICE
     out_dir = Path(out_dir)
     plan = make_plan(
         models=models,
@@ -343,106 +258,173 @@ def run_benchmark(
         primary=primary,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    state_path = out_dir / STATE_FILE
-    status: dict[str, dict[str, Any]] = {}
-    if state_path.is_file():
-        old = json.loads(state_path.read_text())
-        check_compatible(old["plan"], plan, state_path)
-        status = {
-            c["name"]: {k: v for k, v in c.items() if k in ("seconds", "error", "device")}
-            for c in old.get("cells", [])
-            if c.get("status") == "done"
-        }
+    status = _previous_status(out_dir / STATE_FILE, plan)
+    cells, skipped, pending = _split_finished(out_dir, plan, log)
+    dist = _dist_env()
+    progress = _Progress(out_dir, plan, status, dist is None or dist[0] == 0, log)
+    if progress.writes_state:
+        write_state(out_dir, plan, status)
+    if dist is not None:
+        if not _run_ranks(cells, plan, out_dir, dist, devices, progress, log):
+            return {"out_dir": str(out_dir), "rank": dist[0], "ran": progress.ran, "failed": progress.failed}
+    elif workers <= 1 or len(pending) <= 1:
+        _run_serial(pending, plan, out_dir, devices, progress, log)
+    else:
+        _run_pool(pending, plan, out_dir, workers, devices, progress)
+    write_state(out_dir, plan, status)
+    return _summary(out_dir, cells, skipped, progress, report)
+
+
+def _split_finished(out_dir: Path, plan: dict[str, Any], log) -> tuple[list[Cell], list[str], list[Cell]]:
+    """All the plan's cells, the names of those already finished, and those still to run."""
     cells = plan_cells(plan["models"], plan["losses"], plan["folds"])
     skipped = [c.name for c in cells if is_finished(out_dir, c)]
     pending = [c for c in cells if not is_finished(out_dir, c)]
     if skipped:
         log(f"{len(skipped)} of {len(cells)} cells already finished, skipping them")
-    ran: list[str] = []
-    failed: dict[str, str] = {}
-    dist = _dist_env()
+    return cells, skipped, pending
 
-    def finished(cell: Cell, res: dict[str, Any]) -> None:
-        status[cell.name] = {k: v for k, v in res.items() if k != "traceback"}
-        if res["status"] == "done":
-            ran.append(cell.name)
-            log(f"cell {cell.name}: done in {res.get('seconds', 0):.0f} s")
-        else:
-            failed[cell.name] = res["error"]
-            log(f"cell {cell.name}: FAILED: {res['error']}")
-            (cell_dir(out_dir, cell)).mkdir(parents=True, exist_ok=True)
-            (cell_dir(out_dir, cell) / "error.txt").write_text(res.get("traceback", res["error"]))
-        if dist is None or dist[0] == 0:
-            write_state(out_dir, plan, status)
 
-    if dist is None or dist[0] == 0:
-        write_state(out_dir, plan, status)
-    if dist is not None:
-        rank, world, local = dist
-        device = (
-            f"cuda:{local}"
-            if torch.cuda.is_available()
-            else (devices[local % len(devices)] if devices else None)
-        )
-        _WORKER_DEVICE = device
-        mine = [c for i, c in enumerate(cells) if i % world == rank and not is_finished(out_dir, c)]
-        for cell in mine:
-            log(f"[rank {rank}] cell {cell.name} on {device or 'default device'}")
-            finished(cell, _run_in_worker(cell, plan, str(out_dir)))
-        marker = out_dir / "ranks" / f"{rank}.done"
-        marker.parent.mkdir(exist_ok=True)
-        marker.write_text(json.dumps({"failed": failed}))
-        if rank != 0:
-            return {"out_dir": str(out_dir), "rank": rank, "ran": ran, "failed": failed}
-        while not all((out_dir / "ranks" / f"{r}.done").is_file() for r in range(world)):
-            time.sleep(2)
-        for r in range(1, world):
-            failed.update(json.loads((out_dir / "ranks" / f"{r}.done").read_text()).get("failed", {}))
-        shutil.rmtree(out_dir / "ranks", ignore_errors=True)
-    elif workers <= 1 or len(pending) <= 1:
-        global_device = devices[0] if devices else None
-        _WORKER_DEVICE = global_device
-        for i, cell in enumerate(pending, 1):
-            log(f"cell {i}/{len(pending)}: {cell.name}")
-            status[cell.name] = {"status": "running"}
-            write_state(out_dir, plan, status)
-            finished(cell, _run_in_worker(cell, plan, str(out_dir)))
-    else:
-        ctx = mp.get_context("spawn")
-        queue = None
-        n = min(workers, len(pending))
-        if devices:
-            queue = ctx.Queue()
-            for i in range(n):
-                queue.put(devices[i % len(devices)])
-        threads = (
-            None
-            if devices and any(d.startswith("cuda") for d in devices)
-            else max(1, (os.cpu_count() or 1) // n)
-        )
-        with ProcessPoolExecutor(
-            max_workers=n, mp_context=ctx, initializer=_init_worker, initargs=(queue, threads)
-        ) as pool:
-            futures = {pool.submit(_run_in_worker, c, plan, str(out_dir)): c for c in pending}
-            remaining = set(futures)
-            while remaining:
-                done_now, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-                for fut in done_now:
-                    cell = futures[fut]
-                    try:
-                        res = fut.result()
-                    except Exception as exc:  # the worker process died
-                        res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-                    finished(cell, res)
-    write_state(out_dir, plan, status)
+def _summary(
+    out_dir: Path, cells: list[Cell], skipped: list[str], progress: _Progress, report: bool
+) -> dict[str, Any]:
+    """``run_benchmark``'s result, with the report built when at least one cell is done."""
     result: dict[str, Any] = {
         "out_dir": str(out_dir),
         "cells": [c.name for c in cells],
-        "ran": ran,
+        "ran": progress.ran,
         "skipped": skipped,
-        "failed": failed,
+        "failed": progress.failed,
         "done": [c.name for c in cells if is_finished(out_dir, c)],
     }
     if report and result["done"]:
         result["report"] = build_report(out_dir)
     return result
+
+
+def _previous_status(state_path: Path, plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The finished cells recorded by an earlier run of the same plan (checked compatible)."""
+    if not state_path.is_file():
+        return {}
+    old = json.loads(state_path.read_text())
+    check_compatible(old["plan"], plan, state_path)
+    return {
+        c["name"]: {k: v for k, v in c.items() if k in ("seconds", "error", "device")}
+        for c in old.get("cells", [])
+        if c.get("status") == "done"
+    }
+
+
+class _Progress:
+    """The benchmark's progress: every cell's status (mirrored in the state file when
+    ``writes_state``), the cells run in this call and the cells that failed."""
+
+    def __init__(
+        self, out_dir: Path, plan: dict[str, Any], status: dict[str, dict[str, Any]], writes_state: bool, log
+    ) -> None:
+        self.out_dir, self.plan, self.status = out_dir, plan, status
+        self.writes_state, self.log = writes_state, log
+        self.ran: list[str] = []
+        self.failed: dict[str, str] = {}
+
+    def finished(self, cell: Cell, res: dict[str, Any]) -> None:
+        """Record one cell's outcome; a failed cell gets its traceback in ``error.txt``."""
+        self.status[cell.name] = {k: v for k, v in res.items() if k != "traceback"}
+        if res["status"] == "done":
+            self.ran.append(cell.name)
+            self.log(f"cell {cell.name}: done in {res.get('seconds', 0):.0f} s")
+        else:
+            self.failed[cell.name] = res["error"]
+            self.log(f"cell {cell.name}: FAILED: {res['error']}")
+            (cell_dir(self.out_dir, cell)).mkdir(parents=True, exist_ok=True)
+            (cell_dir(self.out_dir, cell) / "error.txt").write_text(res.get("traceback", res["error"]))
+        if self.writes_state:
+            write_state(self.out_dir, self.plan, self.status)
+
+
+def _run_ranks(
+    cells: list[Cell],
+    plan: dict[str, Any],
+    out_dir: Path,
+    dist: tuple[int, int, int],
+    devices: list[str] | None,
+    progress: _Progress,
+    log,
+) -> bool:
+    """Under ``torchrun``: run this rank's share of the cells; rank 0 then waits for the
+    others and gathers their failures. Returns whether this rank goes on to the report."""
+    global _WORKER_DEVICE
+    rank, world, local = dist
+    device = (
+        f"cuda:{local}" if torch.cuda.is_available() else (devices[local % len(devices)] if devices else None)
+    )
+    _WORKER_DEVICE = device
+    mine = [c for i, c in enumerate(cells) if i % world == rank and not is_finished(out_dir, c)]
+    for cell in mine:
+        log(f"[rank {rank}] cell {cell.name} on {device or 'default device'}")
+        progress.finished(cell, _run_in_worker(cell, plan, str(out_dir)))
+    marker = out_dir / "ranks" / f"{rank}.done"
+    marker.parent.mkdir(exist_ok=True)
+    marker.write_text(json.dumps({"failed": progress.failed}))
+    if rank != 0:
+        return False
+    while not all((out_dir / "ranks" / f"{r}.done").is_file() for r in range(world)):
+        time.sleep(2)
+    for r in range(1, world):
+        progress.failed.update(json.loads((out_dir / "ranks" / f"{r}.done").read_text()).get("failed", {}))
+    shutil.rmtree(out_dir / "ranks", ignore_errors=True)
+    return True
+
+
+def _run_serial(
+    pending: list[Cell],
+    plan: dict[str, Any],
+    out_dir: Path,
+    devices: list[str] | None,
+    progress: _Progress,
+    log,
+) -> None:
+    """Run the pending cells one after another in this process, on the first device."""
+    global _WORKER_DEVICE
+    _WORKER_DEVICE = devices[0] if devices else None
+    for i, cell in enumerate(pending, 1):
+        log(f"cell {i}/{len(pending)}: {cell.name}")
+        progress.status[cell.name] = {"status": "running"}
+        write_state(out_dir, plan, progress.status)
+        progress.finished(cell, _run_in_worker(cell, plan, str(out_dir)))
+
+
+def _run_pool(
+    pending: list[Cell],
+    plan: dict[str, Any],
+    out_dir: Path,
+    workers: int,
+    devices: list[str] | None,
+    progress: _Progress,
+) -> None:
+    """Run the pending cells in a pool of spawned processes, one device per worker when
+    ``devices`` is given (else the CPU threads are shared out among the workers)."""
+    ctx = mp.get_context("spawn")
+    queue = None
+    n = min(workers, len(pending))
+    if devices:
+        queue = ctx.Queue()
+        for i in range(n):
+            queue.put(devices[i % len(devices)])
+    threads = (
+        None if devices and any(d.startswith("cuda") for d in devices) else max(1, (os.cpu_count() or 1) // n)
+    )
+    with ProcessPoolExecutor(
+        max_workers=n, mp_context=ctx, initializer=_init_worker, initargs=(queue, threads)
+    ) as pool:
+        futures = {pool.submit(_run_in_worker, c, plan, str(out_dir)): c for c in pending}
+        remaining = set(futures)
+        while remaining:
+            done_now, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+            for fut in done_now:
+                cell = futures[fut]
+                try:
+                    res = fut.result()
+                except Exception as exc:  # the worker process died
+                    res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+                progress.finished(cell, res)

@@ -74,14 +74,71 @@ def evaluate_case(
         "tp", "fp", "fn", "tn": int}}``.
     """
     policy = resolve_empty(empty)
+    k, p, t, s = _checked_inputs(pred_labels, target_labels, num_classes, spacing)
+    valid = _valid_mask(p, t, roi, ignore_index)
+    cm = _confusion(p, t, valid, k)
+    classes = range(0 if include_background else 1, k)
+    if surface:
+        options = dict(
+            tolerance=nsd_tolerance, hd_combine=hd_combine, assd_combine=assd_combine, empty=policy
+        )
+        surf = _surface_metrics(p, t, valid, cm, k, classes, s, method, options)
+    out: dict[int, dict[str, Any]] = {}
+    for c in classes:
+        tp, fp, fn, tn = counts_from_matrix(cm, c)
+        rec: dict[str, Any] = overlap_from_counts(tp, fp, fn, tn, policy)
+        rec.update(surf[c] if surface else {m: float("nan") for m in SURFACE_METRICS})
+        rec.update(empty_target=(tp + fn) == 0, empty_pred=(tp + fp) == 0, tp=tp, fp=fp, fn=fn, tn=tn)
+        out[c] = rec
+    return out
+
+
+def _surface_metrics(
+    p: np.ndarray,
+    t: np.ndarray,
+    valid: np.ndarray | None,
+    cm: np.ndarray,
+    k: int,
+    classes: range,
+    s: Any,
+    method: Method,
+    options: dict[str, Any],
+) -> dict[int, dict[str, Any]]:
+    """The surface metrics of each class, each computed on the bounding box of that class in
+    the prediction and the target; both masks are first cut to the valid voxels (outside
+    counts as background). ``options`` go to :func:`metrics_from_distances`."""
+    if valid is not None:
+        p = np.where(valid, p, 0)
+        t = np.where(valid, t, 0)
+    boxes_p = ndimage.find_objects(p, max_label=k - 1)
+    boxes_t = ndimage.find_objects(t, max_label=k - 1)
+    full = tuple(slice(0, n) for n in p.shape)
+    out: dict[int, dict[str, Any]] = {}
+    for c in classes:
+        if c == 0:
+            tp, fp, fn, _ = counts_from_matrix(cm, c)
+            box = full if (tp + fp + fn) else None
+        else:
+            box = union_box(boxes_p[c - 1], boxes_t[c - 1])
+        out[c] = metrics_from_distances(_class_distances(p, t, valid, c, box, s, method), **options)
+    return out
+
+
+def _checked_inputs(
+    pred_labels: Any, target_labels: Any, num_classes: int, spacing: float | Sequence[float] | None
+) -> tuple[int, np.ndarray, np.ndarray, Any]:
+    """The class count (at least 2), both label maps as numpy (same shape) and the spacing."""
     k = int(num_classes)
     if k < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     k = max(k, 2)
     p, t = as_labels(pred_labels, "pred_labels"), as_labels(target_labels, "target_labels")
     check_pair(p, t)
-    s = as_spacing(spacing, p.ndim)
+    return k, p, t, as_spacing(spacing, p.ndim)
 
+
+def _valid_mask(p: np.ndarray, t: np.ndarray, roi: Any | None, ignore_index: int | None) -> np.ndarray | None:
+    """The voxels that count: inside ``roi`` and not ``ignore_index`` in the target (None: all)."""
     valid: np.ndarray | None = None
     if roi is not None:
         valid = as_binary(roi, "roi")
@@ -89,52 +146,39 @@ def evaluate_case(
     if ignore_index is not None:
         keep = t != ignore_index
         valid = keep if valid is None else valid & keep
+    return valid
+
+
+def _confusion(p: np.ndarray, t: np.ndarray, valid: np.ndarray | None, k: int) -> np.ndarray:
+    """The k x k confusion matrix over the valid voxels; a label outside ``0..k-1`` is an error."""
     pv, tv = (p, t) if valid is None else (p[valid], t[valid])
     for name, arr in (("pred_labels", pv), ("target_labels", tv)):
         if arr.size and (arr.min() < 0 or arr.max() >= k):
             bad = arr.min() if arr.min() < 0 else arr.max()
             raise ValueError(f"{name} holds class {bad}, outside 0..{k - 1} (num_classes={k})")
-    cm = confusion_matrix(pv, tv, k)
+    return confusion_matrix(pv, tv, k)
 
-    if surface and valid is not None:  # cut both masks to the ROI: outside counts as background
-        p = np.where(valid, p, 0)
-        t = np.where(valid, t, 0)
-    boxes_p = ndimage.find_objects(p, max_label=k - 1) if surface else []
-    boxes_t = ndimage.find_objects(t, max_label=k - 1) if surface else []
-    full = tuple(slice(0, n) for n in p.shape)
 
-    out: dict[int, dict[str, Any]] = {}
-    for c in range(0 if include_background else 1, k):
-        tp, fp, fn, tn = counts_from_matrix(cm, c)
-        rec: dict[str, Any] = overlap_from_counts(tp, fp, fn, tn, policy)
-        if surface:
-            if c == 0:
-                box = full if (tp + fp + fn) else None
-            else:
-                box = union_box(boxes_p[c - 1], boxes_t[c - 1])
-            if box is None:
-                d_pt, d_tp = np.zeros(0), np.zeros(0)
-            else:
-                pc, tc = p[box] == c, t[box] == c
-                if valid is not None and c == 0:
-                    pc &= valid[box]
-                    tc &= valid[box]
-                d_pt, d_tp = distances_cropped(pc, tc, s, method)
-            sd = SurfaceDistances(d_pt, d_tp, p.shape, s)
-            rec.update(
-                metrics_from_distances(
-                    sd,
-                    tolerance=nsd_tolerance,
-                    hd_combine=hd_combine,
-                    assd_combine=assd_combine,
-                    empty=policy,
-                )
-            )
-        else:
-            rec.update({m: float("nan") for m in SURFACE_METRICS})
-        rec.update(empty_target=(tp + fn) == 0, empty_pred=(tp + fp) == 0, tp=tp, fp=fp, fn=fn, tn=tn)
-        out[c] = rec
-    return out
+def _class_distances(
+    p: np.ndarray,
+    t: np.ndarray,
+    valid: np.ndarray | None,
+    c: int,
+    box: tuple[slice, ...] | None,
+    s: Any,
+    method: Method,
+) -> SurfaceDistances:
+    """Surface distances of class ``c`` both ways, computed inside ``box`` (None: both masks
+    empty). Background (class 0) is cut to the valid voxels."""
+    if box is None:
+        d_pt, d_tp = np.zeros(0), np.zeros(0)
+    else:
+        pc, tc = p[box] == c, t[box] == c
+        if valid is not None and c == 0:
+            pc &= valid[box]
+            tc &= valid[box]
+        d_pt, d_tp = distances_cropped(pc, tc, s, method)
+    return SurfaceDistances(d_pt, d_tp, p.shape, s)
 
 
 def stack_slices(slices: Sequence[Any] | Any) -> np.ndarray:

@@ -124,20 +124,8 @@ def compare_runs(
     dir_a, dir_b = find_eval_dir(eval_dir_a), find_eval_dir(eval_dir_b)
     rec_a, rec_b = read_records(dir_a), read_records(dir_b)
 
-    def compare_scores(
-        sa: dict[str, float], sb: dict[str, float]
-    ) -> tuple[dict[str, Any], list, np.ndarray, np.ndarray]:
-        shared = [c for c in sa if c in sb]
-        pairs = [(c, sa[c], sb[c]) for c in shared if math.isfinite(sa[c]) and math.isfinite(sb[c])]
-        a = np.asarray([p[1] for p in pairs], dtype=np.float64)
-        b = np.asarray([p[2] for p in pairs], dtype=np.float64)
-        res: dict[str, Any] = {"n_shared": len(shared), "n_undefined": len(shared) - len(pairs)}
-        if pairs:
-            res.update(paired_stats(a, b))
-        return res, pairs, a, b
-
     sa, sb = _case_scores(rec_a, metric, class_name), _case_scores(rec_b, metric, class_name)
-    result, pairs, a, b = compare_scores(sa, sb)
+    result, pairs, a, b = _compare_scores(sa, sb)
     if not pairs:
         raise DataError(f"{dir_a} and {dir_b} share no case with a defined {metric} (nothing to compare)")
     result.update(
@@ -154,15 +142,45 @@ def compare_runs(
     better_if_larger = result["mean_diff"] > 0 if HIGHER_IS_BETTER[metric] else result["mean_diff"] < 0
     result["b_better"] = bool(better_if_larger) if sig else None
     if per_class and class_name is None:
-        classes = list(
-            dict.fromkeys(r["class"] for r in rec_a if any(q["class"] == r["class"] for q in rec_b))
-        )
-        result["per_class"] = {
-            c: compare_scores(_case_scores(rec_a, metric, c), _case_scores(rec_b, metric, c))[0]
-            for c in classes
-        }
+        result["per_class"] = _per_class(rec_a, rec_b, metric)
+    _write_outputs(Path(out_dir), result, pairs, a, b, metric, dir_a, dir_b)
+    return result
 
-    out = Path(out_dir)
+
+def _compare_scores(
+    sa: dict[str, float], sb: dict[str, float]
+) -> tuple[dict[str, Any], list, np.ndarray, np.ndarray]:
+    """Pair the cases scored in both runs; statistics of the pairs where both scores are defined."""
+    shared = [c for c in sa if c in sb]
+    pairs = [(c, sa[c], sb[c]) for c in shared if math.isfinite(sa[c]) and math.isfinite(sb[c])]
+    a = np.asarray([p[1] for p in pairs], dtype=np.float64)
+    b = np.asarray([p[2] for p in pairs], dtype=np.float64)
+    res: dict[str, Any] = {"n_shared": len(shared), "n_undefined": len(shared) - len(pairs)}
+    if pairs:
+        res.update(paired_stats(a, b))
+    return res, pairs, a, b
+
+
+def _per_class(rec_a: list[dict[str, Any]], rec_b: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """The paired statistics of each class present in both runs."""
+    classes = list(dict.fromkeys(r["class"] for r in rec_a if any(q["class"] == r["class"] for q in rec_b)))
+    return {
+        c: _compare_scores(_case_scores(rec_a, metric, c), _case_scores(rec_b, metric, c))[0] for c in classes
+    }
+
+
+def _write_outputs(
+    out: Path,
+    result: dict[str, Any],
+    pairs: list,
+    a: np.ndarray,
+    b: np.ndarray,
+    metric: str,
+    dir_a: Path,
+    dir_b: Path,
+) -> None:
+    """Write compare_cases.csv, compare.png and compare.json (atomically) and record their
+    paths in ``result["files"]``."""
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -181,4 +199,3 @@ def compare_runs(
     files["json"] = out / "compare.json"
     result["files"] = {k: str(v) for k, v in files.items()}
     atomic_write_text(files["json"], to_json(result))
-    return result
