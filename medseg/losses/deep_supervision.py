@@ -182,8 +182,8 @@ def _resize_extra(value: Any, target: Tensor, size: Sequence[int]) -> Any:
     "weights 1, 1/2, 1/4 ... (lowest 0) normalised",
 )
 def build_deep_supervision(
-    mode: str = "multiclass",
     *,
+    mode: str = "multiclass",
     base: str = "dice_ce",
     decay: float = 0.5,
     drop_lowest: bool = True,
