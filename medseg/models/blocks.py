@@ -7,6 +7,7 @@ the 2-D zoo and the volumetric models; 2 is the default everywhere.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
@@ -86,8 +87,9 @@ class ConvNormAct(nn.Sequential):
         kernel_size = per_axis(kernel_size, dims, "kernel_size")
         stride = per_axis(stride, dims, "stride")
         padding = per_axis(padding, dims, "padding")
+        conv: Any = conv_layer(dims)  # torch's stubs type the size tuples per dimension
         layers: list[nn.Module] = [
-            conv_layer(dims)(
+            conv(
                 in_ch,
                 out_ch,
                 kernel_size,

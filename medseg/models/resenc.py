@@ -8,6 +8,8 @@ strides and projects with a 1x1 conv-norm when the width changes, then the activ
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -39,13 +41,16 @@ class BasicResidualBlock(nn.Module):
     ) -> None:
         super().__init__()
         stride = per_axis(stride, dims, "stride")
-        opts = dict(padding=None, norm=norm, kernel_size=kernel_size, dims=dims)
-        self.conv1 = conv_norm_act(in_ch, out_ch, stride=stride, act=act, **opts)  # type: ignore[arg-type]
-        self.conv2 = conv_norm_act(out_ch, out_ch, act="none", **opts)  # type: ignore[arg-type]
+        self.conv1 = conv_norm_act(
+            in_ch, out_ch, stride=stride, padding=None, norm=norm, act=act, kernel_size=kernel_size, dims=dims
+        )
+        self.conv2 = conv_norm_act(
+            out_ch, out_ch, padding=None, norm=norm, act="none", kernel_size=kernel_size, dims=dims
+        )
         shortcut: list[nn.Module] = []
         if max(stride) > 1:
-            pool = nn.AvgPool2d if dims == 2 else nn.AvgPool3d
-            shortcut.append(pool(stride, stride))  # type: ignore[arg-type]
+            pool: Any = nn.AvgPool2d if dims == 2 else nn.AvgPool3d
+            shortcut.append(pool(stride, stride))
         if in_ch != out_ch:
             shortcut += [conv_layer(dims)(in_ch, out_ch, 1, bias=False), make_norm(norm, out_ch, dims)]
         self.shortcut = nn.Sequential(*shortcut)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -129,9 +130,10 @@ class PlainConvUNet(SegmentationModel):
         )
         self.ups = nn.ModuleList()
         self.decoders = nn.ModuleList()
+        up_conv: Any = transposed_conv_layer(dims)  # torch's stubs type the size tuples per dimension
         for s in reversed(range(1, n_stages)):
-            st = self.strides[s]
-            self.ups.append(transposed_conv_layer(dims)(widths[s], widths[s - 1], st, stride=st))
+            st = per_axis(self.strides[s], dims, "stride")
+            self.ups.append(up_conv(widths[s], widths[s - 1], st, stride=st))
             self.decoders.append(
                 DoubleConv(
                     2 * widths[s - 1],
@@ -258,9 +260,9 @@ class PlainConvUNet(SegmentationModel):
 def build_plain_unet(
     in_channels: int,
     num_classes: int,
+    *,
     patch_size: Sequence[int] = (128, 128, 128),
     spacing: Sequence[float] | None = None,
-    *,
     kernel_sizes: Sequence[Sequence[int]] | None = None,
     strides: Sequence[Sequence[int]] | None = None,
     max_stages: int | None = None,
@@ -308,6 +310,7 @@ MODELS.add(
     "unet3d",
     build_plain_unet,
     fixed={"dims": 3, "encoder": "plain", "blocks_per_stage": RESENC_BLOCKS},
+    dims=3,
     paper=_NNUNET,
     summary="nnU-Net 3-D plain-conv U-Net: per-axis kernels/strides, instance norm, leaky ReLU, "
     "deep supervision",
@@ -317,6 +320,7 @@ MODELS.add(
     build_plain_unet,
     fixed={"dims": 3, "encoder": "residual", "n_convs": 2},
     defaults={"decoder_convs": 1},
+    dims=3,
     paper=_RESENC,
     summary="nnU-Net ResEnc M: residual encoder (1,3,4,6,6,6.. blocks), 32->320 channels",
 )
@@ -325,6 +329,7 @@ MODELS.add(
     build_plain_unet,
     fixed={"dims": 3, "encoder": "residual", "n_convs": 2},
     defaults={"decoder_convs": 1, "patch_size": (192, 192, 192)},
+    dims=3,
     paper=_RESENC,
     summary="nnU-Net ResEnc L: the M network planned for a larger (24 GB) patch",
 )

@@ -152,7 +152,7 @@ def test_2d_builds_are_unchanged_and_the_same_blocks_build_a_2d_plain_unet():
     assert count_parameters(build_model("unet", 3, 2)) == 31037698
     plain = dict(norm="instance", act="leaky_relu", downsample="strided", max_width=512, init="he")
     assert count_parameters(build_model("unet", 3, 2, deep_supervision=True, **plain)) == 20551688
-    model = build_plain_unet(1, 2, (24, 40), dims=2, base_width=2, deep_supervision=True)
+    model = build_plain_unet(1, 2, patch_size=(24, 40), dims=2, base_width=2, deep_supervision=True)
     assert all(not isinstance(m, nn.Conv3d) for m in model.modules())
     logits, aux = model.forward_aux(torch.randn(1, 1, 24, 40))
     assert logits.shape == (1, 2, 24, 40)
@@ -189,3 +189,18 @@ def test_bad_topologies_and_inputs_are_clear_errors():
         model(torch.randn(1, 1, 20, 28, 30))
     with pytest.raises(ValueError, match="input channels"):
         model(torch.randn(1, 2, *SIZE))
+
+
+@pytest.mark.parametrize("name", ["unet3d", "unet3d_resenc", "unet3d_resenc_l"])
+def test_3d_models_declare_dims_and_run_contiguous(name):
+    from medseg.models import MODELS
+    from medseg.models.base import to_preferred_format
+
+    assert MODELS.get(name).meta["dims"] == 3
+    torch.manual_seed(0)
+    model = _tiny(name).eval()
+    x = torch.randn(1, 1, *SIZE)
+    with torch.no_grad():
+        ref = model(x)
+        assert model.preferred_memory_format == torch.contiguous_format
+        assert torch.equal(to_preferred_format(model)(x), ref)
