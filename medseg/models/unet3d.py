@@ -9,6 +9,14 @@ planner does. The encoder downsamples with strided convolutions, the decoder ups
 transposed convolutions whose kernel equals the stride, and every decoder stage can carry a 1x1
 deep-supervision head (``forward_aux`` -> ``{"deep_supervision": [...]}``, highest resolution
 first, as :mod:`medseg.losses.deep_supervision` expects).
+
+Convolutions followed by a norm have no bias (nnU-Net keeps one; an affine instance norm cancels
+it), so parameter counts are a little below nnU-Net's. ResEnc presets (nnU-Net's
+``ResEncUNetPlanner``): 1, 3, 4, 6, 6, 6, ... residual blocks per encoder stage, one convolution
+per decoder stage, widths 32 doubling to 320. M and L are the *same* network template; nnU-Net
+plans L for a 24 GB instead of an 8 GB memory target (about 3.1x the reference voxel budget),
+which only enlarges the patch: ``unet3d_resenc_l`` defaults to a 192^3 patch (3.4x the voxels of
+M's 128^3 default; 128^3 x 3.1 rounded to a multiple of 32) and otherwise equals M.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from medseg.models.resenc import ResidualStage, Stem
 from medseg.models.unet import INITS, DoubleConv, conv_norm_act, he_init, stage_widths
 
 ENCODERS = ("plain", "residual")
-# nnU-Net ResEnc presets: residual blocks per encoder stage, one convolution per decoder stage
+# nnU-Net ResEnc presets (M, L, XL alike): residual blocks per encoder stage
 RESENC_BLOCKS = (1, 3, 4, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6)
 
 
@@ -38,30 +46,37 @@ def plan_topology(
     min_size: int = 8,
     max_stages: int | None = None,
 ) -> tuple[list[list[int]], list[list[int]]]:
-    """Per-stage ``(kernel_sizes, strides)`` for a patch, the nnU-Net way (Isensee et al. 2021,
-    "network topology"): an axis is halved at the next stage only while its (current) spacing
-    is at most twice the smallest and its size is at least ``min_size``; its kernel is 1 until
-    its spacing first comes within twice the smallest, 3 from then on. The first stage's stride
-    is all ones; planning stops when no axis can be halved (or after ``max_stages`` stages).
+    """Per-stage ``(kernel_sizes, strides)`` for a patch, the way nnU-Net's planner derives them
+    (Isensee et al. 2021, "network topology"). At each stage, an axis is halved when its size is
+    at least ``min_size`` (twice the 4-voxel minimum bottleneck edge) and its current spacing is
+    less than twice the smallest spacing among those axes; a lone poolable axis needs
+    ``1.5 * min_size`` voxels. An axis's kernel is 1 until its spacing first comes within twice
+    the smallest, 3 from then on; the bottleneck kernel is always 3. The first stage's stride is
+    all ones; planning stops when no axis can be halved (or after ``max_stages`` stages). Input
+    sizes must then be divisible per axis by the product of the strides.
     """
     size = [int(s) for s in patch_size]
     spac = [1.0] * len(size) if spacing is None else [float(s) for s in spacing]
     if not size or len(spac) != len(size) or min(size) < 1 or min(spac) <= 0:
         raise ValueError(f"plan_topology needs positive sizes and spacings per axis; got {size}, {spac}")
-    isotropic_kernel = [False] * len(size)
+    kernel = [1] * len(size)
     kernels: list[list[int]] = []
     strides: list[list[int]] = [[1] * len(size)]
-    while True:
-        smallest = min(spac)
-        near = [s <= 2 * smallest for s in spac]
-        isotropic_kernel = [done or n for done, n in zip(isotropic_kernel, near)]
-        kernels.append([3 if k else 1 for k in isotropic_kernel])
-        pool = [2 if n and s >= min_size else 1 for n, s in zip(near, size)]
-        if max(pool) == 1 or (max_stages is not None and len(strides) >= max_stages):
-            return kernels, strides
-        strides.append(pool)
-        size = [s // p for s, p in zip(size, pool)]
-        spac = [s * p for s, p in zip(spac, pool)]
+    while max_stages is None or len(strides) < max_stages:
+        big = [a for a, s in enumerate(size) if s >= min_size]
+        if not big:
+            break
+        smallest = min(spac[a] for a in big)
+        pool_axes = [a for a in big if spac[a] / smallest < 2]
+        if len(pool_axes) == 1 and size[pool_axes[0]] < 1.5 * min_size:
+            break
+        kernel = [k if k == 3 or s / min(spac) >= 2 else 3 for k, s in zip(kernel, spac)]
+        kernels.append(list(kernel))
+        strides.append([2 if a in pool_axes else 1 for a in range(len(size))])
+        for a in pool_axes:
+            size[a], spac[a] = -(-size[a] // 2), spac[a] * 2
+    kernels.append([3] * len(size))
+    return kernels, strides
 
 
 def _check_topology(kernels: Sequence[Sequence[int]], strides: Sequence[Sequence[int]], dims: int) -> None:

@@ -33,7 +33,8 @@ def test_plan_topology_isotropic_halves_every_axis_down_to_a_4_voxel_bottleneck(
 
 
 def test_plan_topology_anisotropic_pools_in_plane_until_the_spacing_evens_out():
-    # spacing 3 x 1 x 1: z is not pooled and has kernel 1 until in-plane spacing reaches 2 (within 2x of 3)
+    # spacing 3 x 1 x 1: z is not pooled and has kernel 1 until in-plane spacing reaches 2 (3 / 2 < 2);
+    # at the last stage y (7 voxels) is too small and only z and x (10, 9) are halved
     kernels, strides = plan_topology(SIZE, (3.0, 1.0, 1.0))
     assert strides == [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 1, 2]]
     assert kernels == [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]]
@@ -41,6 +42,13 @@ def test_plan_topology_anisotropic_pools_in_plane_until_the_spacing_evens_out():
     kernels, strides = plan_topology((80, 192, 160), (3.0, 0.8, 0.8), max_stages=4)
     assert strides == [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]
     assert kernels[0] == [1, 3, 3] and kernels[1:] == [[3, 3, 3]] * 3
+
+
+def test_plan_topology_single_axis_and_stage_limits():
+    # a lone poolable axis needs 12 voxels (1.5 x min_size): 4 x 4 x 12 halves x once, 4 x 4 x 11 never
+    assert plan_topology((4, 4, 12))[1] == [[1, 1, 1], [1, 1, 2]]
+    assert plan_topology((4, 4, 11)) == ([[3, 3, 3]], [[1, 1, 1]])
+    assert len(plan_topology((256, 256, 256), max_stages=3)[1]) == 3
 
 
 def test_plan_topology_rejects_mismatched_spacing():
@@ -69,12 +77,12 @@ def test_anisotropic_strides_pool_in_plane_first():
     with torch.no_grad():
         feats = model.encode(torch.randn(1, 1, 8, 32, 32))
     shapes = [tuple(f.shape[2:]) for f in feats]
-    # spacing 4,1,1: z (4x the smallest) waits while the plane is halved to 4,2,2; then z is
-    # within 2x and all axes halve (8,4,4); z, now 4 voxels, stops while the plane halves again
-    assert shapes == [(8, 32, 32), (8, 16, 16), (4, 8, 8), (4, 4, 4)]
+    # spacing 4,1,1 -> 4,2,2 -> 4,4,4: z (not under 2x the smallest) waits for two in-plane
+    # halvings, with 1x3x3 kernels, before all axes halve together
+    assert shapes == [(8, 32, 32), (8, 16, 16), (8, 8, 8), (4, 4, 4)]
     first_convs = [stage[0][0] for stage in model.encoders]
-    assert [c.kernel_size for c in first_convs] == [(1, 3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3)]
-    assert [c.stride for c in first_convs] == [(1, 1, 1), (1, 2, 2), (2, 2, 2), (1, 2, 2)]
+    assert [c.kernel_size for c in first_convs] == [(1, 3, 3), (1, 3, 3), (3, 3, 3), (3, 3, 3)]
+    assert [c.stride for c in first_convs] == [(1, 1, 1), (1, 2, 2), (1, 2, 2), (2, 2, 2)]
 
 
 def test_forward_aux_gives_deep_supervision_at_every_decoder_level():
@@ -156,8 +164,9 @@ def test_2d_builds_are_unchanged_and_the_same_blocks_build_a_2d_plain_unet():
     assert all(not isinstance(m, nn.Conv3d) for m in model.modules())
     logits, aux = model.forward_aux(torch.randn(1, 1, 24, 40))
     assert logits.shape == (1, 2, 24, 40)
-    assert model.strides == [[1, 1], [2, 2], [2, 2], [1, 2]]  # 24 x 40 -> 6 x 5
-    assert [tuple(t.shape[2:]) for t in aux["deep_supervision"]] == [(12, 20), (6, 10)]
+    # 24 x 40 -> 6 x 10: a lone poolable axis (10) needs 12 voxels, so planning stops
+    assert model.strides == [[1, 1], [2, 2], [2, 2]]
+    assert [tuple(t.shape[2:]) for t in aux["deep_supervision"]] == [(12, 20)]
 
 
 def test_registry_rejects_unknown_and_fixed_options():
