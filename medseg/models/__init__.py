@@ -13,7 +13,7 @@ from medseg.models.registry import MODELS
 from medseg.models.weights_file import load_weights_file
 
 # Each module registers its models on import.
-_MODEL_MODULES = ("unet", "unet_resnet", "fcn", "segnet", "pspnet", "deeplab", "befunet")
+_MODEL_MODULES = ("unet", "unet3d", "unet_resnet", "fcn", "segnet", "pspnet", "deeplab", "befunet")
 _HERE = Path(__file__).parent
 for _name in _MODEL_MODULES:
     # Modules of the zoo land one by one; a module that is not there yet is skipped,

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medseg.models.base import SegmentationModel
-from medseg.models.blocks import ConvNormAct
+from medseg.models.blocks import ConvNormAct, IntOrSeq
 from medseg.models.registry import MODELS
 
 ACTS = ("relu", "leaky_relu")
@@ -53,24 +53,60 @@ def depth_for_size(size: int | Sequence[int], min_bottleneck: int = 4) -> int:
 
 
 def conv_norm_act(
-    in_ch: int, out_ch: int, *, stride: int = 1, padding: int = 1, norm: str = "batch", act: str = "relu"
+    in_ch: int,
+    out_ch: int,
+    *,
+    stride: IntOrSeq = 1,
+    padding: IntOrSeq | None = 1,
+    norm: str = "batch",
+    act: str = "relu",
+    kernel_size: IntOrSeq = 3,
+    dims: int = 2,
 ) -> ConvNormAct:
-    """3x3 convolution -> norm -> ReLU or LeakyReLU(0.01)."""
-    if act not in ACTS:
+    """Convolution (3x3 unless ``kernel_size`` says otherwise; ``dims`` 2 or 3) -> norm ->
+    ReLU or LeakyReLU(0.01); ``act="none"`` stops after the norm (a residual block's last layer)."""
+    if act not in (*ACTS, "none"):
         raise ValueError(f"unknown act '{act}'; choose one of {', '.join(ACTS)}")
-    layer = ConvNormAct(in_ch, out_ch, 3, stride=stride, padding=padding, norm=norm, act=act == "relu")
+    layer = ConvNormAct(
+        in_ch, out_ch, kernel_size, stride=stride, padding=padding, norm=norm, act=act == "relu", dims=dims
+    )
     if act == "leaky_relu":
         layer.append(nn.LeakyReLU(LEAKY_SLOPE, inplace=True))
     return layer
 
 
 class DoubleConv(nn.Sequential):
+    """``n_convs`` (2: U-Net's pair) conv-norm-act layers; the first one carries the stride."""
+
     def __init__(
-        self, in_ch: int, out_ch: int, norm: str, padding: int = 1, *, act: str = "relu", stride: int = 1
+        self,
+        in_ch: int,
+        out_ch: int,
+        norm: str,
+        padding: IntOrSeq | None = 1,
+        *,
+        act: str = "relu",
+        stride: IntOrSeq = 1,
+        kernel_size: IntOrSeq = 3,
+        dims: int = 2,
+        n_convs: int = 2,
     ) -> None:
+        if n_convs < 1:
+            raise ValueError(f"a convolution stage needs n_convs >= 1, got {n_convs}")
         super().__init__(
-            conv_norm_act(in_ch, out_ch, stride=stride, padding=padding, norm=norm, act=act),
-            conv_norm_act(out_ch, out_ch, padding=padding, norm=norm, act=act),
+            *(
+                conv_norm_act(
+                    in_ch if i == 0 else out_ch,
+                    out_ch,
+                    stride=stride if i == 0 else 1,
+                    padding=padding,
+                    norm=norm,
+                    act=act,
+                    kernel_size=kernel_size,
+                    dims=dims,
+                )
+                for i in range(n_convs)
+            )
         )
 
 
@@ -83,7 +119,7 @@ def stage_widths(depth: int, base_width: int, max_width: int | None = None) -> l
 def he_init(model: nn.Module, slope: float = LEAKY_SLOPE) -> None:
     """nnU-Net's initialisation: Kaiming-normal weights (He et al. 2015) for a leaky slope, zero biases."""
     for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Conv3d, nn.ConvTranspose3d)):
             nn.init.kaiming_normal_(m.weight, a=slope)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

@@ -9,8 +9,14 @@ from torch import nn
 
 from medseg.benchmark.presets import tiny_options
 from medseg.errors import ConfigError
-from medseg.models import build_model, count_parameters, list_models
+from medseg.models import MODELS, build_model, count_parameters, list_models
 from medseg.models.base import format_input, resolve_memory_format, to_preferred_format
+
+
+def planar_models() -> list[str]:
+    """Registered 2-D models (volumetric ones declare dims=3 and are tested in test_unet3d)."""
+    return [n for n in list_models() if MODELS.get(n).meta.get("dims", 2) == 2]
+
 
 # ---------------------------------------------------------------- PSPNet, smp layout
 
@@ -119,7 +125,7 @@ def test_fcn_paper_defaults_are_unchanged():
 CONTIGUOUS = {"befunet", "befunet_small"}  # Swin attention: channels_last does not help
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", planar_models())
 def test_preferred_memory_format_of_every_registered_model(name):
     model = build_model(name, 3, 2, **tiny_options(name))
     expected = torch.contiguous_format if name in CONTIGUOUS else torch.channels_last
@@ -127,7 +133,7 @@ def test_preferred_memory_format_of_every_registered_model(name):
     assert resolve_memory_format(model) == expected
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", planar_models())
 def test_channels_last_gives_the_same_output(name):
     torch.manual_seed(0)
     model = build_model(name, 3, 2, **tiny_options(name)).eval()
