@@ -173,6 +173,28 @@ def test_befunet_edge_upsamples_3d_stage_maps_trilinearly():
     assert a.item() == pytest.approx(b.item(), rel=1e-6)
 
 
+def _nearest_exact_np(t: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """Nearest-exact downsampling of ``[B, *S]`` by hand: source index floor((i + 0.5) * in / out)."""
+    idx = [np.floor((np.arange(o) + 0.5) * i / o).astype(int) for i, o in zip(t.shape[1:], size)]
+    return t[:, idx[0][:, None, None], idx[1][None, :, None], idx[2][None, None, :]]
+
+
+def test_deep_supervision_3d_is_the_weighted_sum_of_dice_on_downsampled_targets():
+    g = torch.Generator().manual_seed(5)
+    full = torch.randn(2, 3, 4, 6, 8, generator=g)
+    half = torch.randn(2, 3, 2, 3, 4, generator=g)
+    target = torch.randint(0, 3, (2, 4, 6, 8), generator=g)
+    target[0, 1:, :2, :3] = IGNORE
+    loss = build_loss(
+        "deep_supervision", mode="multiclass", ignore_index=IGNORE, base="dice", drop_lowest=False
+    )
+    got = loss(full, target, aux={"deep_supervision": [half]})
+    small = torch.from_numpy(_nearest_exact_np(target.numpy(), (2, 3, 4)))
+    ref = [np_dice(*np_case(z, t, "multiclass", IGNORE), 1.0) for z, t in ((full, target), (half, small))]
+    w = np.array([1.0, 0.5]) / 1.5  # weights halve per level, normalised to sum 1
+    assert got.item() == pytest.approx(float(w @ np.array(ref)), rel=1e-5)
+
+
 COVERED_3D = {
     "dice",
     "iou",
@@ -188,6 +210,7 @@ COVERED_3D = {
     "unet_weighted_ce",
     "befunet_edge",
     "befunet",
+    "deep_supervision",
 }
 
 
@@ -195,7 +218,9 @@ def test_every_registered_loss_has_a_3d_reference_test():
     assert set(list_losses()) <= COVERED_3D, sorted(set(list_losses()) - COVERED_3D)
 
 
-@pytest.mark.parametrize("name", sorted(COVERED_3D - {"befunet_edge", "befunet", "unet_weighted_ce"}))
+@pytest.mark.parametrize(
+    "name", sorted(COVERED_3D - {"befunet_edge", "befunet", "unet_weighted_ce", "deep_supervision"})
+)
 def test_3d_gradients_are_finite_and_skip_ignored_voxels(name):
     mode = "binary" if name in ("lovasz_hinge", "bce_dice") else "multiclass"
     logits, target = volumes(mode, seed=10)
