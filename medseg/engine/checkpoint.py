@@ -59,6 +59,13 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": groups}
 
 
+def first_nonfinite(tensors: dict[str, torch.Tensor]) -> tuple[str, int] | None:
+    """``(name, count)`` of the first floating-point tensor holding NaN or Inf, with how many
+    tensors do; None when every tensor is finite."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return (bad[0], len(bad)) if bad else None
+
+
 def save_checkpoint(
     path: str | Path,
     model: torch.nn.Module,
@@ -76,6 +83,12 @@ def save_checkpoint(
             raise ValueError(f"checkpoint state needs '{key}'")
     model = getattr(model, "module", model)  # unwrap DDP
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    bad = first_nonfinite(tensors)
+    if bad is not None:
+        raise CheckpointError(
+            f"{path}: not written: {bad[1]} of {len(tensors)} model tensors hold NaN/Inf "
+            f"(e.g. {bad[0]}); training diverged, the previous checkpoint is kept"
+        )
     meta: dict[str, Any] = {"format": FORMAT, "state": state}
     if optimizer is not None:
         opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
@@ -102,6 +115,12 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu"):
     """
     tensors, meta = read_checkpoint(path)
     state = meta["state"]
+    bad = first_nonfinite(split_tensors(tensors, "model"))
+    if bad is not None:
+        raise CheckpointError(
+            f"{path}: {bad[1]} model tensors hold NaN/Inf (first: {bad[0]}); the training diverged, "
+            "this checkpoint cannot predict"
+        )
     model = build_model(
         state["model_name"],
         state["in_channels"],
