@@ -109,15 +109,17 @@ def build_data(
     return build(cfg, aug, seed=seed, extra_targets=extra_targets, target_options=target_options)
 
 
-def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
+def train(cfg: Config, *, resume: bool | str | Path = False, overwrite: bool = False) -> dict:
     """Train the run ``cfg`` (see :func:`load_config`) into ``cfg.output_dir``: checkpoints
     written atomically every epoch, the training log, curves and the configuration.
     ``resume=True`` continues from the run's last checkpoint (or from the given checkpoint)
     exactly. Returns ``best_val_dice``, ``checkpoint`` (the best one), ``history``,
-    ``stop_reason`` and ``rank``. Under ``torchrun`` each process calls it (DDP)."""
+    ``stop_reason`` and ``rank``. Under ``torchrun`` each process calls it (DDP). A folder
+    holding a previous run is refused unless ``resume`` or ``overwrite``; one training at a time
+    writes into a folder (it is locked)."""
     from medseg.engine.trainer import train as run  # deferred: torch
 
-    return run(cfg, resume=resume)
+    return run(cfg, resume=resume, overwrite=overwrite)
 
 
 def evaluate(

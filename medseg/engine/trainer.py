@@ -17,13 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.progress import Progress, TaskID
 
 from medseg.atomic import atomic_write_text
 from medseg.config import Config
 from medseg.engine.budget import TimeBudget
 from medseg.engine.device import resolve_device  # noqa: F401 (older import path, kept for callers)
+from medseg.engine.distributed import Distributed
 from medseg.engine.progress import console, make_progress
+from medseg.engine.run_folder import claim_run_folder
 from medseg.engine.schedule import lr_factor, set_learning_rate
 from medseg.engine.train_log import epoch_line, log_epoch, open_tensorboard
 from medseg.engine.train_setup import (
@@ -34,7 +37,7 @@ from medseg.engine.train_setup import (
     resume_checkpoint_path,
     setup_device,
 )
-from medseg.engine.train_state import TrainState, resume_state, save_checkpoints
+from medseg.engine.train_state import TrainState, resume_plan, resume_state, save_checkpoints
 from medseg.engine.train_step import train_step
 from medseg.engine.validation import validate
 from medseg.models import count_parameters
@@ -206,25 +209,41 @@ def end_epoch(
     console.print(epoch_line(state.history[-1]))
 
 
-def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
+def train(cfg: Config, *, resume: bool | str | Path = False, overwrite: bool = False) -> dict:
     """Train ``cfg.model`` on ``cfg.data``; returns a summary dict (``out_dir``, ``best_val_dice``,
-    ``checkpoint``, ``history``). Checkpoints go to ``OUT/checkpoints/{last,best}.safetensors``."""
+    ``checkpoint``, ``history``). Checkpoints go to ``OUT/checkpoints/{last,best}.safetensors``.
+
+    Rank 0 holds the output folder's lock for the run (:mod:`medseg.engine.run_folder`); a
+    folder holding a previous run is refused unless ``resume`` or ``overwrite``."""
     dist, device = setup_device(cfg)
     resume_path = resume_checkpoint_path(cfg, resume)
+    if not dist.main:
+        return _train(cfg, dist, device, resume_path)
+    with claim_run_folder(cfg.output_dir, resume=resume_path is not None, overwrite=overwrite) as removed:
+        if removed:
+            console.print(
+                f"removed {len(removed)} temporary file(s) an interrupted run left in {cfg.output_dir}"
+            )
+        return _train(cfg, dist, device, resume_path)
+
+
+def _train(cfg: Config, dist: Distributed, device: torch.device, resume_path: Path | None) -> dict:
+    """The run itself: setup, resume, the epochs, the summary."""
     parts = build_parts(cfg, dist, device)
     state = TrainState()
+    first_epoch = 1
     if resume_path is not None:
         state = resume_state(resume_path, parts.model, parts.optimizer, parts.model_state)
+        first_epoch, line = resume_plan(state, cfg.train.epochs)
         if dist.main:
-            console.print(f"resuming from {resume_path} at epoch {state.epoch + 1}")
+            console.print(f"{resume_path}: {line}")
     loop = build_loop(parts)
     tensorboard = start_output(parts) if dist.main else None
     budget = make_budget(cfg, loop, state)
-    reason = "epochs"
-    first_epoch = cfg.train.epochs + 1 if state.finished else state.epoch + 1
+    reason = "epochs" if first_epoch <= cfg.train.epochs else "nothing to do"
     loop.step.net.train()
     with make_progress(transient=False) as progress:
-        done = (first_epoch - 1) * loop.steps_per_epoch
+        done = min(first_epoch - 1, cfg.train.epochs) * loop.steps_per_epoch
         bar = Bar(progress, progress.add_task("training", total=schedule_total(loop, state), completed=done))
         for epoch in range(first_epoch, cfg.train.epochs + 1):
             if budget_spent(parts, loop, state, budget, bar):
