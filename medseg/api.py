@@ -109,17 +109,24 @@ def build_data(
     return build(cfg, aug, seed=seed, extra_targets=extra_targets, target_options=target_options)
 
 
-def train(cfg: Config, *, resume: bool | str | Path = False, overwrite: bool = False) -> dict:
+def train(
+    cfg: Config,
+    *,
+    resume: bool | str | Path = False,
+    overwrite: bool = False,
+    evaluate_split: str | None = None,
+) -> dict:
     """Train the run ``cfg`` (see :func:`load_config`) into ``cfg.output_dir``: checkpoints
     written atomically every epoch, the training log, curves and the configuration.
     ``resume=True`` continues from the run's last checkpoint (or from the given checkpoint)
     exactly. Returns ``best_val_dice``, ``checkpoint`` (the best one), ``history``,
     ``stop_reason`` and ``rank``. Under ``torchrun`` each process calls it (DDP). A folder
     holding a previous run is refused unless ``resume`` or ``overwrite``; one training at a time
-    writes into a folder (it is locked)."""
+    writes into a folder (it is locked). ``evaluate_split``: the split evaluated afterwards,
+    refused before training when it is empty."""
     from medseg.engine.trainer import train as run  # deferred: torch
 
-    return run(cfg, resume=resume, overwrite=overwrite)
+    return run(cfg, resume=resume, overwrite=overwrite, evaluate_split=evaluate_split)
 
 
 def evaluate(

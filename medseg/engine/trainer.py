@@ -40,6 +40,7 @@ from medseg.engine.train_setup import (
 from medseg.engine.train_state import TrainState, resume_plan, resume_state, save_checkpoints
 from medseg.engine.train_step import train_step
 from medseg.engine.validation import validate
+from medseg.errors import MedsegError
 from medseg.models import count_parameters
 
 
@@ -209,27 +210,52 @@ def end_epoch(
     console.print(epoch_line(state.history[-1]))
 
 
-def train(cfg: Config, *, resume: bool | str | Path = False, overwrite: bool = False) -> dict:
+def check_split_has_cases(parts: TrainParts, split: str | None) -> None:
+    """Refuse, before any training, a run whose ``split`` (to be evaluated after it) is empty."""
+    if split is None:
+        return
+    cases = getattr(parts.data, split, None)
+    if cases is None:
+        raise MedsegError(f"unknown split {split!r} (expected train, val or test)")
+    if len(cases) == 0:
+        raise MedsegError(
+            f"{parts.cfg.data.root}: the {split} split has no cases, so the run could not be evaluated "
+            f"on it; set data.split.{split}_fraction (or a split file) or evaluate another split"
+        )
+
+
+def train(
+    cfg: Config,
+    *,
+    resume: bool | str | Path = False,
+    overwrite: bool = False,
+    evaluate_split: str | None = None,
+) -> dict:
     """Train ``cfg.model`` on ``cfg.data``; returns a summary dict (``out_dir``, ``best_val_dice``,
     ``checkpoint``, ``history``). Checkpoints go to ``OUT/checkpoints/{last,best}.safetensors``.
 
     Rank 0 holds the output folder's lock for the run (:mod:`medseg.engine.run_folder`); a
-    folder holding a previous run is refused unless ``resume`` or ``overwrite``."""
+    folder holding a previous run is refused unless ``resume`` or ``overwrite``. With
+    ``evaluate_split`` (the split the caller evaluates afterwards) an empty split is refused
+    before training."""
     dist, device = setup_device(cfg)
     resume_path = resume_checkpoint_path(cfg, resume)
     if not dist.main:
-        return _train(cfg, dist, device, resume_path)
+        return _train(cfg, dist, device, resume_path, evaluate_split)
     with claim_run_folder(cfg.output_dir, resume=resume_path is not None, overwrite=overwrite) as removed:
         if removed:
             console.print(
                 f"removed {len(removed)} temporary file(s) an interrupted run left in {cfg.output_dir}"
             )
-        return _train(cfg, dist, device, resume_path)
+        return _train(cfg, dist, device, resume_path, evaluate_split)
 
 
-def _train(cfg: Config, dist: Distributed, device: torch.device, resume_path: Path | None) -> dict:
+def _train(
+    cfg: Config, dist: Distributed, device: torch.device, resume_path: Path | None, evaluate_split: str | None
+) -> dict:
     """The run itself: setup, resume, the epochs, the summary."""
     parts = build_parts(cfg, dist, device)
+    check_split_has_cases(parts, evaluate_split)
     state = TrainState()
     first_epoch = 1
     if resume_path is not None:

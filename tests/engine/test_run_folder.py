@@ -113,3 +113,10 @@ def test_resume_plan_cases():
     assert not finished.finished and finished.stale == 0 and finished.planned_steps is None
     assert resume_plan(TrainState(epoch=2), 5)[0] == 3
     assert resume_plan(TrainState(epoch=5), 3) == (4, "nothing to do: 5 epochs are done and this run has 3")
+
+
+def test_an_empty_evaluation_split_is_refused_before_training(tmp_path):
+    cfg = load_config(None, TINY + ["train.epochs=1", f"output_dir={tmp_path}"])  # test_fraction=0
+    with pytest.raises(MedsegError, match="test split has no cases"):
+        train(cfg, evaluate_split="test")
+    assert not (tmp_path / "checkpoints").exists()
