@@ -30,6 +30,10 @@ class ModelConfig(Strict):
     name: str = Field("unet", description="registered model name (`medseg list models`)")
     options: dict[str, Any] = Field(default_factory=dict, description="builder options, e.g. base_width")
     weights: Path | None = Field(None, description="local weights file to initialise from (never downloaded)")
+    init_from: Path | None = Field(
+        None,
+        description="fine-tune: load every tensor of this weights file that fits, re-initialise the rest",
+    )
 
 
 class LossConfig(Strict):
@@ -198,8 +202,9 @@ def _expand_paths(raw: dict[str, Any]) -> None:
     if isinstance(data, dict) and isinstance(data.get("root"), str):
         data["root"] = expand_env(data["root"])
     model = raw.get("model")
-    if isinstance(model, dict) and isinstance(model.get("weights"), str):
-        model["weights"] = expand_env(model["weights"])
+    for key in ("weights", "init_from"):
+        if isinstance(model, dict) and isinstance(model.get(key), str):
+            model[key] = expand_env(model[key])
 
 
 def load_config(

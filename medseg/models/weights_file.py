@@ -101,3 +101,25 @@ def read_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
 def load_weights_file(model: torch.nn.Module, path: str | Path) -> None:
     """Load a local weights file (see :func:`read_model_weights`) into ``model``, strictly."""
     load_state_strict(model, read_model_weights(path), str(path))
+
+
+def load_matching_weights(model: torch.nn.Module, path: str | Path) -> tuple[int, list[str]]:
+    """Fine-tuning initialisation: load every tensor of the weights file ``path`` whose name and
+    shape match ``model``; the others keep the model's fresh initialisation. Returns how many
+    were loaded and one entry per skipped tensor (``name (why)``). As nnU-Net's pretrained-weights loading, which skips
+    the segmentation head when the label set differs (Isensee et al., Nature Methods 2021)."""
+    weights = read_model_weights(path)
+    own = model.state_dict()
+    skipped = [f"{k} (not in the file)" for k in own if k not in weights]
+    fitting: dict[str, torch.Tensor] = {}
+    for name, tensor in weights.items():
+        if name not in own:
+            skipped.append(f"{name} (not in the model)")
+        elif tuple(tensor.shape) != tuple(own[name].shape):
+            skipped.append(f"{name} (file {tuple(tensor.shape)} vs model {tuple(own[name].shape)})")
+        else:
+            fitting[name] = tensor
+    if not fitting:
+        raise CheckpointError(f"{path}: no tensor of this file fits the model; nothing to initialise from")
+    model.load_state_dict(fitting, strict=False)
+    return len(fitting), skipped

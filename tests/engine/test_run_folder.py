@@ -120,3 +120,27 @@ def test_an_empty_evaluation_split_is_refused_before_training(tmp_path):
     with pytest.raises(MedsegError, match="test split has no cases"):
         train(cfg, evaluate_split="test")
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_init_from_fine_tunes_onto_another_label_set(tmp_path, capsys):
+    """A binary run's weights initialise a 4-class grey run: all but the head load, the head is skipped."""
+    import torch
+
+    from medseg.engine.checkpoint import read_checkpoint
+    from medseg.models.weights_file import split_tensors
+
+    src = tmp_path / "src"
+    train(load_config(None, TINY + ["train.epochs=1", f"output_dir={src}"]))
+    ckpt = src / "checkpoints" / "last.safetensors"
+    source = split_tensors(read_checkpoint(ckpt)[0], "model")
+    dst = tmp_path / "dst"
+    multi = TINY + ["data.synthetic.kind=multiclass", "train.epochs=1", "optim.lr=1e-12", f"output_dir={dst}"]
+    train(load_config(None, multi + [f"model.init_from={ckpt}"]))
+    err = " ".join(capsys.readouterr().err.split())
+    assert "initialised from" in err and "skipped" in err and "vs model" in err
+    tuned = split_tensors(read_checkpoint(dst / "checkpoints" / "last.safetensors")[0], "model")
+    same = [k for k in tuned if k in source and tuned[k].shape == source[k].shape]
+    other = [k for k in tuned if k in source and tuned[k].shape != source[k].shape]
+    assert other and len(same) > len(other)
+    encoder = next(k for k in same if "weight" in k and tuned[k].dim() == 4)
+    assert torch.allclose(tuned[encoder], source[encoder], atol=1e-6)
