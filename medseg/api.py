@@ -169,11 +169,14 @@ def predict(
     tta: bool = False,
     crf: bool = False,
     overlays: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Segment an image, a volume or a folder of them with ``checkpoint``; masks are written
     to ``out_dir/masks`` at the input's own size and geometry (PNG: binary 0/255 or class
     indices; NIfTI for volumes), with overlay PNGs unless ``overlays=False``. Returns
-    ``count``, ``masks`` and ``overlays`` (the folders written)."""
+    ``count``, ``masks`` and ``overlays`` (the folders written). File names are unique
+    (``names.csv`` maps them to case ids when they differ); writing into the inputs' own tree
+    or over existing masks is refused unless ``overwrite``."""
     from medseg.engine.predictor import predict_folder  # deferred: torch
 
     return predict_folder(
@@ -185,4 +188,5 @@ def predict(
         tta=tta,
         crf=crf,
         overlays=overlays,
+        overwrite=overwrite,
     )

@@ -1,0 +1,82 @@
+"""``medseg predict`` never loses an output: unique file names, and no writing into the
+inputs' own data set (its ground-truth masks) or over earlier masks without ``overwrite``."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medseg.config import load_config
+from medseg.engine.checkpoint import save_checkpoint
+from medseg.engine.distributed import Distributed
+from medseg.engine.mask_files import unique_names
+from medseg.engine.predictor import predict_folder
+from medseg.engine.train_setup import build_parts
+from medseg.errors import MedsegError
+
+TINY = [
+    "data.format=synthetic",
+    "data.synthetic.n=8",
+    "data.synthetic.size=32",
+    "data.size=[32,32]",
+    "model.options={depth: 2, base_width: 4}",
+    "train.log_tensorboard=false",
+]
+NAMES = ["a b", "a_b", "a?b", "a:b"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    parts = build_parts(load_config(None, TINY + [f"output_dir={out}"]), Distributed(), torch.device("cpu"))
+    return save_checkpoint(out / "best.safetensors", parts.model, parts.model_state)
+
+
+def _images(folder, names):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+
+
+def test_unique_names_disambiguate_collisions_and_case():
+    assert unique_names(["a b", "a_b", "a?b", "A_B", "x"]) == ["a_b", "a_b-2", "a_b-3", "A_B-4", "x"]
+    assert unique_names(["a_b", "a b", "a_b-2"]) == ["a_b", "a_b-2", "a_b-2-2"]
+
+
+def test_colliding_case_ids_get_distinct_files_and_a_name_map(checkpoint, tmp_path):
+    _images(tmp_path / "in", NAMES)
+    result = predict_folder(checkpoint, tmp_path / "in", tmp_path / "out", device="cpu")
+    assert result["count"] == 4
+    masks = sorted(p.name for p in (tmp_path / "out" / "masks").iterdir())
+    overlays = sorted(p.name for p in (tmp_path / "out" / "overlays").iterdir())
+    assert len(masks) == 4 and len(overlays) == 4
+    with open(tmp_path / "out" / "names.csv", newline="") as fh:
+        mapping = {r["case_id"]: r["file"] for r in csv.DictReader(fh)}
+    assert sorted(mapping) == sorted(NAMES)
+    assert sorted(f"{v}.png" for v in mapping.values()) == masks
+
+
+def test_predicting_into_a_dataset_is_refused(checkpoint, tmp_path):
+    data = tmp_path / "d2"
+    _images(data / "images", ["c1", "c2"])
+    (data / "masks").mkdir()
+    truth = np.zeros((32, 32), np.uint8)
+    truth[4:9, 4:9] = 255
+    for name in ("c1", "c2"):
+        Image.fromarray(truth).save(data / "masks" / f"{name}.png")
+    before = {p.name: p.read_bytes() for p in (data / "masks").iterdir()}
+    for out in (data, data / "images", data / "preds"):
+        with pytest.raises(MedsegError, match="inputs' own folder"):
+            predict_folder(checkpoint, data / "images", out, device="cpu")
+    assert {p.name: p.read_bytes() for p in (data / "masks").iterdir()} == before
+    predict_folder(checkpoint, data / "images", tmp_path / "pred", device="cpu")
+    with pytest.raises(MedsegError, match="already holds masks"):
+        predict_folder(checkpoint, data / "images", tmp_path / "pred", device="cpu")
+    predict_folder(checkpoint, data / "images", tmp_path / "pred", device="cpu", overwrite=True)
+    predict_folder(checkpoint, data / "images", data, device="cpu", overwrite=True)
+    assert {p.name: p.read_bytes() for p in (data / "masks").iterdir()} != before
