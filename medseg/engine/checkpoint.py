@@ -19,12 +19,14 @@ from safetensors.torch import save_file
 
 from medseg.atomic import atomic_write
 from medseg.engine.rng import capture_rng, restore_rng
-from medseg.errors import CheckpointError
+from medseg.errors import CheckpointError, MedsegError
 from medseg.models import build_model
 from medseg.models.base import to_preferred_format
 from medseg.models.fuse import fuse_conv_bn
 from medseg.models.weights_file import (  # noqa: F401 (re-exported: the checkpoint API in one place)
     FORMAT,
+    check_shapes,
+    check_state,
     load_state_strict,
     load_weights_file,
     read_checkpoint,
@@ -108,26 +110,45 @@ def save_checkpoint(
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"medseg": json.dumps(meta)}))
 
 
+def _build_from_state(path: str | Path, state: dict, *, meta_device: bool) -> torch.nn.Module | None:
+    """The model a checkpoint's header describes; on the ``meta`` device (no memory; None when
+    the builder cannot run there) for checking shapes first."""
+    args = (state["model_name"], state["in_channels"], state.get("out_channels", state["num_classes"]))
+    try:
+        if meta_device:
+            with torch.device("meta"):
+                return build_model(*args, **state["model_options"])
+        return build_model(*args, **state["model_options"])
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - options from a file: any failure is the file's
+        if meta_device and not isinstance(exc, (TypeError, ValueError, KeyError, MedsegError)):
+            return None
+        raise CheckpointError(
+            f"{path}: its header's model cannot be built ({type(exc).__name__}: {exc})"
+        ) from None
+
+
 def load_model(path: str | Path, *, device: str | torch.device = "cpu"):
     """Rebuild the model a checkpoint was trained with and load its weights.
 
     Returns ``(model, state)``; ``state`` is the JSON state saved with it.
     """
     tensors, meta = read_checkpoint(path)
-    state = meta["state"]
+    state = check_state(path, meta, inference=True)
     bad = first_nonfinite(split_tensors(tensors, "model"))
     if bad is not None:
         raise CheckpointError(
             f"{path}: {bad[1]} model tensors hold NaN/Inf (first: {bad[0]}); the training diverged, "
             "this checkpoint cannot predict"
         )
-    model = build_model(
-        state["model_name"],
-        state["in_channels"],
-        state.get("out_channels", state["num_classes"]),
-        **state.get("model_options", {}),
-    )
-    load_state_strict(model, split_tensors(tensors, "model"), str(path))
+    weights = split_tensors(tensors, "model")
+    skeleton = _build_from_state(path, state, meta_device=True)
+    if skeleton is not None:  # shapes checked before a single parameter is allocated
+        check_shapes(skeleton.state_dict(), weights, str(path))
+    model = _build_from_state(path, state, meta_device=False)
+    assert model is not None
+    load_state_strict(model, weights, str(path))
     return model.to(device).eval(), state
 
 

@@ -58,3 +58,70 @@ def test_non_finite_checkpoint_is_refused_at_load(tmp_path):
         with pytest.raises(CheckpointError) as err:
             load(path)
         assert str(path) in str(err.value) and bad.removeprefix("model.") in str(err.value)
+
+
+def _write(path, tensors, header: str):
+    save_file(tensors, str(path), metadata={"medseg": header})
+    return path
+
+
+def _weights():
+    return {f"model.{k}": v.detach().clone().contiguous() for k, v in _model().state_dict().items()}
+
+
+@pytest.mark.parametrize("drop", ["state", "task_mode", "model_name", "class_names", "config"])
+def test_a_header_lacking_a_field_is_one_checkpoint_error(tmp_path, drop):
+    meta = {"format": ckpt.FORMAT, "state": _state()}
+    if drop == "state":
+        del meta["state"]
+    else:
+        del meta["state"][drop]
+    path = _write(tmp_path / "c.safetensors", _weights(), json.dumps(meta))
+    with pytest.raises(CheckpointError, match=f"{path.name}.*{drop}"):
+        ckpt.load_inference_model(path)
+
+
+def test_wrong_types_and_ranges_are_refused(tmp_path):
+    for key, value in (
+        ("in_channels", "3"),
+        ("num_classes", True),
+        ("in_channels", 10**9),
+        ("task_mode", "x"),
+    ):
+        meta = {"format": ckpt.FORMAT, "state": {**_state(), key: value}}
+        path = _write(tmp_path / "c.safetensors", _weights(), json.dumps(meta))
+        with pytest.raises(CheckpointError, match=f"c.safetensors.*{key}"):
+            ckpt.load_model(path)
+
+
+def test_deeply_nested_metadata_is_one_checkpoint_error(tmp_path):
+    header = '{"format": "' + ckpt.FORMAT + '", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    path = _write(tmp_path / "deep.safetensors", _weights(), header)
+    with pytest.raises(CheckpointError, match="deep.safetensors"):
+        ckpt.load_model(path)
+
+
+def test_a_huge_model_in_the_header_is_refused_before_it_is_allocated(tmp_path, monkeypatch):
+    """base_width=60000 would allocate many GB; the shapes are compared on the meta device first."""
+    meta = {"format": ckpt.FORMAT, "state": {**_state(), "model_options": {"depth": 2, "base_width": 60000}}}
+    path = _write(tmp_path / "huge.safetensors", _weights(), json.dumps(meta))
+    real_builds = []
+    original = ckpt.build_model
+
+    def spy(*args, **kwargs):
+        model = original(*args, **kwargs)
+        if next(model.parameters()).device.type != "meta":
+            real_builds.append(args)
+        return model
+
+    monkeypatch.setattr(ckpt, "build_model", spy)
+    with pytest.raises(CheckpointError, match="huge.safetensors.*do not fit"):
+        ckpt.load_model(path)
+    assert real_builds == []
+
+
+def test_unknown_model_options_in_the_header_name_the_file(tmp_path):
+    meta = {"format": ckpt.FORMAT, "state": {**_state(), "model_options": {"no_such_option": 1}}}
+    path = _write(tmp_path / "opt.safetensors", _weights(), json.dumps(meta))
+    with pytest.raises(CheckpointError, match="opt.safetensors"):
+        ckpt.load_model(path)
