@@ -106,10 +106,13 @@ def evaluate_cases(
 
 
 def _cases_to_evaluate(cfg: Config, data_root: str | Path | None, split: str) -> tuple[Any, str]:
-    """The cases (and their label) of ``split`` of the run's data, or of the folder ``data_root``."""
+    """The cases (and their label) of ``split`` of the run's data, or of the folder ``data_root``;
+    decoded when scored, not cached (memory constant in the number of cases; every file is
+    still checked once before scoring when ``data.validate_on_load``)."""
+    streamed = cfg.data.model_copy(update={"cache": False})
     if data_root is not None:
-        return open_cases(Path(data_root), cfg=cfg.data, masks=True), Path(data_root).name
-    data = build_data(cfg.data, cfg.augment, seed=cfg.train.seed)
+        return open_cases(Path(data_root), cfg=streamed, masks=True), Path(data_root).name
+    data = build_data(streamed, cfg.augment, seed=cfg.train.seed)
     if split not in ("val", "test"):
         raise MedsegError(f"split must be 'val' or 'test', got {split!r}")
     cases = getattr(data, split)

@@ -74,7 +74,10 @@ def predict_folder(
     into the inputs' tree or over existing masks is refused unless ``overwrite``.
     """
     loaded = open_checkpoint(checkpoint, overrides=overrides, device=device)
-    cases = open_cases(Path(inputs), cfg=loaded.cfg.data, masks=False)
+    # streamed: each input is decoded when it is predicted, never cached (memory constant in
+    # the number of inputs); a bad file is reported when reached, before its mask is written
+    streamed = loaded.cfg.data.model_copy(update={"cache": False, "validate_on_load": False})
+    cases = open_cases(Path(inputs), cfg=streamed, masks=False)
     if len(cases) == 0:
         raise MedsegError(f"{inputs}: no images found")
     out = Path(out_dir)

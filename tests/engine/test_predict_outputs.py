@@ -80,3 +80,32 @@ def test_predicting_into_a_dataset_is_refused(checkpoint, tmp_path):
     predict_folder(checkpoint, data / "images", tmp_path / "pred", device="cpu", overwrite=True)
     predict_folder(checkpoint, data / "images", data, device="cpu", overwrite=True)
     assert {p.name: p.read_bytes() for p in (data / "masks").iterdir()} != before
+
+
+def test_predict_streams_its_inputs(checkpoint, tmp_path, monkeypatch):
+    """Each input is decoded when it is predicted and nothing is cached: the first prediction
+    comes before the last decode, and the store holds no decoded case afterwards."""
+    from medseg.data.case_store import CaseStore
+    from medseg.engine.predict import LoadedCheckpoint
+
+    events: list[str] = []
+    stores: list[CaseStore] = []
+    read_raw, predict = CaseStore.read_raw, LoadedCheckpoint.predict
+
+    def spy_read(self, i):
+        stores.append(self)
+        events.append("decode")
+        return read_raw(self, i)
+
+    def spy_predict(self, case, **kw):
+        events.append("predict")
+        return predict(self, case, **kw)
+
+    monkeypatch.setattr(CaseStore, "read_raw", spy_read)
+    monkeypatch.setattr(LoadedCheckpoint, "predict", spy_predict)
+    _images(tmp_path / "in", [f"c{i}" for i in range(6)])
+    predict_folder(checkpoint, tmp_path / "in", tmp_path / "out", device="cpu")
+    last_decode = len(events) - 1 - events[::-1].index("decode")
+    assert events.index("predict") < last_decode
+    assert events.count("predict") == 6
+    assert all(not s._cache and not s._raw for s in stores)
