@@ -109,3 +109,42 @@ def test_predict_streams_its_inputs(checkpoint, tmp_path, monkeypatch):
     assert events.index("predict") < last_decode
     assert events.count("predict") == 6
     assert all(not s._cache and not s._raw for s in stores)
+
+
+def test_evaluate_keeps_no_decoded_case(checkpoint, tmp_path, monkeypatch):
+    """``evaluate`` decodes each case when it scores it; the store caches none of them, and
+    only the overlays of the worst ``eval.overlays`` cases are held."""
+    from medseg.data.case_store import CaseStore
+    from medseg.engine import evaluator
+    from medseg.engine.evaluator import evaluate_checkpoint
+
+    held: list[int] = []
+    keep_worst = evaluator.keep_worst
+
+    def spy_keep(kept, records, count):
+        out = keep_worst(kept, records, count)
+        held.append(len(out))
+        return out
+
+    monkeypatch.setattr(evaluator, "keep_worst", spy_keep)
+
+    stores: list[CaseStore] = []
+    get = CaseStore.get
+
+    def spy_get(self, i):
+        stores.append(self)
+        return get(self, i)
+
+    monkeypatch.setattr(CaseStore, "get", spy_get)
+    data = tmp_path / "d"
+    _images(data / "images", [f"c{i}" for i in range(4)])
+    (data / "masks").mkdir()
+    for i in range(4):
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(data / "masks" / f"c{i}.png")
+    result = evaluate_checkpoint(
+        checkpoint, overrides=["eval.overlays=2"], data_root=data, out_dir=tmp_path / "eval", device="cpu"
+    )
+    assert len(result["records"]) >= 4 and stores
+    assert held and max(held) <= 2
+    assert len(list((tmp_path / "eval" / "overlays").iterdir())) == 2
+    assert all(not s._cache and not s._raw for s in stores)
