@@ -60,6 +60,7 @@ def claim_run_folder(out: str | Path, *, resume: bool, overwrite: bool) -> Itera
     A folder holding a previous run is refused unless ``resume`` (continue it) or ``overwrite``
     (its ``checkpoints/`` are removed first, so no stale ``best`` outlives the new run)."""
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     handle = _lock(out)
     try:
@@ -73,5 +74,9 @@ def claim_run_folder(out: str | Path, *, resume: bool, overwrite: bool) -> Itera
         if overwrite and not resume:
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
         yield removed
+    except BaseException:
+        if created and not holds_run(out):  # failed before writing anything: leave no folder
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         handle.close()

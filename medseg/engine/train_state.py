@@ -30,7 +30,8 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
     finished: bool = False
     planned_steps: int | None = None
-    configured_epochs: int | None = None  # train.epochs of the run that wrote the checkpoint
+    # train.epochs of the run that wrote the checkpoint (read from its config, not saved twice)
+    configured_epochs: int | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """The checkpoint's JSON fields of this state."""

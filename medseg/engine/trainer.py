@@ -17,14 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.progress import Progress, TaskID
 
 from medseg.atomic import atomic_write_text
 from medseg.config import Config
 from medseg.engine.budget import TimeBudget
 from medseg.engine.device import resolve_device  # noqa: F401 (older import path, kept for callers)
-from medseg.engine.distributed import Distributed
 from medseg.engine.progress import console, make_progress
 from medseg.engine.run_folder import claim_run_folder
 from medseg.engine.schedule import lr_factor, set_learning_rate
@@ -240,22 +238,21 @@ def train(
     before training."""
     dist, device = setup_device(cfg)
     resume_path = resume_checkpoint_path(cfg, resume)
+    parts = build_parts(cfg, dist, device)  # reads and checks the data: a bad dataset writes nothing
+    check_split_has_cases(parts, evaluate_split)
     if not dist.main:
-        return _train(cfg, dist, device, resume_path, evaluate_split)
+        return _train(parts, resume_path)
     with claim_run_folder(cfg.output_dir, resume=resume_path is not None, overwrite=overwrite) as removed:
         if removed:
             console.print(
                 f"removed {len(removed)} temporary file(s) an interrupted run left in {cfg.output_dir}"
             )
-        return _train(cfg, dist, device, resume_path, evaluate_split)
+        return _train(parts, resume_path)
 
 
-def _train(
-    cfg: Config, dist: Distributed, device: torch.device, resume_path: Path | None, evaluate_split: str | None
-) -> dict:
-    """The run itself: setup, resume, the epochs, the summary."""
-    parts = build_parts(cfg, dist, device)
-    check_split_has_cases(parts, evaluate_split)
+def _train(parts: TrainParts, resume_path: Path | None) -> dict:
+    """The run itself, its folder claimed: resume, the epochs, the summary."""
+    cfg, dist = parts.cfg, parts.dist
     state = TrainState()
     first_epoch = 1
     if resume_path is not None:
