@@ -22,11 +22,12 @@ def _check_channels(case: dict, in_channels: int) -> None:
         )
 
 
-def input_tree(inputs: Path) -> Path:
-    """The tree the inputs belong to: a data set's root for its ``images`` folder, else the
-    input folder itself (or a single file's folder)."""
-    folder = inputs if inputs.is_dir() else inputs.parent
-    folder = folder.resolve()
+def input_tree(inputs: Path) -> Path | None:
+    """The tree an input folder belongs to: a data set's root for its ``images`` folder, else the
+    folder itself; None for a single input file (only the existing-masks rule applies)."""
+    if not inputs.is_dir():
+        return None
+    folder = inputs.resolve()
     return folder.parent if folder.name == "images" else folder
 
 
@@ -36,7 +37,7 @@ def check_output_folder(inputs: Path, out: Path, *, overwrite: bool) -> None:
     if overwrite:
         return
     tree, target = input_tree(inputs), out.resolve()
-    if target == tree or tree in target.parents:
+    if tree is not None and (target == tree or tree in target.parents):
         raise MedsegError(
             f"{out}: inside the inputs' own folder {tree}; predictions could overwrite its files "
             "(choose another --out, or pass --overwrite)"
