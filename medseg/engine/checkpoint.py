@@ -129,13 +129,14 @@ def _build_from_state(path: str | Path, state: dict, *, meta_device: bool) -> to
         ) from None
 
 
-def load_model(path: str | Path, *, device: str | torch.device = "cpu"):
+def load_model(path: str | Path, *, device: str | torch.device = "cpu", inference: bool = False):
     """Rebuild the model a checkpoint was trained with and load its weights.
 
-    Returns ``(model, state)``; ``state`` is the JSON state saved with it.
+    Returns ``(model, state)``; ``state`` is the JSON state saved with it. ``inference``: also
+    require the header fields ``evaluate``/``predict`` read (task mode, class names, config).
     """
     tensors, meta = read_checkpoint(path)
-    state = check_state(path, meta, inference=True)
+    state = check_state(path, meta, inference=inference)
     bad = first_nonfinite(split_tensors(tensors, "model"))
     if bad is not None:
         raise CheckpointError(
@@ -155,7 +156,7 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu"):
 def load_inference_model(path: str | Path, *, device: str | torch.device = "cpu"):
     """:func:`load_model`, prepared the way ``medseg evaluate`` and ``predict`` run it: Conv-BN
     folded (``medseg.models.fuse``) and in the model's preferred memory format."""
-    model, state = load_model(path, device=device)
+    model, state = load_model(path, device=device, inference=True)
     return to_preferred_format(fuse_conv_bn(model, inplace=True)), state
 
 

@@ -91,7 +91,7 @@ def test_wrong_types_and_ranges_are_refused(tmp_path):
         meta = {"format": ckpt.FORMAT, "state": {**_state(), key: value}}
         path = _write(tmp_path / "c.safetensors", _weights(), json.dumps(meta))
         with pytest.raises(CheckpointError, match=f"c.safetensors.*{key}"):
-            ckpt.load_model(path)
+            ckpt.load_inference_model(path)
 
 
 def test_deeply_nested_metadata_is_one_checkpoint_error(tmp_path):
