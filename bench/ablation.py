@@ -104,7 +104,7 @@ def run_variant(name: str, args: argparse.Namespace, data_root: Path) -> dict:
     overrides = overrides_for(name, args, data_root, out)
     cfg = load_config(args.config, overrides)
     t0 = time.monotonic()
-    result = train(cfg)
+    result = train(cfg, overwrite=True)  # a re-run of a variant replaces it
     train_seconds = time.monotonic() - t0
     history = result["history"]
     steps = int(history[-1]["step"])

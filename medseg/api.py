@@ -109,15 +109,24 @@ def build_data(
     return build(cfg, aug, seed=seed, extra_targets=extra_targets, target_options=target_options)
 
 
-def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
+def train(
+    cfg: Config,
+    *,
+    resume: bool | str | Path = False,
+    overwrite: bool = False,
+    evaluate_split: str | None = None,
+) -> dict:
     """Train the run ``cfg`` (see :func:`load_config`) into ``cfg.output_dir``: checkpoints
     written atomically every epoch, the training log, curves and the configuration.
     ``resume=True`` continues from the run's last checkpoint (or from the given checkpoint)
     exactly. Returns ``best_val_dice``, ``checkpoint`` (the best one), ``history``,
-    ``stop_reason`` and ``rank``. Under ``torchrun`` each process calls it (DDP)."""
+    ``stop_reason`` and ``rank``. Under ``torchrun`` each process calls it (DDP). A folder
+    holding a previous run is refused unless ``resume`` or ``overwrite``; one training at a time
+    writes into a folder (it is locked). ``evaluate_split``: the split evaluated afterwards,
+    refused before training when it is empty."""
     from medseg.engine.trainer import train as run  # deferred: torch
 
-    return run(cfg, resume=resume)
+    return run(cfg, resume=resume, overwrite=overwrite, evaluate_split=evaluate_split)
 
 
 def evaluate(
@@ -160,11 +169,14 @@ def predict(
     tta: bool = False,
     crf: bool = False,
     overlays: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Segment an image, a volume or a folder of them with ``checkpoint``; masks are written
     to ``out_dir/masks`` at the input's own size and geometry (PNG: binary 0/255 or class
     indices; NIfTI for volumes), with overlay PNGs unless ``overlays=False``. Returns
-    ``count``, ``masks`` and ``overlays`` (the folders written)."""
+    ``count``, ``masks`` and ``overlays`` (the folders written). File names are unique
+    (``names.csv`` maps them to case ids when they differ); writing into the inputs' own tree
+    or over existing masks is refused unless ``overwrite``."""
     from medseg.engine.predictor import predict_folder  # deferred: torch
 
     return predict_folder(
@@ -176,4 +188,5 @@ def predict(
         tta=tta,
         crf=crf,
         overlays=overlays,
+        overwrite=overwrite,
     )

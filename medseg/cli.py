@@ -82,6 +82,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         ("device", "train.device"),
         ("seed", "train.seed"),
         ("out", "output_dir"),
+        ("init", "model.init_from"),
     ]
     for attr, key in pairs:
         value = getattr(args, attr, None)
@@ -131,7 +132,12 @@ def _config(args: argparse.Namespace) -> Config:
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
     _refuse_fp16_on_cpu(cfg)
-    result = medseg.train(cfg, resume=args.resume)
+    result = medseg.train(
+        cfg,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        evaluate_split="test" if args.evaluate else None,
+    )
     if result["rank"] != 0:
         return 0
     best = result["best_val_dice"]
@@ -216,6 +222,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         tta=args.tta,
         crf=args.crf,
         overlays=not args.no_overlays,
+        overwrite=args.overwrite,
     )
     _console().print(
         f"wrote {written['count']} predictions to {written['masks']}"
@@ -506,6 +513,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from OUT/checkpoints/last.safetensors (or the given checkpoint)",
     )
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (a used folder is refused without --resume or --overwrite)",
+    )
+    p.add_argument(
+        "--init",
+        type=Path,
+        help="fine-tune from this checkpoint: every tensor that fits is loaded, the rest re-initialised",
+    )
+    p.add_argument(
         "--evaluate", action="store_true", help="evaluate the best checkpoint on the test split after"
     )
     p.set_defaults(func=cmd_train)
@@ -553,6 +570,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), help="sliding-window inference size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write even into the inputs' own data set or over existing masks",
+    )
     p.add_argument(
         "--set",
         dest="overrides",

@@ -42,6 +42,10 @@ class ModelConfig(Strict):
     name: str = Field("unet", description="registered model name (`medseg list models`)")
     options: dict[str, Any] = Field(default_factory=dict, description="builder options, e.g. base_width")
     weights: Path | None = Field(None, description="local weights file to initialise from (never downloaded)")
+    init_from: Path | None = Field(
+        None,
+        description="fine-tune: load every tensor of this weights file that fits, re-initialise the rest",
+    )
 
 
 class LossConfig(Strict):
@@ -223,7 +227,12 @@ def expand_env(text: str) -> str:
     return _ENV.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), text)
 
 
-_ENV_PATHS: tuple[tuple[str, ...], ...] = (("output_dir",), ("data", "root"), ("model", "weights"))
+_ENV_PATHS: tuple[tuple[str, ...], ...] = (
+    ("output_dir",),
+    ("data", "root"),
+    ("model", "weights"),
+    ("model", "init_from"),
+)
 
 
 def _expand_paths(raw: dict[str, Any]) -> dict[tuple[str, ...], tuple[str, str]]:

@@ -19,12 +19,14 @@ from safetensors.torch import save_file
 
 from medseg.atomic import atomic_write
 from medseg.engine.rng import capture_rng, restore_rng
-from medseg.errors import CheckpointError
+from medseg.errors import CheckpointError, MedsegError
 from medseg.models import build_model
 from medseg.models.base import to_preferred_format
 from medseg.models.fuse import fuse_conv_bn
 from medseg.models.weights_file import (  # noqa: F401 (re-exported: the checkpoint API in one place)
     FORMAT,
+    check_shapes,
+    check_state,
     load_state_strict,
     load_weights_file,
     read_checkpoint,
@@ -59,6 +61,13 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": groups}
 
 
+def first_nonfinite(tensors: dict[str, torch.Tensor]) -> tuple[str, int] | None:
+    """``(name, count)`` of the first floating-point tensor holding NaN or Inf, with how many
+    tensors do; None when every tensor is finite."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return (bad[0], len(bad)) if bad else None
+
+
 def save_checkpoint(
     path: str | Path,
     model: torch.nn.Module,
@@ -76,6 +85,12 @@ def save_checkpoint(
             raise ValueError(f"checkpoint state needs '{key}'")
     model = getattr(model, "module", model)  # unwrap DDP
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    bad = first_nonfinite(tensors)
+    if bad is not None:
+        raise CheckpointError(
+            f"{path}: not written: {bad[1]} of {len(tensors)} model tensors hold NaN/Inf "
+            f"(e.g. {bad[0]}); training diverged, the previous checkpoint is kept"
+        )
     meta: dict[str, Any] = {"format": FORMAT, "state": state}
     if optimizer is not None:
         opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
@@ -95,27 +110,53 @@ def save_checkpoint(
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"medseg": json.dumps(meta)}))
 
 
-def load_model(path: str | Path, *, device: str | torch.device = "cpu"):
+def _build_from_state(path: str | Path, state: dict, *, meta_device: bool) -> torch.nn.Module | None:
+    """The model a checkpoint's header describes; on the ``meta`` device (no memory; None when
+    the builder cannot run there) for checking shapes first."""
+    args = (state["model_name"], state["in_channels"], state.get("out_channels", state["num_classes"]))
+    try:
+        if meta_device:
+            with torch.device("meta"):
+                return build_model(*args, **state["model_options"])
+        return build_model(*args, **state["model_options"])
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - options from a file: any failure is the file's
+        if meta_device and not isinstance(exc, (TypeError, ValueError, KeyError, MedsegError)):
+            return None
+        raise CheckpointError(
+            f"{path}: its header's model cannot be built ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def load_model(path: str | Path, *, device: str | torch.device = "cpu", inference: bool = False):
     """Rebuild the model a checkpoint was trained with and load its weights.
 
-    Returns ``(model, state)``; ``state`` is the JSON state saved with it.
+    Returns ``(model, state)``; ``state`` is the JSON state saved with it. ``inference``: also
+    require the header fields ``evaluate``/``predict`` read (task mode, class names, config).
     """
     tensors, meta = read_checkpoint(path)
-    state = meta["state"]
-    model = build_model(
-        state["model_name"],
-        state["in_channels"],
-        state.get("out_channels", state["num_classes"]),
-        **state.get("model_options", {}),
-    )
-    load_state_strict(model, split_tensors(tensors, "model"), str(path))
+    state = check_state(path, meta, inference=inference)
+    bad = first_nonfinite(split_tensors(tensors, "model"))
+    if bad is not None:
+        raise CheckpointError(
+            f"{path}: {bad[1]} model tensors hold NaN/Inf (first: {bad[0]}); the training diverged, "
+            "this checkpoint cannot predict"
+        )
+    weights = split_tensors(tensors, "model")
+    skeleton = _build_from_state(path, state, meta_device=True)
+    if skeleton is not None:  # shapes checked before a single parameter is allocated
+        check_shapes(skeleton.state_dict(), weights, str(path))
+    model = _build_from_state(path, state, meta_device=False)
+    assert model is not None
+    load_state_strict(model, weights, str(path))
     return model.to(device).eval(), state
 
 
 def load_inference_model(path: str | Path, *, device: str | torch.device = "cpu"):
     """:func:`load_model`, prepared the way ``medseg evaluate`` and ``predict`` run it: Conv-BN
     folded (``medseg.models.fuse``) and in the model's preferred memory format."""
-    model, state = load_model(path, device=device)
+    model, state = load_model(path, device=device, inference=True)
     return to_preferred_format(fuse_conv_bn(model, inplace=True)), state
 
 

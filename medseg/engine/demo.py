@@ -59,7 +59,8 @@ def run_demo(out: Path, *, epochs: int | None = None, kind: str = "binary") -> d
         write_synthetic_dataset(tmp, kind=kind, n=DEMO_SETTINGS[kind]["n"], size=96, seed=0)
         tmp.rename(data_dir)  # complete or absent, never half-written
     cfg = load_config(demo_config(out, kind, epochs))
-    result = train(cfg, resume=_resumable(out))
+    resumable = _resumable(out)
+    result = train(cfg, resume=resumable, overwrite=not resumable)  # the demo owns its folder (data/ inside)
     ev = evaluate_checkpoint(result["checkpoint"], split="test")
     dice = [r["dice"] for r in ev["records"] if not math.isnan(r["dice"])]
     console.print(summary_table(ev["summary"], metrics=["dice", "iou", "hd95", "assd", "nsd"]))

@@ -47,16 +47,22 @@ def score_case(labels: np.ndarray, case: dict, task: Task, cfg: Config) -> list[
     return rep.case_records(case["id"], per_class, list(task.class_names))
 
 
-def write_overlays(records: list[dict], kept: dict[str, tuple], out_dir: Path, count: int) -> Path:
-    """Overlay PNGs of the ``count`` worst cases by Dice, named ``RANK_CASE.png``."""
+def keep_worst(kept: dict[str, np.ndarray], records: list[dict], count: int) -> dict[str, np.ndarray]:
+    """The rendered overlays of the ``count`` worst cases so far (by Dice): memory stays
+    bounded by ``count``, not by the number of cases."""
+    worst = {w["case"] for w in rep.worst_cases(records, metric="dice", k=count)}
+    return {k: v for k, v in kept.items() if k in worst}
+
+
+def write_overlays(records: list[dict], kept: dict[str, np.ndarray], out_dir: Path, count: int) -> Path:
+    """Overlay PNGs (rendered by :func:`case_overlay`) of the ``count`` worst cases by Dice,
+    named ``RANK_CASE.png``."""
     overlay_dir = out_dir / "overlays"
     overlay_dir.mkdir(exist_ok=True)
     worst = [w["case"] for w in rep.worst_cases(records, metric="dice", k=count)]
     for rank, case_id in enumerate(worst):
         if case_id in kept:
-            case, labels = kept[case_id]
-            path = overlay_dir / f"{rank:02d}_{safe_name(case_id)}.png"
-            save_png(path, case_overlay(case, labels, _np(case.get("mask"))))
+            save_png(overlay_dir / f"{rank:02d}_{safe_name(case_id)}.png", kept[case_id])
     return overlay_dir
 
 
@@ -76,7 +82,7 @@ def evaluate_cases(
     device = torch.device(device)
     model.eval()
     records: list[dict] = []
-    kept: dict[str, tuple[dict, np.ndarray]] = {}
+    kept: dict[str, np.ndarray] = {}  # rendered overlays of the worst cases so far
     out_dir = Path(out_dir) if out_dir is not None else None
     with make_progress() as progress:
         bar = progress.add_task(description, total=len(cases))
@@ -85,7 +91,8 @@ def evaluate_cases(
             labels, _ = predict_case(model, case, cfg, device, tta=tta, crf=crf)
             records.extend(score_case(labels, case, task, cfg))
             if out_dir is not None and cfg.eval.overlays:
-                kept[case["id"]] = (case, labels)
+                kept[case["id"]] = case_overlay(case, labels, _np(case.get("mask")))
+                kept = keep_worst(kept, records, cfg.eval.overlays)
             progress.advance(bar)
     result: dict[str, Any] = {"records": records, "summary": rep.summarize(records)}
     if out_dir is not None:
@@ -106,10 +113,13 @@ def evaluate_cases(
 
 
 def _cases_to_evaluate(cfg: Config, data_root: str | Path | None, split: str) -> tuple[Any, str]:
-    """The cases (and their label) of ``split`` of the run's data, or of the folder ``data_root``."""
+    """The cases (and their label) of ``split`` of the run's data, or of the folder ``data_root``;
+    decoded when scored, not cached (memory constant in the number of cases; every file is
+    still checked once before scoring when ``data.validate_on_load``)."""
+    streamed = cfg.data.model_copy(update={"cache": False})
     if data_root is not None:
-        return open_cases(Path(data_root), cfg=cfg.data, masks=True), Path(data_root).name
-    data = build_data(cfg.data, cfg.augment, seed=cfg.train.seed)
+        return open_cases(Path(data_root), cfg=streamed, masks=True), Path(data_root).name
+    data = build_data(streamed, cfg.augment, seed=cfg.train.seed)
     if split not in ("val", "test"):
         raise MedsegError(f"split must be 'val' or 'test', got {split!r}")
     cases = getattr(data, split)

@@ -17,6 +17,22 @@ def safe_name(case_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in case_id)
 
 
+def unique_names(case_ids: list[str]) -> list[str]:
+    """One output file stem per case id, distinct even where :func:`safe_name` maps several ids
+    to one stem or file systems ignore case: the later ones get ``-2``, ``-3``, ..."""
+    taken: set[str] = set()
+    names = []
+    for case_id in case_ids:
+        base = name = safe_name(case_id)
+        n = 1
+        while name.casefold() in taken:
+            n += 1
+            name = f"{base}-{n}"
+        taken.add(name.casefold())
+        names.append(name)
+    return names
+
+
 def save_png(path: Path, array: np.ndarray) -> None:
     """Write an image array as PNG, atomically."""
     image = Image.fromarray(array)
@@ -33,13 +49,16 @@ def save_npy(path: Path, array: np.ndarray) -> None:
     atomic_write(path, write)
 
 
-def write_mask(labels: np.ndarray, case: dict, out_dir: Path, *, binary: bool) -> Path:
+def write_mask(
+    labels: np.ndarray, case: dict, out_dir: Path, *, binary: bool, name: str | None = None
+) -> Path:
     """Write one case's predicted labels into ``out_dir``; returns the file written.
 
     2-D: PNG, binary masks as 0/255, multi-class ones as class indices. Volumes: NIfTI with
-    the input's geometry, or ``.npy`` when the input had none.
+    the input's geometry, or ``.npy`` when the input had none. ``name``: the file stem
+    (default: the safe case id).
     """
-    name = safe_name(case["id"])
+    name = name or safe_name(case["id"])
     if labels.ndim == 3:
         if case.get("geometry") is not None:
             path = out_dir / f"{name}.nii.gz"

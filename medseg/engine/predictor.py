@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from medseg.atomic import atomic_write_text
 from medseg.data import open_cases
-from medseg.engine.mask_files import safe_name, save_png, write_mask
+from medseg.engine.mask_files import save_png, unique_names, write_mask
 from medseg.engine.overlays import case_overlay
 from medseg.engine.predict import open_checkpoint
 from medseg.engine.progress import make_progress
@@ -21,6 +22,39 @@ def _check_channels(case: dict, in_channels: int) -> None:
         )
 
 
+def input_tree(inputs: Path) -> Path | None:
+    """The tree an input folder belongs to: a data set's root for its ``images`` folder, else the
+    folder itself; None for a single input file (only the existing-masks rule applies)."""
+    if not inputs.is_dir():
+        return None
+    folder = inputs.resolve()
+    return folder.parent if folder.name == "images" else folder
+
+
+def check_output_folder(inputs: Path, out: Path, *, overwrite: bool) -> None:
+    """Refuse (unless ``overwrite``) to write into the inputs' own tree (a data set's ground-truth
+    ``masks/``) or over masks a previous prediction left in ``out/masks``."""
+    if overwrite:
+        return
+    tree, target = input_tree(inputs), out.resolve()
+    if tree is not None and (target == tree or tree in target.parents):
+        raise MedsegError(
+            f"{out}: inside the inputs' own folder {tree}; predictions could overwrite its files "
+            "(choose another --out, or pass --overwrite)"
+        )
+    masks = out / "masks"
+    if masks.is_dir() and any(masks.iterdir()):
+        raise MedsegError(f"{masks}: already holds masks; choose another --out, or pass --overwrite")
+
+
+def write_name_map(out: Path, case_ids: list[str], names: list[str]) -> Path | None:
+    """``out/names.csv`` (case id -> file stem) when a stem differs from its case id."""
+    if all(i == n for i, n in zip(case_ids, names)):
+        return None
+    rows = ["case_id,file"] + ['"{}","{}"'.format(i.replace('"', '""'), n) for i, n in zip(case_ids, names)]
+    return atomic_write_text(out / "names.csv", "\n".join(rows) + "\n")
+
+
 def predict_folder(
     checkpoint: str | Path,
     inputs: str | Path,
@@ -31,17 +65,25 @@ def predict_folder(
     tta: bool = False,
     crf: bool = False,
     overlays: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Predict every image/volume under ``inputs``; write masks (and overlays) to ``out_dir``.
 
     Binary masks are written as 0/255 PNG, multi-class ones as class-index PNG; volumes
-    as NIfTI with the input's geometry (or ``.npy`` when the input had none).
+    as NIfTI with the input's geometry (or ``.npy`` when the input had none). File names are
+    the case ids made safe and unique (``names.csv`` maps them back when they differ). Writing
+    into the inputs' tree or over existing masks is refused unless ``overwrite``.
     """
     loaded = open_checkpoint(checkpoint, overrides=overrides, device=device)
-    cases = open_cases(Path(inputs), cfg=loaded.cfg.data, masks=False)
+    # streamed: each input is decoded when it is predicted, never cached (memory constant in
+    # the number of inputs); a bad file is reported when reached, before its mask is written
+    streamed = loaded.cfg.data.model_copy(update={"cache": False, "validate_on_load": False})
+    cases = open_cases(Path(inputs), cfg=streamed, masks=False)
     if len(cases) == 0:
         raise MedsegError(f"{inputs}: no images found")
     out = Path(out_dir)
+    check_output_folder(Path(inputs), out, overwrite=overwrite)
+    names = unique_names(cases.ids)
     mask_dir = out / "masks"
     mask_dir.mkdir(parents=True, exist_ok=True)
     overlay_dir = out / "overlays"
@@ -54,8 +96,14 @@ def predict_folder(
             case = cases[i]
             _check_channels(case, loaded.state["in_channels"])
             labels, _ = loaded.predict(case, tta=tta, crf=crf)
-            write_mask(labels, case, mask_dir, binary=binary)
+            write_mask(labels, case, mask_dir, binary=binary, name=names[i])
             if overlays:
-                save_png(overlay_dir / f"{safe_name(case['id'])}.png", case_overlay(case, labels))
+                save_png(overlay_dir / f"{names[i]}.png", case_overlay(case, labels))
             progress.advance(bar)
-    return {"count": len(cases), "masks": str(mask_dir), "overlays": str(overlay_dir) if overlays else None}
+    name_map = write_name_map(out, cases.ids, names)
+    return {
+        "count": len(cases),
+        "masks": str(mask_dir),
+        "overlays": str(overlay_dir) if overlays else None,
+        "names": str(name_map) if name_map else None,
+    }

@@ -17,6 +17,7 @@ from medseg.config import Config
 from medseg.data import build_data
 from medseg.engine.device import resolve_device
 from medseg.engine.distributed import Distributed
+from medseg.engine.progress import console
 from medseg.engine.rng import seed_everything
 from medseg.engine.sampler import EpochSampler
 from medseg.engine.schedule import build_optimizer
@@ -26,6 +27,7 @@ from medseg.errors import MedsegError
 from medseg.losses import build_loss, with_auxiliary
 from medseg.models import build_model
 from medseg.models.base import SegmentationModel, to_preferred_format
+from medseg.models.weights_file import load_matching_weights
 
 
 @dataclass
@@ -153,6 +155,17 @@ def model_state(cfg: Config, task: Task, in_channels: int) -> dict:
     }
 
 
+def init_from_weights(cfg: Config, model: torch.nn.Module) -> None:
+    """``model.init_from``: load the fitting tensors of a weights file and say what was skipped."""
+    if cfg.model.init_from is None:
+        return
+    loaded, skipped = load_matching_weights(model, cfg.model.init_from)
+    line = f"initialised from {cfg.model.init_from}: {loaded} tensors loaded"
+    if skipped:
+        line += f"; {len(skipped)} skipped (the model's own initialisation kept): " + ", ".join(skipped)
+    console.print(line)
+
+
 def build_parts(cfg: Config, dist: Distributed, device: torch.device) -> TrainParts:
     """Seed, then data, task, loss, model and optimiser, in this order."""
     seed_everything(cfg.train.seed)
@@ -162,7 +175,9 @@ def build_parts(cfg: Config, dist: Distributed, device: torch.device) -> TrainPa
     loss_fn = build_loss(cfg.loss.name, mode=task.mode, ignore_index=IGNORE_INDEX, **cfg.loss.options)
     model = build_model(
         cfg.model.name, data.in_channels, task.out_channels, weights=cfg.model.weights, **cfg.model.options
-    ).to(device)
+    )
+    init_from_weights(cfg, model)
+    model = model.to(device)
     check_input_size(cfg, model)
     loss_fn = add_auxiliary_loss(cfg, loss_fn, model, data.in_channels, device)
     model = to_preferred_format(model, cfg.train.channels_last)

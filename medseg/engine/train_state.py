@@ -30,6 +30,8 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
     finished: bool = False
     planned_steps: int | None = None
+    # train.epochs of the run that wrote the checkpoint (read from its config, not saved twice)
+    configured_epochs: int | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """The checkpoint's JSON fields of this state."""
@@ -55,6 +57,7 @@ class TrainState:
             history=saved["history"],
             finished=bool(saved.get("finished", False)),
             planned_steps=saved.get("planned_steps"),
+            configured_epochs=(saved.get("config") or {}).get("train", {}).get("epochs"),
         )
 
     def record_validation(self, dice: float) -> bool:
@@ -90,3 +93,26 @@ def resume_state(
     and return the state the run had when it was written."""
     expect = {k: model_state[k] for k in RESUME_MUST_MATCH}
     return TrainState.from_json(restore_training(path, model, optimizer, expect=expect))
+
+
+def resume_plan(state: TrainState, epochs: int) -> tuple[int, str]:
+    """The first epoch a resumed run trains (``epochs + 1``: nothing to do) and the line that
+    says so. A finished run is extended when ``epochs`` exceeds both the epochs it was run for
+    and those it completed: it is no longer finished, a budget-planned schedule length and the
+    early-stopping count are dropped, and the schedule is recomputed for ``epochs``."""
+    done = state.epoch
+    if state.finished:
+        before = state.configured_epochs if state.configured_epochs is not None else done
+        if epochs > max(before, done):
+            state.finished, state.planned_steps, state.stale = False, None, 0
+            return done + 1, (
+                f"extending the finished run ({done} epochs of {before}) to {epochs} epochs: "
+                f"the learning-rate schedule is recomputed for {epochs} epochs, resuming at epoch {done + 1}"
+            )
+        return epochs + 1, (
+            f"nothing to do: the run is finished after {done} epochs (it was run for {before}); "
+            f"pass more than {max(before, done)} epochs to extend it"
+        )
+    if done >= epochs:
+        return epochs + 1, f"nothing to do: {done} epochs are done and this run has {epochs}"
+    return done + 1, f"resuming at epoch {done + 1} of {epochs}"

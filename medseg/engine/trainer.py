@@ -24,6 +24,7 @@ from medseg.config import Config
 from medseg.engine.budget import TimeBudget
 from medseg.engine.device import resolve_device  # noqa: F401 (older import path, kept for callers)
 from medseg.engine.progress import console, make_progress
+from medseg.engine.run_folder import claim_run_folder
 from medseg.engine.schedule import lr_factor, set_learning_rate
 from medseg.engine.train_log import epoch_line, log_epoch, open_tensorboard
 from medseg.engine.train_setup import (
@@ -34,9 +35,10 @@ from medseg.engine.train_setup import (
     resume_checkpoint_path,
     setup_device,
 )
-from medseg.engine.train_state import TrainState, resume_state, save_checkpoints
+from medseg.engine.train_state import TrainState, resume_plan, resume_state, save_checkpoints
 from medseg.engine.train_step import train_step
 from medseg.engine.validation import validate
+from medseg.errors import MedsegError
 from medseg.models import count_parameters
 
 
@@ -206,25 +208,65 @@ def end_epoch(
     console.print(epoch_line(state.history[-1]))
 
 
-def train(cfg: Config, *, resume: bool | str | Path = False) -> dict:
+def check_split_has_cases(parts: TrainParts, split: str | None) -> None:
+    """Refuse, before any training, a run whose ``split`` (to be evaluated after it) is empty."""
+    if split is None:
+        return
+    cases = getattr(parts.data, split, None)
+    if cases is None:
+        raise MedsegError(f"unknown split {split!r} (expected train, val or test)")
+    if len(cases) == 0:
+        raise MedsegError(
+            f"{parts.cfg.data.root}: the {split} split has no cases, so the run could not be evaluated "
+            f"on it; set data.split.{split}_fraction (or a split file) or evaluate another split"
+        )
+
+
+def train(
+    cfg: Config,
+    *,
+    resume: bool | str | Path = False,
+    overwrite: bool = False,
+    evaluate_split: str | None = None,
+) -> dict:
     """Train ``cfg.model`` on ``cfg.data``; returns a summary dict (``out_dir``, ``best_val_dice``,
-    ``checkpoint``, ``history``). Checkpoints go to ``OUT/checkpoints/{last,best}.safetensors``."""
+    ``checkpoint``, ``history``). Checkpoints go to ``OUT/checkpoints/{last,best}.safetensors``.
+
+    Rank 0 holds the output folder's lock for the run (:mod:`medseg.engine.run_folder`); a
+    folder holding a previous run is refused unless ``resume`` or ``overwrite``. With
+    ``evaluate_split`` (the split the caller evaluates afterwards) an empty split is refused
+    before training."""
     dist, device = setup_device(cfg)
     resume_path = resume_checkpoint_path(cfg, resume)
-    parts = build_parts(cfg, dist, device)
+    parts = build_parts(cfg, dist, device)  # reads and checks the data: a bad dataset writes nothing
+    check_split_has_cases(parts, evaluate_split)
+    if not dist.main:
+        return _train(parts, resume_path)
+    with claim_run_folder(cfg.output_dir, resume=resume_path is not None, overwrite=overwrite) as removed:
+        if removed:
+            console.print(
+                f"removed {len(removed)} temporary file(s) an interrupted run left in {cfg.output_dir}"
+            )
+        return _train(parts, resume_path)
+
+
+def _train(parts: TrainParts, resume_path: Path | None) -> dict:
+    """The run itself, its folder claimed: resume, the epochs, the summary."""
+    cfg, dist = parts.cfg, parts.dist
     state = TrainState()
+    first_epoch = 1
     if resume_path is not None:
         state = resume_state(resume_path, parts.model, parts.optimizer, parts.model_state)
+        first_epoch, line = resume_plan(state, cfg.train.epochs)
         if dist.main:
-            console.print(f"resuming from {resume_path} at epoch {state.epoch + 1}")
+            console.print(f"{resume_path}: {line}")
     loop = build_loop(parts)
     tensorboard = start_output(parts) if dist.main else None
     budget = make_budget(cfg, loop, state)
-    reason = "epochs"
-    first_epoch = cfg.train.epochs + 1 if state.finished else state.epoch + 1
+    reason = "epochs" if first_epoch <= cfg.train.epochs else "nothing to do"
     loop.step.net.train()
     with make_progress(transient=False) as progress:
-        done = (first_epoch - 1) * loop.steps_per_epoch
+        done = min(first_epoch - 1, cfg.train.epochs) * loop.steps_per_epoch
         bar = Bar(progress, progress.add_task("training", total=schedule_total(loop, state), completed=done))
         for epoch in range(first_epoch, cfg.train.epochs + 1):
             if budget_spent(parts, loop, state, budget, bar):
