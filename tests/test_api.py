@@ -106,7 +106,7 @@ MINE = ("medseg/metrics", "medseg/benchmark", "medseg/losses", "medseg/models", 
 def _module_imports(path: Path) -> set[str]:
     """medseg modules imported at module level (the imports that run at import time)."""
     names = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("medseg"):
             names.add(node.module)
             names.update(f"{node.module}.{a.name}" for a in node.names)
