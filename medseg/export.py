@@ -299,16 +299,7 @@ def _export_checked(
     batch = max(batch, 2)  # torch.export specialises a dimension of size 1: trace with 2
     inputs = [_random_input(batch, channels, sizes[0], seed)]
     inputs += [_random_input(batch + 1, channels, s, seed + i + 1) for i, s in enumerate(sizes[1:])]
-    meta = {
-        "producer": "medseg",
-        "input": "image [B, C, H, W] float32, normalised",
-        "output": "logits [B, K, H, W]",
-        "in_channels": str(channels),
-        "num_classes": str(getattr(model, "num_classes", "")),
-        "input_multiple": str(getattr(model, "input_multiple", 1)),
-    }
-    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()})
-
+    meta = _export_metadata(model, channels, metadata)
     start = time.perf_counter()
     if format == "torchscript":
         attempts = ["trace", "static"]
@@ -322,56 +313,115 @@ def _export_checked(
         check_inputs = (
             [inputs[0], _random_input(batch + 1, channels, sizes[0], seed + 7)] if static else inputs
         )
-        try:
-            with torch.no_grad(), _quiet():
-                if format == "torchscript":
-                    traced = torch.jit.trace(model, inputs[0], check_trace=False)
-                    torch.jit.save(traced, str(out), _extra_files={"medseg.json": json.dumps(meta)})
-                else:
-                    _export_onnx(model, inputs[0], out, how, opset)
-            if format == "onnx":
-                _add_onnx_metadata(out, meta)
-        except Exception as exc:  # reported below with the exporter's name
-            errors.append(f"{how}: {type(exc).__name__}: {_first_line(exc)}")
+        failure = _write_export(model, inputs[0], out, format, how, opset, meta)
+        if failure is None and check:
+            checks, failure = _check_export(out, format, how, reference, check_inputs)
+        else:
+            checks = []
+        if failure is not None:
+            errors.append(failure)
             continue
-        checks = []
-        if check:
-            runner = _onnx_runner(out) if format == "onnx" else _torchscript_runner(out)
-            try:
-                checks = compare_outputs(runner, reference, check_inputs)
-            except Exception as exc:  # e.g. a shape baked into the graph
-                errors.append(
-                    f"{how}: exported model failed to run: {type(exc).__name__}: {_first_line(exc)}"
-                )
-                continue
-        worst = max((c["max_abs_diff"] for c in checks), default=float("nan"))
-        passed = (not check) or (all(c["finite"] for c in checks) and worst <= atol)
-        result = {
-            "path": str(final),
-            "format": format,
-            "exporter": "trace" if format == "torchscript" else how,
-            "opset": opset if format == "onnx" else None,
-            "sizes": [list(s) for s in sizes[: 1 if static else None]],
-            "dynamic_axes": ["batch"] if static else ["batch", "height", "width"],
-            "checks": checks,
-            "max_abs_diff": worst,
-            "tolerance": atol,
-            "passed": passed,
-            "checked": check,
-            "seconds": round(time.perf_counter() - start, 2),
-            "file_mb": round(out.stat().st_size / 2**20, 3),
-        }
-        if static and len(sizes) > 1:
-            result["note"] = (
-                f"height and width are fixed at {sizes[0][0]}x{sizes[0][1]}: no exporter produced a "
-                "graph that matches PyTorch at other sizes (e.g. adaptive pooling)"
-            )
-        if passed or how == attempts[-1]:
+        result = _describe_export(final, out, format, how, opset, sizes, static, checks, atol, check)
+        result["seconds"] = round(time.perf_counter() - start, 2)
+        if result["passed"] or how == attempts[-1]:
             break
         errors.append(
-            f"{how}: max abs difference {worst:.3g} > tolerance {atol:g} at "
+            f"{how}: max abs difference {result['max_abs_diff']:.3g} > tolerance {atol:g} at "
             f"{', '.join(str(c['input_shape']) for c in checks if c['max_abs_diff'] > atol)}"
         )
+    return _final_result(result, errors, model, format, atol, final)
+
+
+def _export_metadata(model: nn.Module, channels: int, metadata: dict[str, Any] | None) -> dict[str, str]:
+    """What the exported file says about itself (ONNX metadata props / TorchScript extra file)."""
+    meta = {
+        "producer": "medseg",
+        "input": "image [B, C, H, W] float32, normalised",
+        "output": "logits [B, K, H, W]",
+        "in_channels": str(channels),
+        "num_classes": str(getattr(model, "num_classes", "")),
+        "input_multiple": str(getattr(model, "input_multiple", 1)),
+    }
+    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()})
+    return meta
+
+
+def _write_export(
+    model: nn.Module,
+    example: torch.Tensor,
+    out: Path,
+    format: str,
+    how: str,
+    opset: int,
+    meta: dict[str, str],
+) -> str | None:
+    """Write one export attempt to ``out``; the failure as one line, or None."""
+    try:
+        with torch.no_grad(), _quiet():
+            if format == "torchscript":
+                traced = torch.jit.trace(model, example, check_trace=False)
+                torch.jit.save(traced, str(out), _extra_files={"medseg.json": json.dumps(meta)})
+            else:
+                _export_onnx(model, example, out, how, opset)
+        if format == "onnx":
+            _add_onnx_metadata(out, meta)
+    except Exception as exc:  # reported by the caller with the exporter's name
+        return f"{how}: {type(exc).__name__}: {_first_line(exc)}"
+    return None
+
+
+def _check_export(
+    out: Path, format: str, how: str, reference: nn.Module, inputs: list[torch.Tensor]
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Run the exported file against PyTorch on ``inputs``: (rows, failure line or None)."""
+    runner = _onnx_runner(out) if format == "onnx" else _torchscript_runner(out)
+    try:
+        return compare_outputs(runner, reference, inputs), None
+    except Exception as exc:  # e.g. a shape baked into the graph
+        return [], f"{how}: exported model failed to run: {type(exc).__name__}: {_first_line(exc)}"
+
+
+def _describe_export(
+    final: Path,
+    out: Path,
+    format: str,
+    how: str,
+    opset: int,
+    sizes: list[tuple[int, int]],
+    static: bool,
+    checks: list[dict[str, Any]],
+    atol: float,
+    check: bool,
+) -> dict[str, Any]:
+    """The result of one export attempt (``seconds`` is added by the caller)."""
+    worst = max((c["max_abs_diff"] for c in checks), default=float("nan"))
+    result: dict[str, Any] = {
+        "path": str(final),
+        "format": format,
+        "exporter": "trace" if format == "torchscript" else how,
+        "opset": opset if format == "onnx" else None,
+        "sizes": [list(s) for s in sizes[: 1 if static else None]],
+        "dynamic_axes": ["batch"] if static else ["batch", "height", "width"],
+        "checks": checks,
+        "max_abs_diff": worst,
+        "tolerance": atol,
+        "passed": (not check) or (all(c["finite"] for c in checks) and worst <= atol),
+        "checked": check,
+        "seconds": 0.0,
+        "file_mb": round(out.stat().st_size / 2**20, 3),
+    }
+    if static and len(sizes) > 1:
+        result["note"] = (
+            f"height and width are fixed at {sizes[0][0]}x{sizes[0][1]}: no exporter produced a "
+            "graph that matches PyTorch at other sizes (e.g. adaptive pooling)"
+        )
+    return result
+
+
+def _final_result(
+    result: dict[str, Any] | None, errors: list[str], model: nn.Module, format: str, atol: float, final: Path
+) -> dict[str, Any]:
+    """The last attempt's result, or one error naming every attempt's failure."""
     if result is None:
         raise ExportError(f"could not export {type(model).__name__} to {format}: " + "; ".join(errors))
     result["attempts"] = errors
