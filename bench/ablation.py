@@ -12,7 +12,7 @@ PH2 is first downsampled by ``--factor`` (area for images, nearest for masks) in
 so HD95 is in pixels of the downsampled images, as in the nnU-Net comparison of the issue.
 
 usage (from the repository root, medseg importable):
-  python bench/ablation.py --data ../shared/data/ph2 --work /tmp/ablation [--epochs 9]
+  python bench/ablation.py --data ../shared/data/ph2 --work runs/ablation [--epochs 9]
       [--size 160 224] [--variants baseline,all,...] [--seed 0]
 Finished variants are kept in WORK/results/*.json and skipped on a re-run; the table is
 written to WORK/ablation.md and printed.
