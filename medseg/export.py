@@ -13,31 +13,33 @@ from __future__ import annotations
 import copy
 import importlib
 import json
-import logging
 import math
-import re
 import time
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from medseg.atomic import atomic_write
 from medseg.engine.checkpoint import load_model
-from medseg.errors import CheckpointError, MedsegError
+from medseg.errors import CheckpointError
+from medseg.export_formats import (
+    ExportError,
+    add_onnx_metadata,
+    compare_outputs,
+    first_line,
+    onnx_runner,
+    quiet,
+    random_input,
+    torchscript_runner,
+    write_onnx,
+)
 
 FORMATS = ("onnx", "torchscript")
 EXPORTERS = ("auto", "torchscript", "dynamo", "static")
 DEFAULT_ATOL = 1e-4
 _SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
-
-
-class ExportError(MedsegError):
-    """The model could not be exported, or the exported model disagrees with PyTorch."""
 
 
 def export_sizes(model: nn.Module, size: tuple[int, int] | None = None) -> list[tuple[int, int]]:
@@ -63,136 +65,6 @@ def export_sizes(model: nn.Module, size: tuple[int, int] | None = None) -> list[
         size = (base, base)
     h, w = (m * math.ceil(int(s) / m) for s in size)
     return [(h, w), (h + m, w + 2 * m)]
-
-
-@contextmanager
-def _quiet():
-    """The exporters warn loudly about tracing and deprecations; the numerical check
-    below is what tells whether the export is right."""
-    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    return text.splitlines()[0][:300] if text else ""
-
-
-def _random_input(batch: int, channels: int, size: tuple[int, int], seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, channels, *size, generator=gen)
-
-
-def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, exporter: str, opset: int) -> None:
-    names: dict[str, Any] = {"input_names": ["image"], "output_names": ["logits"]}
-    if exporter == "torchscript":
-        axes = {0: "batch", 2: "height", 3: "width"}
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            dynamo=False,
-            opset_version=opset,
-            dynamic_axes={"image": axes, "logits": axes},
-            do_constant_folding=True,
-            **names,
-        )
-        return
-    # torch.export first, so that a model it cannot capture fails in seconds instead of going
-    # through torch.onnx's slower fallback strategies. Dim.AUTO lets the exporter keep the
-    # model's own size constraints (or specialise, which the numerical check then catches).
-    auto = torch.export.Dim.AUTO
-    shapes = {0: auto, 2: auto, 3: auto} if exporter == "dynamo" else {0: auto}
-    try:
-        program = torch.export.export(model, (example,), dynamic_shapes=(shapes,), strict=False)
-        torch.onnx.export(
-            program,
-            (example,),
-            str(path),
-            dynamo=True,
-            opset_version=opset,
-            verbose=False,
-            external_data=False,
-            **names,
-        )
-    except Exception:
-        if exporter != "static":
-            raise
-        axes = {0: "batch"}  # last resort: the tracing exporter at a fixed size
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            dynamo=False,
-            opset_version=opset,
-            dynamic_axes={"image": axes, "logits": axes},
-            do_constant_folding=True,
-            **names,
-        )
-
-
-def _onnx_runner(path: Path):
-    import onnxruntime as ort  # deferred: an optional dependency (pip install medseg[export])
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x.numpy()})[0]
-
-
-def _torchscript_runner(path: Path):
-    with _quiet():
-        loaded = torch.jit.load(str(path), map_location="cpu")
-    loaded.eval()
-
-    def run(x: torch.Tensor) -> np.ndarray:
-        with torch.no_grad(), _quiet():
-            return loaded(x).numpy()
-
-    return run
-
-
-def _add_onnx_metadata(path: Path, meta: dict[str, Any]) -> None:
-    import onnx  # deferred: an optional dependency (pip install medseg[export])
-
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
-    onnx.save(proto, str(path))
-
-
-def compare_outputs(runner, model: nn.Module, inputs: list[torch.Tensor]) -> list[dict[str, Any]]:
-    """Run ``runner`` (exported model) and ``model`` on each input; max abs / rel difference."""
-    rows = []
-    for x in inputs:
-        with torch.no_grad():
-            ref = model(x).float().numpy()
-        out = np.asarray(runner(x), dtype=np.float32)
-        if out.shape != ref.shape:
-            raise ExportError(
-                f"exported model returned shape {out.shape} for input {tuple(x.shape)}, "
-                f"PyTorch returned {ref.shape}"
-            )
-        diff = np.abs(out - ref)
-        rows.append(
-            {
-                "input_shape": list(x.shape),
-                "max_abs_diff": float(diff.max()) if diff.size else 0.0,
-                "max_rel_diff": float((diff / np.maximum(np.abs(ref), 1e-6)).max()) if diff.size else 0.0,
-                "finite": bool(np.isfinite(out).all()),
-            }
-        )
-    return rows
 
 
 def export_model(
@@ -297,8 +169,8 @@ def _export_checked(
     channels = int(getattr(model, "in_channels", 3))
     sizes = export_sizes(model, size)
     batch = max(batch, 2)  # torch.export specialises a dimension of size 1: trace with 2
-    inputs = [_random_input(batch, channels, sizes[0], seed)]
-    inputs += [_random_input(batch + 1, channels, s, seed + i + 1) for i, s in enumerate(sizes[1:])]
+    inputs = [random_input(batch, channels, sizes[0], seed)]
+    inputs += [random_input(batch + 1, channels, s, seed + i + 1) for i, s in enumerate(sizes[1:])]
     meta = _export_metadata(model, channels, metadata)
     start = time.perf_counter()
     if format == "torchscript":
@@ -311,7 +183,7 @@ def _export_checked(
         static = how == "static" or len(sizes) == 1
         # a static export is only promised (and checked) at the example size
         check_inputs = (
-            [inputs[0], _random_input(batch + 1, channels, sizes[0], seed + 7)] if static else inputs
+            [inputs[0], random_input(batch + 1, channels, sizes[0], seed + 7)] if static else inputs
         )
         failure = _write_export(model, inputs[0], out, format, how, opset, meta)
         if failure is None and check:
@@ -357,16 +229,16 @@ def _write_export(
 ) -> str | None:
     """Write one export attempt to ``out``; the failure as one line, or None."""
     try:
-        with torch.no_grad(), _quiet():
+        with torch.no_grad(), quiet():
             if format == "torchscript":
                 traced = torch.jit.trace(model, example, check_trace=False)
                 torch.jit.save(traced, str(out), _extra_files={"medseg.json": json.dumps(meta)})
             else:
-                _export_onnx(model, example, out, how, opset)
+                write_onnx(model, example, out, how, opset)
         if format == "onnx":
-            _add_onnx_metadata(out, meta)
+            add_onnx_metadata(out, meta)
     except Exception as exc:  # reported by the caller with the exporter's name
-        return f"{how}: {type(exc).__name__}: {_first_line(exc)}"
+        return f"{how}: {type(exc).__name__}: {first_line(exc)}"
     return None
 
 
@@ -374,11 +246,11 @@ def _check_export(
     out: Path, format: str, how: str, reference: nn.Module, inputs: list[torch.Tensor]
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Run the exported file against PyTorch on ``inputs``: (rows, failure line or None)."""
-    runner = _onnx_runner(out) if format == "onnx" else _torchscript_runner(out)
+    runner = onnx_runner(out) if format == "onnx" else torchscript_runner(out)
     try:
         return compare_outputs(runner, reference, inputs), None
     except Exception as exc:  # e.g. a shape baked into the graph
-        return [], f"{how}: exported model failed to run: {type(exc).__name__}: {_first_line(exc)}"
+        return [], f"{how}: exported model failed to run: {type(exc).__name__}: {first_line(exc)}"
 
 
 def _describe_export(

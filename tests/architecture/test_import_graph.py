@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("models", "losses", "config"),
     ("inference", "postprocess"),
     ("engine",),
-    ("plan", "benchmark", "export"),
+    ("plan", "benchmark", "export", "export_formats"),
     ("cli", "cli_parser", "cli_output", "api", "__init__"),
 )
 # Same-layer pairs that must stay independent of each other (both directions).
