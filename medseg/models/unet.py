@@ -254,43 +254,6 @@ class UNet(SegmentationModel):
         return self.head(feats[-1]), {"deep_supervision": deep[::-1]}
 
 
-@MODELS.register(
-    "unet",
-    paper="Ronneberger et al., MICCAI 2015 (arXiv:1505.04597); plain-conv options: Isensee et al. 2021",
-    summary="U-Net with padded convolutions (nnU-Net plain-conv options: instance norm, leaky ReLU, "
-    "strided convs, deep supervision)",
-)
-def build_unet(
-    in_channels: int,
-    num_classes: int,
-    depth: int = 4,
-    base_width: int = 64,
-    norm: str = "batch",
-    upsample: str = "transpose",
-    dropout: float = 0.0,
-    *,
-    act: str = "relu",
-    downsample: str = "maxpool",
-    max_width: int | None = None,
-    deep_supervision: bool = False,
-    init: str = "torch",
-) -> UNet:
-    return UNet(
-        in_channels,
-        num_classes,
-        depth=depth,
-        base_width=base_width,
-        norm=norm,
-        upsample=upsample,
-        dropout=dropout,
-        act=act,
-        downsample=downsample,
-        max_width=max_width,
-        deep_supervision=deep_supervision,
-        init=init,
-    )
-
-
 def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The central ``size`` window of ``x [..., H, W]`` (U-Net's skip cropping, Fig. 1)."""
     h, w = x.shape[-2:]
@@ -380,26 +343,16 @@ class UNetValid(SegmentationModel):
         return self.head(x)
 
 
-@MODELS.register(
+MODELS.add(
+    "unet",
+    UNet,
+    paper="Ronneberger et al., MICCAI 2015 (arXiv:1505.04597); plain-conv options: Isensee et al. 2021",
+    summary="U-Net with padded convolutions (nnU-Net plain-conv options: instance norm, leaky ReLU, "
+    "strided convs, deep supervision)",
+)
+MODELS.add(
     "unet_valid",
+    UNetValid,
     paper="Ronneberger et al., MICCAI 2015 (arXiv:1505.04597)",
     summary="U-Net with valid (unpadded) convolutions, overlap-tile inference (572 -> 388)",
 )
-def build_unet_valid(
-    in_channels: int,
-    num_classes: int,
-    depth: int = 4,
-    base_width: int = 64,
-    norm: str = "batch",
-    upsample: str = "transpose",
-    dropout: float = 0.0,
-) -> UNetValid:
-    return UNetValid(
-        in_channels,
-        num_classes,
-        depth=depth,
-        base_width=base_width,
-        norm=norm,
-        upsample=upsample,
-        dropout=dropout,
-    )

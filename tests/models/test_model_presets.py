@@ -97,11 +97,7 @@ def _positional_options(params):
     ]
 
 
-# models/unet.py belongs to another change (the U-Net recipe); it is checked there
-NOT_HERE = {"unet", "unet_valid"}
-
-
-@pytest.mark.parametrize("name", [n for n in MODELS.names() if n not in NOT_HERE])
+@pytest.mark.parametrize("name", MODELS.names())
 def test_model_options_are_keyword_only(name):
     assert _positional_options(MODELS.get(name).signature().parameters) == []
 
