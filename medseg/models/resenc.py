@@ -14,15 +14,11 @@ import torch
 from torch import nn
 
 from medseg.models.blocks import IntOrSeq, conv_layer, make_norm, per_axis
-from medseg.models.unet import LEAKY_SLOPE, conv_norm_act
+from medseg.models.unet import activation, conv_norm_act
 
 
 class Stem(nn.Sequential):
     """The convolution in front of the first residual stage (its output is not a skip)."""
-
-
-def _activation(act: str) -> nn.Module:
-    return nn.LeakyReLU(LEAKY_SLOPE, inplace=True) if act == "leaky_relu" else nn.ReLU(inplace=True)
 
 
 class BasicResidualBlock(nn.Module):
@@ -54,7 +50,7 @@ class BasicResidualBlock(nn.Module):
         if in_ch != out_ch:
             shortcut += [conv_layer(dims)(in_ch, out_ch, 1, bias=False), make_norm(norm, out_ch, dims)]
         self.shortcut = nn.Sequential(*shortcut)
-        self.act = _activation(act)
+        self.act = activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))

@@ -52,6 +52,11 @@ def depth_for_size(size: int | Sequence[int], min_bottleneck: int = 4) -> int:
     return depth
 
 
+def activation(act: str) -> nn.Module:
+    """``relu`` or nnU-Net's ``leaky_relu`` (slope 0.01), in place."""
+    return nn.LeakyReLU(LEAKY_SLOPE, inplace=True) if act == "leaky_relu" else nn.ReLU(inplace=True)
+
+
 def conv_norm_act(
     in_ch: int,
     out_ch: int,
@@ -71,7 +76,7 @@ def conv_norm_act(
         in_ch, out_ch, kernel_size, stride=stride, padding=padding, norm=norm, act=act == "relu", dims=dims
     )
     if act == "leaky_relu":
-        layer.append(nn.LeakyReLU(LEAKY_SLOPE, inplace=True))
+        layer.append(activation(act))
     return layer
 
 
