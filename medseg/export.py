@@ -51,13 +51,15 @@ def export_sizes(model: nn.Module, size: tuple[int, int] | None = None) -> list[
     """
     fixed = getattr(model, "fixed_input_size", None)
     if fixed is not None:
-        return [tuple(int(s) for s in fixed)]
+        fixed_h, fixed_w = (int(s) for s in fixed)
+        return [(fixed_h, fixed_w)]
     valid = getattr(model, "valid_input_size", None)
     if callable(valid):
         h, w = size or (64, 64)
         first = (valid(int(h)), valid(int(w)))
-        out_h = model.output_size(first[0]) if hasattr(model, "output_size") else first[0]
-        out_w = model.output_size(first[1]) if hasattr(model, "output_size") else first[1]
+        output_size = getattr(model, "output_size", None)
+        out_h = output_size(first[0]) if callable(output_size) else first[0]
+        out_w = output_size(first[1]) if callable(output_size) else first[1]
         return [first, (valid(out_h + 1), valid(out_w + 9))]
     m = int(getattr(model, "input_multiple", 1) or 1)
     if size is None:
@@ -165,7 +167,8 @@ def _export_checked(
     if callable(getattr(model, "reparameterize", None)):
         # e.g. BEFUnet's pixel-difference convolutions folded into plain ones; the check
         # below compares the folded copy against the original model
-        model = copy.deepcopy(model).reparameterize().eval()
+        folded: Any = copy.deepcopy(model)
+        model = folded.reparameterize().eval()
     channels = int(getattr(model, "in_channels", 3))
     sizes = export_sizes(model, size)
     batch = max(batch, 2)  # torch.export specialises a dimension of size 1: trace with 2

@@ -50,7 +50,7 @@ def _group_info(infos: list[dict[str, Any]]) -> dict[str, Any]:
         "eval_seconds",
     ):
         row[key] = _median([i.get(key) for i in infos])
-    mem = [i.get("peak_memory_mb") for i in infos if i.get("peak_memory_mb") is not None]
+    mem = [float(m) for i in infos if (m := i.get("peak_memory_mb")) is not None]
     row["peak_memory_mb"] = max(mem) if mem else None
     row["stop_reason"] = ",".join(sorted({str(i.get("stop_reason")) for i in infos}))
     return row

@@ -85,6 +85,13 @@ def cell_overrides(cell: Cell, plan: dict[str, Any], cell_dir: Path, device: str
     return out + list(plan["overrides"])
 
 
+def image_size(cfg: Any) -> tuple[int, int]:
+    """A benchmark cell's 2-D training size ``(H, W)``."""
+    if len(cfg.data.size) != 2:
+        raise ValueError(f"benchmark cells are 2-D; data.size is {list(cfg.data.size)}")
+    return int(cfg.data.size[0]), int(cfg.data.size[1])
+
+
 def _train_throughput(history: list[dict[str, Any]]) -> float | None:
     """Images per second over the whole training (sum of images / sum of epoch seconds)."""
     secs = [float(h.get("epoch_seconds") or 0) for h in history]
@@ -146,7 +153,7 @@ def run_cell(
     }
     if plan.get("profile", True):
         info.update(
-            cost_columns(profile_cell(out_dir, model, state, tuple(cfg.data.size), cfg.train.batch_size, dev))
+            cost_columns(profile_cell(out_dir, model, state, image_size(cfg), cfg.train.batch_size, dev))
         )
     result = {"cell": cell.name, "info": info, "history": history, "records": records}
     write_json(done, result)
@@ -166,7 +173,7 @@ def update_costs(out_dir: str | Path, device: str | None = None) -> int:
         model, state = load_model(path.parent / saved["info"]["checkpoint"])
         dev = device or str(resolve_device(cfg.train.device))
         saved["info"].update(
-            cost_columns(profile_cell(out_dir, model, state, tuple(cfg.data.size), cfg.train.batch_size, dev))
+            cost_columns(profile_cell(out_dir, model, state, image_size(cfg), cfg.train.batch_size, dev))
         )
         write_json(path, saved)
         n += 1

@@ -156,7 +156,11 @@ def dense_crf(
     the weights w2 / w1. Returns the mean-field marginals ``Q`` in the type of ``proba``.
     """
     as_torch = isinstance(proba, torch.Tensor)
-    p = proba.detach().cpu().double().numpy() if as_torch else np.asarray(proba, dtype=np.float64)
+    p = (
+        proba.detach().cpu().double().numpy()
+        if isinstance(proba, torch.Tensor)
+        else np.asarray(proba, np.float64)
+    )
     img = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     img = img[:, :, None] if img.ndim == 2 else img
     _check_crf_inputs(img, p, iterations)

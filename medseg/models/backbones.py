@@ -30,6 +30,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from medseg.errors import CheckpointError
+from medseg.models.encoder import FeatureEncoder
 from medseg.models.resnet import RESNET_LAYERS, BasicBlock, Bottleneck, ResNet, scaled
 
 VGG16_CFG: tuple[int | str, ...] = (
@@ -104,15 +105,18 @@ class VGG16(nn.Module):
         for m in self.modules():  # torchvision's VGG initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def stage(self, i: int) -> nn.Sequential:
         """The convolutions (+ BN + ReLU) of stage ``i`` (0..4), without its pooling."""
         a, b = self.stage_slices[i]
-        return self.features[a:b]
+        return nn.Sequential(*list(self.features)[a:b])
 
     def pool(self, i: int) -> nn.MaxPool2d:
-        return self.features[self.pool_positions[i]]
+        pool = self.features[self.pool_positions[i]]
+        assert isinstance(pool, nn.MaxPool2d)
+        return pool
 
     def forward_pools(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of pool1..pool5."""
@@ -179,7 +183,7 @@ MOBILENETV2_SETTING = (
 )
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(FeatureEncoder):
     """MobileNetV2 ``features`` (torchvision indices); strides beyond ``output_stride``
     become dilations of the depthwise convolutions."""
 
@@ -220,7 +224,7 @@ class MobileNetV2(nn.Module):
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {}
         for name, a, b in zip(("layer1", "layer2", "layer3", "layer4"), self._bounds[:-1], self._bounds[1:]):
-            for m in self.features[a:b]:
+            for m in list(self.features)[a:b]:
                 x = m(x)
             out[name] = x
         return out
@@ -240,10 +244,10 @@ def build_backbone(
     width_mult: float = 1.0,
     multi_grid: Sequence[int] | None = None,
     weights: str | Path | None = None,
-) -> nn.Module:
+) -> FeatureEncoder:
     """A ResNet or MobileNetV2 encoder with ``forward_features`` (see the module docstring)."""
     if name in RESNET_LAYERS:
-        net: nn.Module = ResNet(
+        net: FeatureEncoder = ResNet(
             name, in_channels, output_stride=output_stride, width_mult=width_mult, multi_grid=multi_grid
         )
     elif name == "mobilenetv2":
@@ -274,8 +278,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
         raise CheckpointError(f"cannot read weights file {path}: {exc}") from exc
     for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
+        inner = state.get(key) if isinstance(state, dict) else None
+        if isinstance(inner, dict):
+            state = inner
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
     return state

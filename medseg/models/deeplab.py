@@ -143,6 +143,7 @@ class DeepLabV2(SegmentationModel):
         c = self.backbone.channels["layer4"]
         self.aspp = nn.ModuleList(nn.Conv2d(c, num_classes, 3, padding=r, dilation=r) for r in rates)
         for conv in self.aspp:  # the reference initialises the classifiers with N(0, 0.01)
+            assert isinstance(conv, nn.Conv2d) and conv.bias is not None
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
 

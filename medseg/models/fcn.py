@@ -66,6 +66,7 @@ class FixedBilinearUpsample(nn.Module):
         super().__init__()
         self.factor, self.padding = factor, padding
         kernel = bilinear_kernel(1, 2 * factor).expand(channels, 1, -1, -1).contiguous()
+        self.weight: torch.Tensor
         self.register_buffer("weight", kernel, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -152,7 +153,8 @@ class FCNVGG(SegmentationModel):
             if f"{src}.weight" in state and state[f"{src}.weight"].numel() == conv.weight.numel():
                 with torch.no_grad():
                     conv.weight.copy_(state[f"{src}.weight"].reshape(conv.weight.shape))
-                    conv.bias.copy_(state[f"{src}.bias"])
+                    if conv.bias is not None:
+                        conv.bias.copy_(state[f"{src}.bias"])
         return missing
 
 
@@ -205,7 +207,7 @@ class FCNResNet(SegmentationModel):
         for name in ("layer3", "layer2")[: {32: 0, 16: 1, 8: 2}[variant]]:
             skip = nn.Conv2d(ch[name], k, 1)
             nn.init.zeros_(skip.weight)
-            nn.init.zeros_(skip.bias)
+            nn.init.zeros_(skip.bias)  # type: ignore[arg-type]  # Conv2d(bias=True) has one
             self.skips.append(skip)
             self.ups.append(bilinear_upsampler(k, 2, padding=1))
         factor = min(variant, output_stride)
@@ -241,7 +243,7 @@ def build_fcn(
                 "output_stride and head_conv apply to ResNet backbones only "
                 "(the VGG-16 FCN has fc6/fc7 as its head)"
             )
-        model: SegmentationModel = FCNVGG(
+        vgg = FCNVGG(
             in_channels,
             num_classes,
             variant=variant,
@@ -251,8 +253,8 @@ def build_fcn(
             dropout=dropout,
         )
         if backbone_weights is not None:
-            model.load_backbone(backbone_weights)
-        return model
+            vgg.load_backbone(backbone_weights)
+        return vgg
     if backbone in RESNET_LAYERS:
         return FCNResNet(
             in_channels,

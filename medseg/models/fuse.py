@@ -66,6 +66,7 @@ def fuse_conv_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
         for conv_name, bn_name in pairs:
             conv, bn = children.get(conv_name), children.get(bn_name)
             if _foldable(conv, bn):
+                assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
                 children[conv_name] = fuse_conv_bn_eval(conv, bn)
                 children[bn_name] = nn.Identity()
     return model

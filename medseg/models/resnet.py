@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from medseg.models.encoder import FeatureEncoder
+
 
 def scaled(width: int, width_mult: float, divisor: int = 1) -> int:
     """``width * width_mult`` rounded to a multiple of ``divisor`` (at least ``divisor``)."""
@@ -88,7 +90,7 @@ RESNET_LAYERS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
 }
 
 
-class ResNet(nn.Module):
+class ResNet(FeatureEncoder):
     """ResNet encoder (no classifier) with output stride 32, 16 or 8 through dilation.
 
     ``multi_grid`` (DeepLab v3, Sec. 3.2): per-block multipliers of the last stage's

@@ -188,6 +188,12 @@ class UNet(SegmentationModel):
     nets). ``forward`` stays the plain full-resolution logits.
     """
 
+    encoders: nn.ModuleList
+    ups: nn.ModuleList
+    decoders: nn.ModuleList
+    dropout: nn.Module
+    head: nn.Module
+
     def __init__(
         self,
         in_channels: int,
@@ -282,6 +288,12 @@ class UNetValid(SegmentationModel):
     weight map of Eq. 2 is the ``weight_map`` of the U-Net weighted cross-entropy loss.
     """
 
+    encoders: nn.ModuleList
+    ups: nn.ModuleList
+    decoders: nn.ModuleList
+    dropout: nn.Module
+    head: nn.Module
+
     def __init__(
         self,
         in_channels: int,
@@ -344,7 +356,7 @@ class UNetValid(SegmentationModel):
         x = self.dropout(skips.pop())
         for up, dec in zip(self.ups, self.decoders):
             x = up(x)
-            x = dec(torch.cat([center_crop(skips.pop(), tuple(x.shape[-2:])), x], dim=1))
+            x = dec(torch.cat([center_crop(skips.pop(), (int(x.shape[-2]), int(x.shape[-1]))), x], dim=1))
         return self.head(x)
 
 

@@ -94,6 +94,15 @@ def _check_topology(kernels: Sequence[Sequence[int]], strides: Sequence[Sequence
         raise ValueError(f"strides must be >= 1, got {[list(s) for s in strides]}")
 
 
+def _check_options(encoder: str, init: str, base_width: int, max_width: int) -> None:
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got '{encoder}'")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(INITS)}")
+    if max_width < base_width:
+        raise ValueError(f"max_width ({max_width}) must be >= base_width ({base_width})")
+
+
 class PlainConvUNet(SegmentationModel):
     """nnU-Net's U-Net with per-stage, per-axis kernels and strides, in ``dims`` dimensions.
 
@@ -126,12 +135,7 @@ class PlainConvUNet(SegmentationModel):
     ) -> None:
         super().__init__()
         _check_topology(kernel_sizes, strides, dims)
-        if encoder not in ENCODERS:
-            raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got '{encoder}'")
-        if init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}")
-        if max_width < base_width:
-            raise ValueError(f"max_width ({max_width}) must be >= base_width ({base_width})")
+        _check_options(encoder, init, base_width, max_width)
         n_stages = len(strides)
         self.in_channels, self.num_classes, self.dims = in_channels, num_classes, dims
         self.kernel_sizes = [list(k) for k in kernel_sizes]
@@ -143,24 +147,7 @@ class PlainConvUNet(SegmentationModel):
         self.encoders = self._build_encoder(
             widths, norm, act, encoder, n_convs, blocks_per_stage, in_channels
         )
-        self.ups = nn.ModuleList()
-        self.decoders = nn.ModuleList()
-        up_conv: Any = transposed_conv_layer(dims)  # torch's stubs type the size tuples per dimension
-        for s in reversed(range(1, n_stages)):
-            st = per_axis(self.strides[s], dims, "stride")
-            self.ups.append(up_conv(widths[s], widths[s - 1], st, stride=st))
-            self.decoders.append(
-                DoubleConv(
-                    2 * widths[s - 1],
-                    widths[s - 1],
-                    norm,
-                    None,
-                    act=act,
-                    kernel_size=self.kernel_sizes[s - 1],
-                    dims=dims,
-                    n_convs=decoder_convs,
-                )
-            )
+        self.ups, self.decoders = self._build_decoder(widths, norm, act, decoder_convs)
         conv = nn.Conv2d if dims == 2 else nn.Conv3d
         self.head = conv(widths[0], num_classes, 1)
         # decoder stage j (lowest resolution first) outputs widths[n_stages - 2 - j] channels
@@ -172,6 +159,29 @@ class PlainConvUNet(SegmentationModel):
         self.preferred_memory_format = torch.contiguous_format
         if init == "he":
             he_init(self)
+
+    def _build_decoder(
+        self, widths: list[int], norm: str, act: str, decoder_convs: int
+    ) -> tuple[nn.ModuleList, nn.ModuleList]:
+        """Transposed-conv upsampling and ``decoder_convs`` conv layers per stage, lowest first."""
+        ups, decoders = nn.ModuleList(), nn.ModuleList()
+        up_conv: Any = transposed_conv_layer(self.dims)  # torch's stubs type the size tuples per dimension
+        for s in reversed(range(1, len(widths))):
+            st = per_axis(self.strides[s], self.dims, "stride")
+            ups.append(up_conv(widths[s], widths[s - 1], st, stride=st))
+            decoders.append(
+                DoubleConv(
+                    2 * widths[s - 1],
+                    widths[s - 1],
+                    norm,
+                    None,
+                    act=act,
+                    kernel_size=self.kernel_sizes[s - 1],
+                    dims=self.dims,
+                    n_convs=decoder_convs,
+                )
+            )
+        return ups, decoders
 
     def _build_encoder(
         self,
