@@ -79,8 +79,8 @@ def score_case(pred: np.ndarray, ref: np.ndarray, num_classes: int, where: Path)
     }
 
 
-def score_tool(work: Path, tool: str, meta: dict) -> dict[str, dict] | None:
-    folder = work / TOOLS[tool]
+def score_tool(work: Path, tool: str, meta: dict, folders: dict[str, Path] = TOOLS) -> dict[str, dict] | None:
+    folder = work / folders[tool]
     if not folder.is_dir():
         return None
     k = meta["num_classes"]
@@ -127,8 +127,9 @@ def paired(a: list[float], b: list[float], higher_is_better: bool) -> dict:
     return {**res, "statistic": float(test.statistic), "p_value": float(test.pvalue)}
 
 
-def compare(scores: dict[str, dict], meta: dict) -> dict:
-    a, b = scores["nnunet"], scores["medseg"]
+def compare(scores: dict[str, dict], meta: dict, other: str = "medseg") -> dict:
+    """Paired tests of nnU-Net against the medseg prediction set ``other``."""
+    a, b = scores["nnunet"], scores[other]
     ids = meta["test"]
     out = {
         "dice": paired([a[i]["dice"] for i in ids], [b[i]["dice"] for i in ids], True),
@@ -167,7 +168,7 @@ def training_cell(info: dict) -> str:
     )
 
 
-def markdown(work: Path, meta: dict, summaries: dict, tests: dict | None) -> str:
+def markdown(work: Path, meta: dict, summaries: dict, tests: dict[str, dict]) -> str:
     names = meta["class_names"][1:]
     multi = len(names) > 1
     head = ["tool", "mean Dice", "median Dice", "HD95 median (px)"]
@@ -175,8 +176,8 @@ def markdown(work: Path, meta: dict, summaries: dict, tests: dict | None) -> str
     head += ["predict (s)", "training done"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for tool, s in summaries.items():
-        info = run_info(work, tool)
-        tta = "" if not info else (" (TTA)" if info.get("tta") else " (no TTA)")
+        info = run_info(work, tool.split("+")[0])
+        tta = "" if not info or "+" in tool else (" (TTA)" if info.get("tta") else " (no TTA)")
         row = [
             f"{tool}{tta}",
             f"{s['dice']['mean']:.3f}",
@@ -193,27 +194,47 @@ def markdown(work: Path, meta: dict, summaries: dict, tests: dict | None) -> str
         f"(+{len(meta['val'])} validation); scored with medseg.metrics\n",
     )
     if tests:
-        lines += ["", "Paired Wilcoxon signed-rank (two-sided), nnU-Net vs medseg per case:", ""]
-        lines += ["| metric | n | nnU-Net better | worse | ties | p |", "|---|---:|---:|---:|---:|---:|"]
-        for metric, t in tests.items():
-            lines.append(
-                f"| {metric} | {t['n']} | {t['a_better']} | {t['a_worse']} | {t['ties']} | {t['p_value']:.2g} |"
-            )
+        lines += ["", "Paired Wilcoxon signed-rank (two-sided), nnU-Net vs each medseg set, per case:", ""]
+        lines += [
+            "| medseg set | metric | n | nnU-Net better | worse | ties | p |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for other, by_metric in tests.items():
+            for metric, t in by_metric.items():
+                lines.append(
+                    f"| {other} | {metric} | {t['n']} | {t['a_better']} | {t['a_worse']} | {t['ties']} "
+                    f"| {t['p_value']:.2g} |"
+                )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("work", type=Path, help="folder prepared by prepare.py and filled by run.py")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER",
+        help="another medseg prediction folder (relative to WORK) to score and pair with nnU-Net, "
+        "e.g. medseg+tta=predictions/medseg_tta/masks; NAME must start with 'medseg+'",
+    )
     args = ap.parse_args(argv)
+    folders = dict(TOOLS)
+    for spec in args.variant:
+        name, sep, rel = spec.partition("=")
+        if not sep or not name.startswith("medseg+"):
+            fail(f"--variant {spec!r}: expected medseg+NAME=FOLDER")
+        folders[name] = Path(rel)
     if not (args.work / "split.json").is_file():
         fail(f"{args.work}: no split.json (run bench/nnunet/prepare.py first)")
     meta = json.loads((args.work / "split.json").read_text())
-    scores = {t: s for t in TOOLS if (s := score_tool(args.work, t, meta)) is not None}
+    scores = {t: s for t in folders if (s := score_tool(args.work, t, meta, folders)) is not None}
     if not scores:
-        fail(f"{args.work}: no predictions under {', '.join(str(p) for p in TOOLS.values())}")
+        fail(f"{args.work}: no predictions under {', '.join(str(p) for p in folders.values())}")
     summaries = {t: summarize(s, meta["class_names"]) for t, s in scores.items()}
-    tests = compare(scores, meta) if len(scores) == 2 else None
+    others = [t for t in scores if t != "nnunet"] if "nnunet" in scores else []
+    tests = {t: compare(scores, meta, t) for t in others}
     text = markdown(args.work, meta, summaries, tests)
     print(text)
     (args.work / "scores.md").write_text(text)

@@ -132,11 +132,17 @@ def test_score_main_end_to_end(tmp_path, capsys):
         np.save(work / "reference" / f"{case}.npy", t)
         Image.fromarray(t).save(work / score.TOOLS["nnunet"] / f"{case}.png")
         Image.fromarray(np.roll(t, 2, axis=1) * 255).save(work / score.TOOLS["medseg"] / f"{case}.png")
-    assert score.main([str(work)]) == 0
+        (work / "pp").mkdir(exist_ok=True)
+        Image.fromarray(t * 255).save(work / "pp" / f"{case}.png")  # a variant equal to the reference
+    assert score.main([str(work), "--variant", "medseg+pp=pp"]) == 0
     result = json.loads((work / "scores.json").read_text())
     assert result["summaries"]["nnunet"]["dice"]["mean"] == 1.0
     assert result["summaries"]["medseg"]["dice"]["mean"] == pytest.approx(
         _hand_dice(np.roll(t, 2, 1) > 0, t > 0)
     )
-    assert result["wilcoxon"]["dice"]["a_better"] == 2
+    assert result["summaries"]["medseg+pp"]["dice"]["mean"] == 1.0
+    assert result["wilcoxon"]["medseg"]["dice"]["a_better"] == 2
+    assert result["wilcoxon"]["medseg+pp"]["dice"]["ties"] == 2
+    with pytest.raises(SystemExit):
+        score.main([str(work), "--variant", "pp=pp"])  # a variant's name must start with medseg+
     assert "| nnunet |" in capsys.readouterr().out
