@@ -45,9 +45,9 @@ _BLOCKS = (4, 8, 16, 32, 64, 128)
 _STOP_RATIO = 200.0
 # far voxels, CPU seconds per unit (bench/metrics.py --calibrate, 2-core x86-64 machine): feature
 # transform per voxel of its box, KD-tree build per indexed voxel, KD-tree query per far voxel.
-_COST_FT = {2: 12e-9, 3: 40e-9}
-_COST_KD_BUILD = 0.25e-6
-_COST_KD_QUERY = {2: 1.2e-6, 3: 2.5e-6}
+_COST_FT = {2: 45e-9, 3: 95e-9}
+_COST_KD_BUILD = 0.08e-6
+_COST_KD_QUERY = {2: 0.45e-6, 3: 1.0e-6}
 
 
 def bbox(mask: np.ndarray) -> tuple[slice, ...] | None:
@@ -113,13 +113,14 @@ def offset_length(off: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     return np.sqrt(((off * spacing) ** 2).sum(axis=1))
 
 
-def _search_radius(spacing: np.ndarray) -> float:
-    s = tuple(float(x) for x in spacing)
+@lru_cache(maxsize=64)
+def _search_ball(s: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """The neighbour-search offsets for this spacing: the smallest ball with enough offsets."""
     want = _BALL_SIZE.get(len(s), 250)
     r = max(s)
     while _ball(s, r)[1].size < want:
         r += min(s)
-    return r
+    return _ball(s, r)
 
 
 def _blocks(n: int) -> list[int]:
@@ -206,25 +207,48 @@ def _far_box(
     return tuple(slice(int(a), int(z)) for a, z in zip(lo, hi))
 
 
-def far_distances(b: np.ndarray, q: np.ndarray, spacing: np.ndarray, how: FarMethod = "auto") -> np.ndarray:
+def _choose_far(
+    b: np.ndarray, sites: np.ndarray, queries: np.ndarray, spacing: np.ndarray
+) -> tuple[slice, ...] | None:
+    """The feature-transform box when the cost estimate prefers it over the KD-tree, else None.
+
+    The box's volume lies between the queries' bounding box and the whole array, so the box (which
+    needs a sparse KD-tree query) is computed only when those two bounds do not decide already."""
+    d = b.ndim if b.ndim in _COST_FT else 3
+    kd_cost = _COST_KD_BUILD * sites.shape[0] + _COST_KD_QUERY[d] * queries.shape[0]
+    least = float(np.prod(queries.max(axis=0) - queries.min(axis=0) + 1))
+    if _COST_FT[d] * least >= kd_cost:
+        return None
+    full = tuple(slice(0, n) for n in b.shape)
+    if _COST_FT[d] * float(b.size) < kd_cost:
+        return full
+    box = _far_box(sites, queries, spacing, b.shape)
+    volume = float(np.prod([sl.stop - sl.start for sl in box]))
+    return box if _COST_FT[d] * volume < kd_cost else None
+
+
+def far_distances(
+    b: np.ndarray,
+    q: np.ndarray,
+    spacing: np.ndarray,
+    how: FarMethod = "auto",
+    sites_flat: np.ndarray | None = None,
+) -> np.ndarray:
     """Exact distances from the voxels at flat indices ``q`` to the nearest True voxel of ``b``.
 
     ``how``: ``"kdtree"``, ``"ft"`` (feature transform) or ``"auto"`` (the cheaper by the cost
-    estimate of the module docstring).
+    estimate of the module docstring). ``sites_flat``: ``np.flatnonzero(b)`` when already known.
     """
-    queries = np.stack(np.unravel_index(q, b.shape), axis=1).astype(np.int64)
-    sites = np.stack(np.unravel_index(np.flatnonzero(b), b.shape), axis=1).astype(np.int64)
     if how not in ("auto", "kdtree", "ft"):
         raise ValueError(f"unknown far-voxel method {how!r}")
-    box: tuple[slice, ...] | None = None
-    if how != "kdtree":
-        box = _far_box(sites, queries, spacing, b.shape)
-        if how == "auto":
-            d = b.ndim if b.ndim in _COST_FT else 3
-            volume = float(np.prod([sl.stop - sl.start for sl in box]))
-            kd_cost = _COST_KD_BUILD * sites.shape[0] + _COST_KD_QUERY[d] * queries.shape[0]
-            how = "ft" if _COST_FT[d] * volume < kd_cost else "kdtree"
-    if how == "ft" and box is not None:
+    flat = np.flatnonzero(b) if sites_flat is None else sites_flat
+    queries = np.stack(np.unravel_index(q, b.shape), axis=1)
+    sites = np.stack(np.unravel_index(flat, b.shape), axis=1)
+    if how == "ft":
+        box: tuple[slice, ...] | None = _far_box(sites, queries, spacing, b.shape)
+    else:
+        box = _choose_far(b, sites, queries, spacing) if how == "auto" else None
+    if box is not None:
         nearest = _ft_nearest(b, queries, spacing, box)
     else:
         nearest = sites[_kdtree_nearest(sites, queries, spacing)]
@@ -250,20 +274,19 @@ def _directed(
     if method == "kdtree":
         off, length, reach = np.zeros((0, pred.ndim), dtype=np.int64), np.zeros(0), (1,) * pred.ndim
     else:
-        radius = _search_radius(spacing)
-        off, length, reach = _ball(tuple(float(x) for x in spacing), radius)
+        off, length, reach = _search_ball(tuple(float(x) for x in spacing))
     e_p, e_t = boundary(pred, reach), boundary(target, reach)
     flat_off = off @ (np.asarray(e_p.strides, dtype=np.int64) // e_p.itemsize)
     how: FarMethod = "auto" if method == "auto" else "kdtree"
     out = []
-    for a, b in ((e_p, e_t), (e_t, e_p)):
+    idx_p, idx_t = np.flatnonzero(e_p), np.flatnonzero(e_t)
+    for idx, b, idx_b in ((idx_p, e_t, idx_t), (idx_t, e_p, idx_p)):
         f_b = b.ravel()
-        idx = np.flatnonzero(a)
         dist = np.zeros(idx.size, dtype=np.float64)
         todo = np.flatnonzero(~f_b[idx])  # positions (in idx) not on the other boundary
         q, todo = _grid_search(f_b, idx[todo], flat_off, length, dist, todo)
         if q.size:
-            dist[todo] = far_distances(b, q, spacing, how)
+            dist[todo] = far_distances(b, q, spacing, how, idx_b)
         out.append(dist)
     return out[0], out[1]
 
