@@ -2,20 +2,23 @@
 
 Run with the peer venv (it has monai and medpy; medseg installed there with --no-deps):
 
-    .venv-bench/bin/python bench/metrics.py [--repeats-2d 9] [--repeats-3d 3] [--json OUT.json]
+    .venv-bench/bin/python bench/metrics.py [--sizes 2d256,2d512,3d64,3d128]
+        [--kinds typical,hard,dissimilar] [--repeats-2d 9] [--repeats-3d 3] [--no-medpy] [--json OUT.json]
 
-Pairs: 512x512 2D (spacing 0.7 x 0.7 mm) and 128x256x256 3D (spacing 2.5 x 0.8 x 0.8 mm), each
-with a "typical" and a "hard" prediction of a smooth multi-lobe target (see make_pair). Calls are
-interleaved (each repeat runs every tool once, in rotating order) so shared-CPU noise hits all
-tools alike; medians of wall time and of process CPU time are reported (CPU time is the steadier
-number on a shared machine). A timing covers the whole user call (conversion, cropping,
-boundaries, distances). ``--calibrate`` also times medseg's other distance back-ends.
+Pairs: 2D 256x256 and 512x512 (spacing 0.7 x 0.7 mm), 3D 64x192x192 and 128x256x256 (spacing
+2.5 x 0.8 x 0.8 mm), each with a "typical", a "hard" and a "dissimilar" prediction of a smooth
+multi-lobe target (see make_pair). Calls are interleaved (each repeat runs every tool once, in
+rotating order) so shared-CPU noise hits all tools alike; medians of wall time and of process CPU
+time are reported with the spread (min-max of CPU time); CPU time is the steadier number on a
+shared machine. A timing covers the whole user call (conversion, cropping, boundaries,
+distances). ``--calibrate`` also times medseg's other distance back-ends.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -27,6 +30,14 @@ from scipy import ndimage
 from medseg.metrics import assd as ms_assd
 from medseg.metrics import hd95 as ms_hd95
 from medseg.metrics import surface_metrics
+
+DISSIMILAR_MIX = 1.2  # weight of the independent field: Dice about 0.4 (printed with every case)
+SIZES = {
+    "2d256": ("2D 256x256", (256, 256), (0.7, 0.7)),
+    "2d512": ("2D 512x512", (512, 512), (0.7, 0.7)),
+    "3d64": ("3D 64x192x192", (64, 192, 192), (2.5, 0.8, 0.8)),
+    "3d128": ("3D 128x256x256", (128, 256, 256), (2.5, 0.8, 0.8)),
+}
 
 
 def _smooth(shape: tuple[int, ...], rng: np.random.Generator, sigma: float) -> np.ndarray:
@@ -41,10 +52,17 @@ def make_pair(shape: tuple[int, ...], seed: int, kind: str = "hard") -> tuple[np
     ``typical``: the boundary moved by a smooth perturbation (Dice about 0.93, like a good model).
     ``hard``: shifted two voxels, holes cut inside (3 % of the volume) and false-positive blobs
     far away (Dice about 0.89): many boundary voxels lie far from the other surface.
+    ``dissimilar``: a prediction that got the organ's lobes partly wrong (Dice about 0.4): the
+    target field mixed with an independent one, thresholded at the same volume; large surfaces,
+    most boundary voxels far (tens of voxels) from the other surface.
     """
     rng = np.random.default_rng(seed)
     field = _smooth(shape, rng, 1.5)
     target = field > np.quantile(field, 0.90)
+    if kind == "dissimilar":
+        other = _smooth(shape, np.random.default_rng(seed + 7), 1.5)
+        mixed = field / field.std() + DISSIMILAR_MIX * other / other.std()
+        return mixed > np.quantile(mixed, 0.90), target
     if kind == "typical":
         pert = _smooth(shape, np.random.default_rng(seed + 1), 0.7)
         moved = field + 0.1 * field.std() * pert / pert.std()
@@ -62,10 +80,9 @@ def _time(fn) -> tuple[float, float, float]:
     return time.perf_counter() - w, time.process_time() - c, float(v)
 
 
-def _tools(p: np.ndarray, t: np.ndarray, s: tuple[float, ...], calibrate: bool) -> dict:
+def _tools(p: np.ndarray, t: np.ndarray, s: tuple[float, ...], calibrate: bool, medpy: bool) -> dict:
     """The calls timed for one pair, grouped by metric; every call returns the metric value."""
     import torch
-    from medpy.metric import binary as mp
     from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 
     tp, tt = torch.from_numpy(p)[None, None], torch.from_numpy(t)[None, None]
@@ -76,71 +93,80 @@ def _tools(p: np.ndarray, t: np.ndarray, s: tuple[float, ...], calibrate: bool) 
     def monai_assd():
         return compute_average_surface_distance(tp, tt, include_background=True, symmetric=True, spacing=s)
 
-    tools = {
+    tools: dict = {
         "hd95": {
             "medseg hd95 (max of directed)": lambda: ms_hd95(p, t, s),
             "MONAI compute_hausdorff_distance(percentile=95)": monai_hd95,
             "medseg hd95(combine='pooled')": lambda: ms_hd95(p, t, s, combine="pooled"),
-            "medpy hd95 (pooled)": lambda: mp.hd95(p, t, voxelspacing=s),
         },
         "assd": {
             "medseg assd": lambda: ms_assd(p, t, s),
             "MONAI compute_average_surface_distance(symmetric)": monai_assd,
-            "medpy assd": lambda: mp.assd(p, t, voxelspacing=s),
         },
         "hd, hd95, assd, nsd in one call": {
             "medseg surface_metrics (hd95 shown)": lambda: surface_metrics(p, t, s)["hd95"],
         },
     }
+    if medpy:
+        from medpy.metric import binary as mp
+
+        tools["hd95"]["medpy hd95 (pooled)"] = lambda: mp.hd95(p, t, voxelspacing=s)
+        tools["assd"]["medpy assd"] = lambda: mp.assd(p, t, voxelspacing=s)
     if calibrate:
-        for method in ("kdtree", "edt"):
+        for method in ("grid", "kdtree", "edt"):
             tools["hd95"][f"medseg method={method!r}"] = lambda m=method: surface_metrics(p, t, s, method=m)[
                 "hd95"
             ]
     return tools
 
 
-def run(repeats_2d: int, repeats_3d: int, calibrate: bool) -> dict:
-    import medpy
+def _time_case(tools: dict, repeats: int, is_3d: bool) -> tuple[dict, dict, dict]:
+    """Interleaved repeats: every tool once per repeat, in an order rotated each repeat."""
+    flat = [(m, n, fn) for m, group in tools.items() for n, fn in group.items()]
+    wall: dict = {(m, n): [] for m, n, _ in flat}
+    cpu: dict = {(m, n): [] for m, n, _ in flat}
+    values: dict = {}
+    for r in range(repeats + 1):
+        order = flat[r % len(flat) :] + flat[: r % len(flat)]  # rotate: no tool always first
+        for m, n, fn in order:
+            slow = n.startswith("medpy") or "edt" in n
+            if r > 1 and slow and is_3d:
+                continue  # medpy / EDT on 3D take seconds: one timed call is enough
+            w, c, v = _time(fn)
+            if r == 0:
+                values[(m, n)] = v  # first call: warm-up, value check
+            else:
+                wall[(m, n)].append(w)
+                cpu[(m, n)].append(c)
+    return values, wall, cpu
+
+
+def run(
+    sizes: list[str], kinds: list[str], repeats_2d: int, repeats_3d: int, calibrate: bool, medpy: bool
+) -> dict:
     import monai
     import torch
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)  # MONAI's torch ops get one thread, like medseg and medpy (fair on a shared CPU)
-    sizes = {"2D 512x512": ((512, 512), (0.7, 0.7)), "3D 128x256x256": ((128, 256, 256), (2.5, 0.8, 0.8))}
+    versions = {"monai": monai.__version__, "torch": torch.__version__, "numpy": np.__version__}
+    versions["scipy"] = __import__("scipy").__version__
+    if medpy:
+        versions["medpy"] = __import__("medpy").__version__
     results: dict = {
-        "machine": f"{platform.processor() or platform.machine()}, 2-core CPU, shared",
-        "versions": {
-            "monai": monai.__version__,
-            "medpy": medpy.__version__,
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "scipy": __import__("scipy").__version__,
-        },
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()}-core CPU, shared",
+        "load_average_start": list(os.getloadavg()),
+        "versions": versions,
         "cases": {},
     }
-    for size_label, (shape, spacing) in sizes.items():
-        for kind in ("typical", "hard"):
+    for key in sizes:
+        size_label, shape, spacing = SIZES[key]
+        for kind in kinds:
             label = f"{size_label}, {kind} prediction"
             pred, target = make_pair(shape, seed=0, kind=kind)
-            tools = _tools(pred, target, spacing, calibrate)
-            flat = [(m, n, fn) for m, group in tools.items() for n, fn in group.items()]
-            wall: dict = {(m, n): [] for m, n, _ in flat}
-            cpu: dict = {(m, n): [] for m, n, _ in flat}
-            values: dict = {}
+            tools = _tools(pred, target, spacing, calibrate, medpy)
             repeats = repeats_2d if len(shape) == 2 else repeats_3d
-            for r in range(repeats + 1):
-                order = flat[r % len(flat) :] + flat[: r % len(flat)]  # rotate: no tool always first
-                for m, n, fn in order:
-                    slow = n.startswith("medpy") or "edt" in n
-                    if r > 1 and slow and len(shape) == 3:
-                        continue  # medpy / EDT on 3D take seconds: two timed calls are enough
-                    w, c, v = _time(fn)
-                    if r == 0:
-                        values[(m, n)] = v  # first call: warm-up, value check
-                    else:
-                        wall[(m, n)].append(w)
-                        cpu[(m, n)].append(c)
+            values, wall, cpu = _time_case(tools, repeats, len(shape) == 3)
             out: dict = {
                 "shape": list(shape),
                 "spacing": list(spacing),
@@ -153,18 +179,39 @@ def run(repeats_2d: int, repeats_3d: int, calibrate: bool) -> dict:
                         "value": values[(m, n)],
                         "wall_s": statistics.median(wall[(m, n)]),
                         "cpu_s": statistics.median(cpu[(m, n)]),
+                        "cpu_min_s": min(cpu[(m, n)]),
+                        "cpu_max_s": max(cpu[(m, n)]),
                         "n": len(wall[(m, n)]),
                     }
                     for n in group
                 }
             results["cases"][label] = out
+            print(to_markdown({"cases": {label: out}}), flush=True)
+    results["load_average_end"] = list(os.getloadavg())
     return results
 
 
-def check_values(n: int = 30) -> str:
+def _medpy_pairs(p: np.ndarray, t: np.ndarray, sp: tuple[float, ...]) -> list:
+    """(medpy value, medseg value) for every metric both libraries have."""
+    from medpy.metric import binary as mp
+
+    from medseg import metrics as M
+
+    return [
+        (mp.hd95(p, t, voxelspacing=sp), M.hd95(p, t, sp, combine="pooled")),
+        (mp.assd(p, t, voxelspacing=sp), M.assd(p, t, sp)),
+        (mp.hd(p, t, voxelspacing=sp), M.hausdorff(p, t, sp)),
+        (mp.dc(p, t), M.dice(p, t)),
+        (mp.jc(p, t), M.iou(p, t)),
+        (mp.recall(p, t), M.sensitivity(p, t)),
+        (mp.precision(p, t), M.precision(p, t)),
+        (mp.specificity(p, t), M.specificity(p, t)),
+    ]
+
+
+def check_values(n: int = 30, medpy: bool = True) -> str:
     """Every metric against MONAI and medpy on small random masks (2D and 3D, random spacing)."""
     import torch
-    from medpy.metric import binary as mp
     from monai.metrics import (
         compute_average_surface_distance,
         compute_hausdorff_distance,
@@ -189,25 +236,21 @@ def check_values(n: int = 30) -> str:
             (compute_hausdorff_distance(tp, tt, **kw), M.hausdorff(p, t, sp)),
             (compute_average_surface_distance(tp, tt, symmetric=True, **kw), M.assd(p, t, sp)),
             (compute_surface_dice(tp, tt, [tol], **kw), M.nsd(p, t, tol, sp)),
-            (mp.hd95(p, t, voxelspacing=sp), M.hd95(p, t, sp, combine="pooled")),
-            (mp.assd(p, t, voxelspacing=sp), M.assd(p, t, sp)),
-            (mp.hd(p, t, voxelspacing=sp), M.hausdorff(p, t, sp)),
-            (mp.dc(p, t), M.dice(p, t)),
-            (mp.jc(p, t), M.iou(p, t)),
-            (mp.recall(p, t), M.sensitivity(p, t)),
-            (mp.precision(p, t), M.precision(p, t)),
-            (mp.specificity(p, t), M.specificity(p, t)),
         ]
+        if medpy:
+            pairs += _medpy_pairs(p, t, sp)
         for ref, got in pairs:
             ref = float(ref)
             rel = abs(ref - got) / max(1.0, abs(ref))
             if rel > 1e-5:
                 raise AssertionError(f"pair {i}: peer {ref} vs medseg {got}")
             worst = max(worst, rel)
+    peers = "MONAI hd/hd95/assd/nsd" + (
+        " and medpy hd/hd95(pooled)/assd/dc/jc/recall/precision/specificity" if medpy else ""
+    )
     return (
-        f"value check: {n} random 2D/3D pairs with random spacing, MONAI hd/hd95/assd/nsd and medpy "
-        f"hd/hd95(pooled)/assd/dc/jc/recall/precision/specificity: largest relative difference {worst:.1e} "
-        "(MONAI returns float32)"
+        f"value check: {n} random 2D/3D pairs with random spacing, {peers}: largest relative "
+        f"difference {worst:.1e} (MONAI returns float32)"
     )
 
 
@@ -221,31 +264,39 @@ def to_markdown(res: dict) -> str:
         ref_hd = mon["hd95"]
         lines.append(f"\n**{label}** (spacing {case['spacing']} mm, Dice {case['dice']:.3f})\n")
         lines.append(
-            "| metric | tool | value (mm) | CPU ms | wall ms | MONAI CPU / this | MONAI wall / this |"
+            "| metric | tool | value (mm) | CPU ms (min-max) | wall ms | MONAI CPU / this | MONAI wall / this |"
         )
         lines.append("|---|---|---:|---:|---:|---:|---:|")
         for m, rows in case["metrics"].items():
             base = mon[m] or ref_hd
             for n, r in rows.items():
+                spread = f"{1000 * r['cpu_min_s']:.1f}-{1000 * r['cpu_max_s']:.1f}"
                 lines.append(
-                    f"| {m} | {n} | {r['value']:.6f} | {1000 * r['cpu_s']:.1f} | {1000 * r['wall_s']:.1f} "
-                    f"| {base['cpu_s'] / r['cpu_s']:.1f}x | {base['wall_s'] / r['wall_s']:.1f}x |"
+                    f"| {m} | {n} | {r['value']:.6f} | {1000 * r['cpu_s']:.1f} ({spread}) "
+                    f"| {1000 * r['wall_s']:.1f} | {base['cpu_s'] / r['cpu_s']:.1f}x "
+                    f"| {base['wall_s'] / r['wall_s']:.1f}x |"
                 )
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="2d256,2d512,3d64,3d128", help=f"comma list of {sorted(SIZES)}")
+    ap.add_argument("--kinds", default="typical,hard,dissimilar")
     ap.add_argument("--repeats-2d", type=int, default=9)
     ap.add_argument("--repeats-3d", type=int, default=3)
     ap.add_argument("--calibrate", action="store_true")
+    ap.add_argument("--no-medpy", action="store_true", help="skip medpy (slow on 3D)")
+    ap.add_argument("--no-check", action="store_true", help="skip the value check on random pairs")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    print(check_values())
-    res = run(args.repeats_2d, args.repeats_3d, args.calibrate)
-    print(res["machine"], res["versions"])
-    print(to_markdown(res))
+    medpy = not args.no_medpy
+    if not args.no_check:
+        print(check_values(medpy=medpy), flush=True)
+    sizes, kinds = args.sizes.split(","), args.kinds.split(",")
+    res = run(sizes, kinds, args.repeats_2d, args.repeats_3d, args.calibrate, medpy)
+    print(res["machine"], res["versions"], "load average", res["load_average_start"], res["load_average_end"])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)

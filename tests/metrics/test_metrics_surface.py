@@ -13,7 +13,7 @@ import torch
 from medseg import metrics as M
 from medseg.metrics.surface import surface_distances
 
-METHODS = ("grid", "kdtree", "edt")
+METHODS = ("auto", "grid", "kdtree", "edt")
 
 
 # ------------------------------------------------------------ independent reference (brute force)
