@@ -115,8 +115,11 @@ class BEFUnet(SegmentationModel):
             self.edge_add = fusion = nn.ModuleList(EdgeAdd(e, d) for e, d in zip(edge_widths, dims))
         if dlf_heads is None:  # the official configuration (6, 12) for the tiny model
             dlf_heads = (num_heads[0] * 2, num_heads[-1] // 2)
+        if len(dlf_depths) != 2 or len(dlf_heads) != 2:
+            raise ValueError("DLF has 2 levels: give 2 dlf_depths and 2 dlf_heads")
         grids = ((img_size // 4,) * 2, (img_size // 32,) * 2)
-        self.dlf = DLF((dims[0], dims[-1]), grids, tuple(dlf_depths), tuple(dlf_heads), dlf_mlp_ratio)
+        depths2, heads2 = (dlf_depths[0], dlf_depths[1]), (dlf_heads[0], dlf_heads[1])
+        self.dlf = DLF((dims[0], dims[-1]), grids, depths2, heads2, dlf_mlp_ratio)
         self.decoder = BEFUnetDecoder(dims[0], dims[-1], num_classes, channels=decoder_channels)
         fusion.apply(_init_weights)
         self.dlf.apply(_init_weights)
@@ -128,7 +131,7 @@ class BEFUnet(SegmentationModel):
         edges = self.edge(x)
         fused = []
         b = self.body.patch_embed(x)
-        for s, layer in enumerate(self.body.layers):
+        for s, layer in enumerate(self.body.stages()):
             b = layer.forward_blocks(b)
             b = self._fuse(s, edges[s].permute(0, 2, 3, 1), b)
             fused.append(b)

@@ -134,7 +134,7 @@ class PixelDifferenceConv2d(nn.Module):
             dtype=self.weight.dtype,
         )
         conv.weight.copy_(pdc_kernel(self.weight, self.mode))
-        if self.bias is not None:
+        if self.bias is not None and conv.bias is not None:
             conv.bias.copy_(self.bias)
         return conv
 
