@@ -19,11 +19,21 @@ config module itself downloads weights with ``wget`` on import); the ImageNet Sw
 insists on loading is replaced by a randomly initialised state dict of its own Swin class
 (written to a temporary file), the PiDiNet weights come from the repository. Speed does not
 depend on the weight values. Its ``utils.py`` imports medpy/SimpleITK for evaluation only.
+
+Contenders (``--models``): ``befunet`` (the paper model), ``befunet_small``, ``befunet_matched``
+(``befunet`` with ``design="matched"``: the official code's work, DLF outputs used), ``official`` (as published:
+its DLF self-attention outputs ``outs_b`` are computed and discarded, so their backward pass is
+never paid) and ``official_patched`` (the same code, its DLF self-attention outputs returned instead
+of its inputs: forward hooks on the official modules, the official code itself is unchanged). Each
+medseg model is compared with its equal-work reference: ``befunet_matched`` with
+``official_patched``, the others with ``official``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,6 +45,44 @@ if __package__ in (None, ""):
 from bench.common import MALLOC_ENVS, Timing, Worker, emit_result, interleave, log_stderr, machine_summary  # noqa: E402
 
 DEFAULT_OFFICIAL = Path(__file__).resolve().parent / "_peers" / "BEFUnet"
+OFFICIAL_MODELS = ("official", "official_patched")
+# contenders that are medseg models with options: name -> (registered model, options)
+MEDSEG_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "befunet_matched": ("befunet", {"design": "matched"})
+}
+# the equal-work reference of each contender (the rest: "official", the code as published)
+REFERENCE = {"befunet_matched": "official_patched", "official_patched": "official_patched"}
+
+
+def reference_of(model: str) -> str:
+    return REFERENCE.get(model, "official")
+
+
+def use_dlf_outputs(net) -> int:
+    """Make the official model use its DLF self-attention outputs (``outs_b``), which its
+    ``MultiScaleBlock.forward`` computes and then drops, returning its inputs ``outs`` instead.
+
+    A forward hook on each branch's self-attention stack records its output, and a forward hook
+    on the ``MultiScaleBlock`` returns those outputs in place of ``outs`` (a hook's return value
+    replaces the module's output). The official code is unchanged; the work is the same as
+    published plus the backward pass through the self-attention blocks. Returns the number of
+    patched blocks."""
+    patched = 0
+    for block in net.All2Cross.blocks:  # official MultiScaleBlock(s)
+        seen: list = []
+        for branch in block.blocks:
+            branch.register_forward_hook(lambda m, inp, out, seen=seen: seen.append(out))
+
+        def used(m, inp, out, seen=seen):
+            if len(seen) != len(out):
+                raise RuntimeError(f"expected {len(out)} DLF branch outputs, recorded {len(seen)}")
+            result = list(seen)
+            seen.clear()
+            return result
+
+        block.register_forward_hook(used)
+        patched += 1
+    return patched
 
 
 def build_official(path: str | Path, img_size: int, num_classes: int):
@@ -83,11 +131,15 @@ def build_official(path: str | Path, img_size: int, num_classes: int):
 
 
 def build(model: str, img_size: int, num_classes: int, official: str, options: dict[str, Any]):
-    if model == "official":
-        return build_official(official, img_size, num_classes)
+    if model in OFFICIAL_MODELS:
+        net = build_official(official, img_size, num_classes)
+        if model == "official_patched" and not use_dlf_outputs(net):
+            raise RuntimeError("the official model has no DLF block to patch")
+        return net
     from medseg.models import build_model
 
-    return build_model(model, 3, num_classes, img_size=img_size, **options)
+    model, preset = MEDSEG_VARIANTS.get(model, (model, {}))
+    return build_model(model, 3, num_classes, img_size=img_size, **{**preset, **options})
 
 
 def soft_dice(logits, target, num_classes: int):
@@ -136,19 +188,20 @@ def make_step(
         def step() -> None:
             opt.zero_grad(set_to_none=True)
             with amp:  # bf16 autocast (forward and loss) when precision == "bf16"
-                if model == "official":
+                if model in OFFICIAL_MODELS:
                     logits = net(x).float()
                     loss = F.cross_entropy(logits, y) + soft_dice(logits, y, num_classes)
                 else:
                     logits, aux = net.forward_aux(x)
                     logits = logits.float()
                     loss = F.cross_entropy(logits, y) + soft_dice(logits, y, num_classes)
-                    for e in aux["edges"]:
+                    for e in aux.get("edges", []):  # the matched design has no edge heads
                         e = F.interpolate(e.float(), size=(size, size), mode="bilinear", align_corners=False)
                         loss = loss + F.binary_cross_entropy_with_logits(e, edge)
             loss.backward()
             opt.step()
 
+        step.net = net  # type: ignore[attr-defined]  # for bench/befunet_profile.py
         return step
     if mode == "infer":
         net.eval()
@@ -157,6 +210,7 @@ def make_step(
             with torch.no_grad(), amp:
                 net(x)
 
+        step.net = net  # type: ignore[attr-defined]
         return step
     raise ValueError(f"unknown mode {mode!r}; choose train or infer")
 
@@ -191,7 +245,12 @@ def describe(model: str, size: int, num_classes: int, official: str, options: di
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--official", default=str(DEFAULT_OFFICIAL), help="checkout of Omid-Nejati/BEFUnet")
-    p.add_argument("--models", default="befunet,official", help="befunet, befunet_small, official")
+    p.add_argument(
+        "--models",
+        default="befunet,official",
+        help="comma list: befunet, befunet_small, befunet_matched, official, official_patched",
+    )
+    p.add_argument("--infer-models", help="models timed in inference (default: --models)")
     p.add_argument("--modes", default="train,infer")
     p.add_argument("--malloc", default="default", help="glibc malloc settings: default, tuned")
     p.add_argument("--precision", default="fp32", help="comma list: fp32, bf16 (CPU autocast)")
@@ -203,9 +262,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--json", type=Path)
     p.add_argument("--no-describe", action="store_true", help="skip the parameter / FLOP / gradient census")
+    p.add_argument("--describe-only", action="store_true", help="print the census of --models and stop")
     args = p.parse_args(argv)
+    if args.describe_only:
+        return census(args)
 
     models, modes, mallocs = args.models.split(","), args.modes.split(","), args.malloc.split(",")
+    per_mode = {"train": models, "infer": (args.infer_models or args.models).split(",")}
     precisions = args.precision.split(",")
     nan = float("nan")
     info = {
@@ -214,34 +277,33 @@ def main(argv: list[str] | None = None) -> dict:
             if args.no_describe
             else describe(m, args.size, args.classes, args.official, {})
         )
-        for m in models
+        for m in dict.fromkeys(per_mode["train"] + per_mode["infer"])
     }
     for m, d in info.items():
         log_stderr(f"{m}: {d}")
-    workers = []
-    for mode in modes:
-        for m in models:
-            for prec in precisions:
-                for mal in mallocs:
-                    kwargs = dict(
-                        model=m,
-                        mode=mode,
-                        batch=args.batch,
-                        size=args.size,
-                        num_classes=args.classes,
-                        official=args.official,
-                        options={},
-                        precision=prec,
-                    )
-                    workers.append(
-                        Worker(
-                            f"{m} {mode} {prec} malloc={mal}",
-                            make_step,
-                            kwargs,
-                            env=MALLOC_ENVS[mal],
-                            warmup=args.warmup,
-                        )
-                    )
+    workers = [
+        Worker(
+            f"{m} {mode} {prec} malloc={mal}",
+            make_step,
+            dict(
+                model=m,
+                mode=mode,
+                batch=args.batch,
+                size=args.size,
+                num_classes=args.classes,
+                official=args.official,
+                options={},
+                precision=prec,
+            ),
+            env=MALLOC_ENVS[mal],
+            warmup=args.warmup,
+        )
+        for mode in modes
+        for m in per_mode[mode]
+        for prec in precisions
+        for mal in mallocs
+    ]
+    load_before = os.getloadavg()
     log_stderr(f"{len(workers)} contenders, {args.repeats} repeats x {args.steps} steps; {machine_summary()}")
     try:
         timings: dict[str, Timing] = interleave(workers, args.repeats, args.steps, log=log_stderr)
@@ -250,7 +312,6 @@ def main(argv: list[str] | None = None) -> dict:
             w.stop()
     rows = []
     for w in workers:
-        t = timings[w.name]
         kw = w._args[1]
         rows.append(
             {
@@ -260,41 +321,64 @@ def main(argv: list[str] | None = None) -> dict:
                 "malloc": w.name.rsplit("=", 1)[1],
                 "precision": kw.get("precision", "fp32"),
                 **info[kw["model"]],
-                **t.fields(args.batch),
+                **timings[w.name].fields(args.batch),
             }
         )
+    args.load_average = {"before": load_before, "after": os.getloadavg()}  # 1, 5, 15 min
     return emit_result(args, rows, markdown)
+
+
+def census(args) -> dict:
+    """Parameters, forward GFLOP and parameters without a gradient from the logits, per model."""
+    result = {m: describe(m, args.size, args.classes, args.official, {}) for m in args.models.split(",")}
+    print(
+        "| model | parameters (M) | forward GFLOP / image | parameters with no gradient from the logits (M) |"
+    )
+    print("|---|---:|---:|---:|")
+    for m, d in result.items():
+        print(f"| {m} | {d['params_M']:.2f} | {d['gflop_per_image']:.2f} | {d['no_grad_params_M']:.4f} |")
+    return result
+
+
+def _ratios(row: dict, ref: dict | None) -> str:
+    """Throughput of ``row`` over ``ref``: ratio of medians, and the median (min-max) of the
+    per-repeat ratios (same repeat, adjacent in time: robust to load that drifts during a run)."""
+    if ref is None:
+        return "- | -"
+    per = sorted(b / a for a, b in zip(row["samples"], ref["samples"]))
+    return f"{row['img_per_s'] / ref['img_per_s']:.2f} | {statistics.median(per):.2f} ({per[0]:.2f}-{per[-1]:.2f})"
 
 
 def markdown(result: dict) -> str:
     a = result["args"]
     described = not a.get("no_describe")  # without the census there is no size/FLOP column
     size_head, size_rule = ("| params (M) | GFLOP/img (fwd) ", "---:|---:|") if described else ("", "")
+    load = a.get("load_average") or {}
+    fmt = lambda v: "/".join(f"{x:.1f}" for x in v)  # noqa: E731
     lines = [
         f"Run: batch {a['batch']}, input 3x{a['size']}x{a['size']}, {a['classes']} classes, "
-        f"{a['repeats']} interleaved repeats x {a['steps']} steps; {result['machine']}.",
+        f"{a['repeats']} interleaved repeats x {a['steps']} steps; {result['machine']}"
+        + (
+            f"; load average (1/5/15 min) {fmt(load['before'])} before, {fmt(load['after'])} after"
+            if load
+            else ""
+        )
+        + ".",
         "",
-        f"| contender {size_head}| img/s (median) | s/step min-max | x official, same settings | "
-        "x official fp32, default malloc | peak RSS (MiB) |",
-        f"|---|{size_rule}---:|---:|---:|---:|---:|",
+        f"| contender {size_head}| img/s (median) | s/step min-max | reference | x reference | "
+        "x reference, per repeat | x official as published, fp32 | peak RSS (MiB) |",
+        f"|---|{size_rule}---:|---:|---|---:|---:|---:|---:|",
     ]
-    ref = {
-        (r["mode"], r.get("precision", "fp32"), r["malloc"]): r["img_per_s"]
-        for r in result["rows"]
-        if r["model"] == "official"
-    }
-
-    def ratio(r: dict, key: tuple) -> str:
-        base = ref.get(key)
-        return f"{r['img_per_s'] / base:.2f}" if base else "-"
-
+    rows = {(r["model"], r["mode"], r.get("precision", "fp32"), r["malloc"]): r for r in result["rows"]}
     for r in result["rows"]:
-        same = ratio(r, (r["mode"], r.get("precision", "fp32"), r["malloc"]))
-        published = ratio(r, (r["mode"], "fp32", "default"))
+        ref_model = reference_of(r["model"])
+        ref = rows.get((ref_model, r["mode"], r.get("precision", "fp32"), r["malloc"]))
+        published = rows.get(("official", r["mode"], "fp32", "default"))
+        pub = f"{r['img_per_s'] / published['img_per_s']:.2f}" if published else "-"
         size = f"{r['params_M']:.2f} | {r['gflop_per_image']:.2f} | " if described else ""
         lines.append(
             f"| {r['name']} | {size}{r['img_per_s']:.2f} | "
-            f"{r['s_per_step_min']:.2f}-{r['s_per_step_max']:.2f} | {same} | {published} | "
+            f"{r['s_per_step_min']:.2f}-{r['s_per_step_max']:.2f} | {ref_model} | {_ratios(r, ref)} | {pub} | "
             f"{r['peak_rss_mb']:.0f} |"
         )
     return "\n".join(lines)

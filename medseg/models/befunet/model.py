@@ -10,6 +10,13 @@ Data flow (paper Fig. 1):
 ``forward`` returns logits; ``forward_aux`` also returns ``{"edges": [E_s logits
 [B, 1, H/2**(s+1), W/2**(s+1)] for s = 1..4]}`` for the edge supervision (paper eq. 14),
 computed by the ``befunet`` loss.
+
+``design="matched"`` (config: ``model: {name: befunet, options: {design: matched}}``) does the official code's work and no
+more, for like-for-like speed comparisons: the edge features are projected and added to the body
+features (``EdgeAdd``) instead of LCAF, the edge encoder has the official PiDiNet-small widths
+(30-60-120-120 for the 96-wide body, scaled with ``embed_dim``) and no edge heads
+(``forward_aux`` returns no edge maps), and DLF is unchanged (its self-attention outputs are used,
+which the official code computes and then discards).
 """
 
 from __future__ import annotations
@@ -23,16 +30,29 @@ from torch import nn
 from medseg.models.base import SegmentationModel
 from medseg.models.befunet.decoder import BEFUnetDecoder
 from medseg.models.befunet.dlf import DLF
+from medseg.models.befunet.edge_add import EdgeAdd
 from medseg.models.befunet.lcaf import LCAF
 from medseg.models.befunet.pdc import EdgeEncoder, reparameterize_pdc
 from medseg.models.befunet.swin import SwinTransformer, _init_weights, load_swin_weights
 from medseg.models.registry import MODELS
 
 PAPER = "Manzari et al., BEFUnet, arXiv:2402.08793 (2024)"
+DESIGNS = ("paper", "matched")
+# PiDiNet-small stage widths, used by the official code's edge branch (for a 96-wide Swin-T body)
+PIDINET_SMALL_WIDTHS = (30, 60, 120, 120)
+
+
+def matched_edge_widths(embed_dim: int) -> tuple[int, ...]:
+    """The official edge widths scaled to a body of width ``embed_dim`` (exact for 96)."""
+    return tuple(max(1, round(w * embed_dim / 96)) for w in PIDINET_SMALL_WIDTHS)
 
 
 class BEFUnet(SegmentationModel):
     """Body/edge dual-branch encoder with LCAF at every level, DLF and a conv decoder.
+
+    ``design``: ``"paper"`` (default) or ``"matched"`` (additive edge fusion, no edge heads; see
+    the module docstring). ``edge_widths``: edge-encoder widths per stage (default: the body
+    widths for the paper design, :func:`matched_edge_widths` for the matched one).
 
     H and W must be multiples of 32 (``input_multiple``); windows that do not tile a
     stage's map are padded and masked inside the attention.
@@ -61,25 +81,47 @@ class BEFUnet(SegmentationModel):
         decoder_channels: int = 128,
         img_size: int = 224,
         swin_weights: str | Path | None = None,
+        design: str = "paper",
+        edge_widths: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         if len(depths) != 4 or len(num_heads) != 4:
             raise ValueError("BEFUnet has 4 stages: give 4 depths and 4 head counts")
         if img_size % 32:
             raise ValueError(f"img_size must be a multiple of 32, got {img_size}")
-        self.in_channels, self.num_classes = in_channels, num_classes
+        if design not in DESIGNS:
+            raise ValueError(f"unknown BEFUnet design {design!r}; choose one of {', '.join(DESIGNS)}")
+        self.in_channels, self.num_classes, self.design = in_channels, num_classes, design
         self.body = SwinTransformer(
             in_channels, embed_dim, tuple(depths), tuple(num_heads), window_size, mlp_ratio, drop_path_rate
         )
         dims = self.body.dims
-        self.edge = EdgeEncoder(in_channels, dims, blocks=edge_blocks)
-        self.lcaf = nn.ModuleList(LCAF(d, h, lcaf_window, lcaf_mlp_ratio) for d, h in zip(dims, num_heads))
+        paper = design == "paper"
+        if edge_widths is None:
+            edge_widths = dims if paper else matched_edge_widths(embed_dim)
+        if len(edge_widths) != 4:
+            raise ValueError(f"BEFUnet has 4 stages: give 4 edge widths, got {tuple(edge_widths)}")
+        self.edge = EdgeEncoder(in_channels, tuple(edge_widths), blocks=edge_blocks, heads=paper)
+        self.lcaf: nn.ModuleList | None = None
+        self.edge_add: nn.ModuleList | None = None
+        if paper:
+            if tuple(edge_widths) != dims:
+                raise ValueError(f"LCAF needs edge widths equal to the body widths {dims}, got {edge_widths}")
+            self.lcaf = nn.ModuleList(
+                LCAF(d, h, lcaf_window, lcaf_mlp_ratio) for d, h in zip(dims, num_heads)
+            )
+            fusion = self.lcaf
+        else:
+            self.edge_add = fusion = nn.ModuleList(EdgeAdd(e, d) for e, d in zip(edge_widths, dims))
         if dlf_heads is None:  # the official configuration (6, 12) for the tiny model
             dlf_heads = (num_heads[0] * 2, num_heads[-1] // 2)
+        if len(dlf_depths) != 2 or len(dlf_heads) != 2:
+            raise ValueError("DLF has 2 levels: give 2 dlf_depths and 2 dlf_heads")
         grids = ((img_size // 4,) * 2, (img_size // 32,) * 2)
-        self.dlf = DLF((dims[0], dims[-1]), grids, tuple(dlf_depths), tuple(dlf_heads), dlf_mlp_ratio)
+        depths2, heads2 = (dlf_depths[0], dlf_depths[1]), (dlf_heads[0], dlf_heads[1])
+        self.dlf = DLF((dims[0], dims[-1]), grids, depths2, heads2, dlf_mlp_ratio)
         self.decoder = BEFUnetDecoder(dims[0], dims[-1], num_classes, channels=decoder_channels)
-        self.lcaf.apply(_init_weights)
+        fusion.apply(_init_weights)
         self.dlf.apply(_init_weights)
         if swin_weights is not None:
             load_swin_weights(self.body, swin_weights)
@@ -89,13 +131,19 @@ class BEFUnet(SegmentationModel):
         edges = self.edge(x)
         fused = []
         b = self.body.patch_embed(x)
-        for s, layer in enumerate(self.body.layers):
+        for s, layer in enumerate(self.body.stages()):
             b = layer.forward_blocks(b)
-            b = self.lcaf[s](edges[s].permute(0, 2, 3, 1), b)
+            b = self._fuse(s, edges[s].permute(0, 2, 3, 1), b)
             fused.append(b)
             if layer.downsample is not None:
                 b = layer.downsample(b)
         return edges, fused
+
+    def _fuse(self, stage: int, edge: torch.Tensor, body: torch.Tensor) -> torch.Tensor:
+        """LCAF (paper) or projected addition (matched) of channels-last edge and body features."""
+        fusion = self.lcaf if self.lcaf is not None else self.edge_add
+        assert fusion is not None
+        return fusion[stage](edge, body)
 
     def _decode(self, fused: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         small, large = self.dlf(fused[0], fused[-1])
@@ -104,12 +152,15 @@ class BEFUnet(SegmentationModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         _, fused = self._encode(x)
-        return self._decode(fused, x.shape[-2:])
+        return self._decode(fused, (x.shape[-2], x.shape[-1]))
 
     def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Logits and ``{"edges": [...]}`` (paper design); the matched design has no edge heads
+        and returns an empty dict."""
         self.check_input(x)
         edges, fused = self._encode(x)
-        return self._decode(fused, x.shape[-2:]), {"edges": self.edge.edge_logits(edges)}
+        logits = self._decode(fused, (x.shape[-2], x.shape[-1]))
+        return (logits, {"edges": self.edge.edge_logits(edges)}) if self.design == "paper" else (logits, {})
 
     def reparameterize(self) -> BEFUnet:
         """Turn every pixel-difference convolution into its equivalent vanilla convolution
@@ -119,7 +170,8 @@ class BEFUnet(SegmentationModel):
 
 
 # Registered names: the defaults each changes in :class:`BEFUnet` (all stay options) and a summary.
-# "befunet" is the paper's configuration (Swin-Tiny body encoder).
+# "befunet" is the paper's configuration (Swin-Tiny body encoder); the matched design is an option
+# (``design="matched"``) of both names, not a registered name of its own.
 BEFUNET_PRESETS: dict[str, tuple[dict[str, Any], str]] = {
     "befunet": (
         {},

@@ -134,7 +134,7 @@ class PixelDifferenceConv2d(nn.Module):
             dtype=self.weight.dtype,
         )
         conv.weight.copy_(pdc_kernel(self.weight, self.mode))
-        if self.bias is not None:
+        if self.bias is not None and conv.bias is not None:
             conv.bias.copy_(self.bias)
         return conv
 
@@ -178,8 +178,8 @@ class EdgeEncoder(nn.Module):
 
     Stage 1 maps the input channels to ``widths[0]`` with a central-difference PDC (taking
     differences of neighbouring full-resolution pixels, evaluated at stride 2) and max-pools
-    by 2, so stage s works at 1/2**(s+1) of the input, the resolution of Swin stage s. PDC modes cycle through ``pattern`` inside each stage
-    (PiDiNet's "carv4" layout: cd, ad, rd, cv).
+    by 2, so stage s works at 1/2**(s+1) of the input, the resolution of Swin stage s. PDC modes
+    cycle through ``pattern`` inside each stage (PiDiNet's "carv4" layout: cd, ad, rd, cv).
     """
 
     def __init__(
@@ -189,6 +189,7 @@ class EdgeEncoder(nn.Module):
         *,
         blocks: int = 4,
         pattern: tuple[str, ...] = ("cd", "ad", "rd", "cv"),
+        heads: bool = True,
     ) -> None:
         super().__init__()
         if blocks < 1:
@@ -203,8 +204,9 @@ class EdgeEncoder(nn.Module):
                 PDCBlock(prev if b == 0 else width, width, pattern[b % len(pattern)]) for b in range(blocks)
             ]
             self.stages.append(nn.Sequential(*layers))
-        # Side heads: one edge map (logits) per stage, for the edge supervision of §3.3.1.
-        self.heads = nn.ModuleList(nn.Conv2d(w, 1, 1) for w in widths)
+        # Side heads: one edge map (logits) per stage, for the edge supervision of §3.3.1
+        # (``heads=False``: none, as in the official code, which has no edge supervision).
+        self.heads = nn.ModuleList(nn.Conv2d(w, 1, 1) for w in widths) if heads else None
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per-stage edge features [B, widths[s], H / 2**(s+2), W / 2**(s+2)]."""
@@ -217,4 +219,6 @@ class EdgeEncoder(nn.Module):
 
     def edge_logits(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per-stage edge maps (logits [B, 1, h_s, w_s]) from the stage features."""
+        if self.heads is None:
+            raise ValueError("this edge encoder was built without edge heads (heads=False)")
         return [head(f) for head, f in zip(self.heads, feats)]

@@ -16,6 +16,7 @@ Parameter names follow the official Swin / timm checkpoints (``patch_embed.proj`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -287,10 +288,14 @@ class SwinTransformer(nn.Module):
             )
         self.apply(_init_weights)
 
+    def stages(self) -> list[SwinStage]:
+        """The stages, typed (``nn.ModuleList`` iteration yields plain modules)."""
+        return [cast(SwinStage, layer) for layer in self.layers]
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.patch_embed(x)
         outs = []
-        for layer in self.layers:
+        for layer in self.stages():
             x = layer.forward_blocks(x)
             outs.append(x)
             if layer.downsample is not None:
@@ -315,6 +320,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"Swin weights file not found: {path}")
     try:
+        state: object
         if path.suffix == ".safetensors":
             state = load_file(str(path))
         else:
