@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader
 
 from medseg.config import load_config
 from medseg.engine.device import resolve_device
-from medseg.engine.train_setup import build_loop, build_parts
 from medseg.engine.distributed import Distributed
+from medseg.engine.train_setup import build_loop, build_parts
 from medseg.engine.train_step import train_step
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "unet3d_acdc.yaml"
@@ -79,8 +79,10 @@ def main() -> None:
                 rates["training step"].append(step_rate(loop, batch, args.steps))
             else:
                 rates[f"loader, {what} workers"].append(loader_rate(parts, int(what), args.batches, r))
-    print(f"patch {list(cfg.data.patch_size)}, batch {cfg.train.batch_size}, model {cfg.model.name} "
-          f"{cfg.model.options}, torch threads {torch.get_num_threads()}")
+    print(
+        f"patch {list(cfg.data.patch_size)}, batch {cfg.train.batch_size}, model {cfg.model.name} "
+        f"{cfg.model.options}, torch threads {torch.get_num_threads()}"
+    )
     print("| what | patches/s (median [min-max]) |\n|---|---|")
     for k, xs in rates.items():
         print(f"| {k} | {summary(xs)} |")

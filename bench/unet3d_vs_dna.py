@@ -45,9 +45,21 @@ def build_dna(classes: int) -> nn.Module:
     k, s = _topology()
     widths = [min(32 * 2**i, 320) for i in range(len(k))]
     return PlainConvUNet(
-        1, len(k), widths, nn.Conv3d, k, s, 2, classes, 2, conv_bias=False,  # medseg: no bias before a norm
-        norm_op=nn.InstanceNorm3d, norm_op_kwargs={"eps": 1e-5, "affine": True},
-        nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True}, deep_supervision=False,
+        1,
+        len(k),
+        widths,
+        nn.Conv3d,
+        k,
+        s,
+        2,
+        classes,
+        2,
+        conv_bias=False,  # medseg: no bias before a norm
+        norm_op=nn.InstanceNorm3d,
+        norm_op_kwargs={"eps": 1e-5, "affine": True},
+        nonlin=nn.LeakyReLU,
+        nonlin_kwargs={"inplace": True},
+        deep_supervision=False,
     )
 
 
@@ -85,24 +97,37 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json")
     args = ap.parse_args()
-    params = {w: sum(p.numel() for p in b(4).parameters()) for w, b in (("medseg", build_medseg), ("dna", build_dna))}
+    params = {
+        w: sum(p.numel() for p in b(4).parameters())
+        for w, b in (("medseg", build_medseg), ("dna", build_dna))
+    }
     print(machine_summary())
     print(f"patch {PATCH}, batch {args.batch}, topology {_topology()}, parameters {params}")
     results = {}
     for mode in ("train", "infer"):
         workers = [
-            Worker(f"{w} {mode}", make_step, {"which": w, "mode": mode, "batch": args.batch, "threads": args.threads})
+            Worker(
+                f"{w} {mode}",
+                make_step,
+                {"which": w, "mode": mode, "batch": args.batch, "threads": args.threads},
+            )
             for w in ("medseg", "dna")
         ]
         timings: dict[str, Timing] = interleave(workers, args.repeats, args.steps)
         for w in workers:
             w.stop()
         for t in timings.values():
-            results[t.name] = {"median_s": t.median, "min_s": min(t.seconds), "max_s": max(t.seconds),
-                               "peak_rss_mb": t.peak_rss_mb}
+            results[t.name] = {
+                "median_s": t.median,
+                "min_s": min(t.seconds),
+                "max_s": max(t.seconds),
+                "peak_rss_mb": t.peak_rss_mb,
+            }
     print("| contender | s/step median [min-max] | peak RSS MiB |\n|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['median_s']:.3f} [{r['min_s']:.3f}-{r['max_s']:.3f}] | {r['peak_rss_mb']:.0f} |")
+        print(
+            f"| {name} | {r['median_s']:.3f} [{r['min_s']:.3f}-{r['max_s']:.3f}] | {r['peak_rss_mb']:.0f} |"
+        )
     for mode in ("train", "infer"):
         ratio = results[f"dna {mode}"]["median_s"] / results[f"medseg {mode}"]["median_s"]
         print(f"{mode}: medseg is {ratio:.2f}x the speed of dynamic-network-architectures")

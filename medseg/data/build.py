@@ -15,8 +15,8 @@ from medseg.data.config import AugmentConfig, DataConfig
 from medseg.data.datasets import CaseDataset, DataBundle, TrainDataset
 from medseg.data.discovery import discover
 from medseg.data.folds import store_strata
-from medseg.data.patch_dataset import PatchDataset
 from medseg.data.labels import IGNORE, auto_mapping, class_names_from_root, memory_names, resolve_class_names
+from medseg.data.patch_dataset import PatchDataset
 from medseg.data.splits import SplitIds, split_ids
 from medseg.errors import ConfigError
 
@@ -99,6 +99,7 @@ def build_data(
     """
     aug = aug or AugmentConfig()
     store, fmt, names = build_store(cfg)
+    splits: dict[str, list[str]]
     if cfg.val_root is not None:
         splits, idx, val = _separate_val(store, cfg)
     else:
@@ -116,7 +117,7 @@ def build_data(
     return DataBundle(train, val, test, s.num_classes, names, s.in_channels, volumetric, cfg, splits, store)
 
 
-def _separate_val(store: CaseStore, cfg: DataConfig) -> tuple[SplitIds, dict, CaseDataset]:
+def _separate_val(store: CaseStore, cfg: DataConfig) -> tuple[dict[str, list[str]], dict, CaseDataset]:
     """``data.val_root``: every case under ``root`` trains, the cases of ``val_root`` validate
     (read with the training store's settings: channels, label mapping, normalisation)."""
     assert cfg.val_root is not None
@@ -127,9 +128,15 @@ def _separate_val(store: CaseStore, cfg: DataConfig) -> tuple[SplitIds, dict, Ca
     ids = [r.id for r in store.records]
     clash = sorted(set(ids) & {r.id for r in records})
     if clash:
-        raise ConfigError(f"{cfg.val_root}: case '{clash[0]}' is also under data.root ({len(clash)} shared ids)")
+        raise ConfigError(
+            f"{cfg.val_root}: case '{clash[0]}' is also under data.root ({len(clash)} shared ids)"
+        )
     splits = SplitIds({"train": ids, "val": [r.id for r in records], "test": []}, "data.val_root")
-    return splits, {"train": list(range(len(ids))), "test": []}, CaseDataset(vstore, list(range(len(records))))
+    return (
+        splits,
+        {"train": list(range(len(ids))), "test": []},
+        CaseDataset(vstore, list(range(len(records)))),
+    )
 
 
 def _source_config(

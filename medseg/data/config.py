@@ -167,8 +167,7 @@ class DataConfig(BaseModel):
         1 / 3,
         ge=0,
         le=1,
-        description="3-D patch training: share of each batch centred on a foreground voxel "
-        "(nnU-Net: 1/3).",
+        description="3-D patch training: share of each batch centred on a foreground voxel (nnU-Net: 1/3).",
     )
     val_root: Path | None = Field(
         None,

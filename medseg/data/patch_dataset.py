@@ -29,7 +29,12 @@ class PatchDataset(Dataset):
     patch_batches = True  # read in batch order (foreground oversampling is per batch position)
 
     def __init__(
-        self, store: CaseStore, indices: list[int], cfg: DataConfig, aug: AugmentConfig, seed: int,
+        self,
+        store: CaseStore,
+        indices: list[int],
+        cfg: DataConfig,
+        aug: AugmentConfig,
+        seed: int,
         batch_size: int = 2,
     ) -> None:
         assert cfg.patch_size is not None

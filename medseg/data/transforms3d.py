@@ -160,9 +160,7 @@ def spatial_patch(
     return warp(img, lab, inside, sampling_grid(matrix, size, src_corner, src_size, centre))
 
 
-def mirror_and_rot90(
-    arrays: list[np.ndarray], aug: Augment3D, rng: np.random.Generator
-) -> list[np.ndarray]:
+def mirror_and_rot90(arrays: list[np.ndarray], aug: Augment3D, rng: np.random.Generator) -> list[np.ndarray]:
     """Flip each spatial axis with its probability, then rotate in-plane by k x 90 degrees
     (square in-plane only); the last three axes of every array are D, H, W."""
     if not aug.enabled:

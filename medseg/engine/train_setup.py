@@ -188,7 +188,9 @@ def build_parts(cfg: Config, dist: Distributed, device: torch.device) -> TrainPa
     seed_everything(cfg.train.seed)
     extra = tuple(k for k in loss_needs(cfg) if k in ("weight_map", "edge"))
     if dims == 3 and extra:
-        raise MedsegError(f"loss {cfg.loss.name} needs {', '.join(extra)} targets, which 3-D patches do not provide")
+        raise MedsegError(
+            f"loss {cfg.loss.name} needs {', '.join(extra)} targets, which 3-D patches do not provide"
+        )
     data = build_data(cfg.data, cfg.augment, seed=cfg.train.seed, extra_targets=extra)
     task = make_task(cfg.loss.mode, data.num_classes, data.class_names, dims)
     loss_fn = build_loss(cfg.loss.name, mode=task.mode, ignore_index=IGNORE_INDEX, **cfg.loss.options)

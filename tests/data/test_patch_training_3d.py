@@ -37,9 +37,7 @@ def write_volumes(folder, n=2, shape=(10, 40, 36), seed=0, prefix="case"):
 def _bundle(tmp_path, patch=(8, 16, 16), aug=None, **data):
     write_volumes(tmp_path / "tr", n=3)
     write_volumes(tmp_path / "va", n=1, seed=1, prefix="val")
-    cfg = DataConfig(
-        root=tmp_path / "tr", val_root=tmp_path / "va", format="h5", patch_size=patch, **data
-    )
+    cfg = DataConfig(root=tmp_path / "tr", val_root=tmp_path / "va", format="h5", patch_size=patch, **data)
     return build_data(cfg, aug or AugmentConfig(enabled=False), seed=5)
 
 
@@ -84,7 +82,9 @@ def _scipy_reference(volume, order, corner, size, matrix):
     half = (np.asarray(size, float) - 1) / 2
     centre = np.asarray(corner, float) + half
     offset = centre - matrix @ half
-    return ndimage.affine_transform(volume, matrix, offset=offset, output_shape=size, order=order, mode="nearest")
+    return ndimage.affine_transform(
+        volume, matrix, offset=offset, output_shape=size, order=order, mode="nearest"
+    )
 
 
 @pytest.mark.parametrize("inplane", [True, False])
@@ -133,5 +133,7 @@ def test_mirroring_and_rot90_move_image_and_label_together():
 def test_a_patch_beyond_the_volume_is_padded_with_ignored_voxels():
     image = np.ones((1, 4, 10, 10), np.float32)
     mask = np.ones((4, 10, 10), np.uint8)
-    img, lab, inside = spatial_patch(image, mask, np.ones(mask.shape, bool), (-2, 0, 0), (8, 10, 10), None, -3.0)
+    img, lab, inside = spatial_patch(
+        image, mask, np.ones(mask.shape, bool), (-2, 0, 0), (8, 10, 10), None, -3.0
+    )
     assert inside.sum() == 4 * 100 and (img[0][~inside] == -3.0).all() and (lab[~inside] == 0).all()
