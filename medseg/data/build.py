@@ -16,7 +16,8 @@ from medseg.data.datasets import CaseDataset, DataBundle, TrainDataset
 from medseg.data.discovery import discover
 from medseg.data.folds import store_strata
 from medseg.data.labels import IGNORE, auto_mapping, class_names_from_root, memory_names, resolve_class_names
-from medseg.data.splits import split_ids
+from medseg.data.patch_dataset import PatchDataset
+from medseg.data.splits import SplitIds, split_ids
 from medseg.errors import ConfigError
 
 
@@ -98,13 +99,44 @@ def build_data(
     """
     aug = aug or AugmentConfig()
     store, fmt, names = build_store(cfg)
-    splits, idx = _split_indices(store, _root_dir(cfg) if fmt != "synthetic" else None, cfg)
-    train = TrainDataset(store, idx["train"], cfg, aug, seed, tuple(extra_targets), target_options)
-    val, test = CaseDataset(store, idx["val"]), CaseDataset(store, idx["test"])
+    splits: dict[str, list[str]]
+    if cfg.val_root is not None:
+        splits, idx, val = _separate_val(store, cfg)
+    else:
+        splits, idx = _split_indices(store, _root_dir(cfg) if fmt != "synthetic" else None, cfg)
+        val = CaseDataset(store, idx["val"])
+    train: TrainDataset | PatchDataset
+    if cfg.patch_size is not None:
+        train = PatchDataset(store, idx["train"], cfg, aug, seed)
+    else:
+        train = TrainDataset(store, idx["train"], cfg, aug, seed, tuple(extra_targets), target_options)
+    test = CaseDataset(store, idx["test"])
     s = store.settings
     assert s is not None
     volumetric = (test if len(test) else val).volumetric if (len(test) or len(val)) else False
     return DataBundle(train, val, test, s.num_classes, names, s.in_channels, volumetric, cfg, splits, store)
+
+
+def _separate_val(store: CaseStore, cfg: DataConfig) -> tuple[dict[str, list[str]], dict, CaseDataset]:
+    """``data.val_root``: every case under ``root`` trains, the cases of ``val_root`` validate
+    (read with the training store's settings: channels, label mapping, normalisation)."""
+    assert cfg.val_root is not None
+    vcfg = cfg.model_copy(update={"root": cfg.val_root, "format": "auto", "val_root": None})
+    records, memory, _ = discover(vcfg, True)
+    vstore = CaseStore(records, vcfg, memory)
+    vstore.settings = store.settings
+    ids = [r.id for r in store.records]
+    clash = sorted(set(ids) & {r.id for r in records})
+    if clash:
+        raise ConfigError(
+            f"{cfg.val_root}: case '{clash[0]}' is also under data.root ({len(clash)} shared ids)"
+        )
+    splits = SplitIds({"train": ids, "val": [r.id for r in records], "test": []}, "data.val_root")
+    return (
+        splits,
+        {"train": list(range(len(ids))), "test": []},
+        CaseDataset(vstore, list(range(len(records)))),
+    )
 
 
 def _source_config(

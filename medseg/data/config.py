@@ -156,6 +156,24 @@ class DataConfig(BaseModel):
         description="Clip raw intensities to [low, high] before normalising (a CT window such as "
         "[-125, 275]).",
     )
+    patch_size: tuple[int, ...] | None = Field(
+        None,
+        description="3-D patch training: the patch [D, H, W] in voxels (native resolution). "
+        "Patches are sampled from whole volumes with foreground oversampling (data.oversample) and "
+        "validation predicts whole volumes by a Gaussian-weighted sliding window of this size. "
+        "null: 2-D training on samples of data.size.",
+    )
+    oversample: float = Field(
+        1 / 3,
+        ge=0,
+        le=1,
+        description="3-D patch training: share of each batch centred on a foreground voxel (nnU-Net: 1/3).",
+    )
+    val_root: Path | None = Field(
+        None,
+        description="A separate folder of validation cases (e.g. ACDC volumes_val/); all cases "
+        "under root then train, and data.split.val_fraction is unused.",
+    )
     synthetic: SyntheticConfig = Field(
         default_factory=SyntheticConfig, description="Options of the built-in phantom data."
     )
@@ -173,6 +191,13 @@ class DataConfig(BaseModel):
             raise ValueError("data.size must be at least 8x8 pixels")
         if max(v) > 16384:  # a 40000x40000 sample would only fail later, out of memory
             raise ValueError("data.size must be at most 16384 pixels a side")
+        return v
+
+    @field_validator("patch_size")
+    @classmethod
+    def _patch(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and (len(v) != 3 or min(v) < 4):
+            raise ValueError("data.patch_size must be [D, H, W] with every size >= 4")
         return v
 
     @field_validator("intensity_clip")
@@ -203,6 +228,8 @@ class DataConfig(BaseModel):
             )
         if self.format not in ("synthetic",) and self.root is None:
             raise ValueError("data.root is required unless data.format is 'synthetic'")
+        if self.val_root is not None and self.split.folds is not None:
+            raise ValueError("data.val_root and data.split.folds exclude each other")
         if self.format == "synthetic" and "size" not in self.model_fields_set:
             self.size = (self.synthetic.size, self.synthetic.size)
         return self
@@ -222,6 +249,9 @@ class AugmentConfig(BaseModel):
     )
     hflip: float = Field(0.5, ge=0, le=1, description="Probability of a horizontal flip.")
     vflip: float = Field(0.0, ge=0, le=1, description="Probability of a vertical flip.")
+    dflip: float = Field(
+        0.0, ge=0, le=1, description="3-D patches: probability of a flip along the depth (first) axis."
+    )
     rot90: float = Field(
         0.0, ge=0, le=1, description="Probability of a random multiple-of-90-degree rotation."
     )

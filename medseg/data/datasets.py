@@ -19,6 +19,7 @@ from medseg.data import edges
 from medseg.data.case_store import CaseStore
 from medseg.data.config import AugmentConfig, DataConfig
 from medseg.data.intensity import display_rgb
+from medseg.data.patch_dataset import PatchDataset
 from medseg.data.transforms import TrainTransform, sample_seed
 
 
@@ -163,7 +164,7 @@ class CaseDataset(Dataset):
 class DataBundle:
     """What :func:`build_data` returns."""
 
-    train: TrainDataset
+    train: TrainDataset | PatchDataset  # PatchDataset: 3-D patch training (data.patch_size)
     val: CaseDataset
     test: CaseDataset
     num_classes: int

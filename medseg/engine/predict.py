@@ -21,6 +21,7 @@ from medseg.data import to_model_space
 from medseg.engine.checkpoint import load_inference_model
 from medseg.engine.device import resolve_device
 from medseg.engine.task import Task
+from medseg.errors import MedsegError
 from medseg.inference import dense_crf, predict_proba
 
 
@@ -73,6 +74,33 @@ def _two_channel(p: torch.Tensor) -> torch.Tensor:
     return torch.cat([1 - p, p]) if p.shape[0] == 1 else p
 
 
+def predict_volume_3d(
+    model: torch.nn.Module, volume: torch.Tensor, cfg: Config, device: torch.device, tta: bool
+) -> torch.Tensor:
+    """Probabilities ``[D, K, H, W]`` (float32, CPU) of a 3-D model for a volume ``[D, C, H, W]``
+    at native resolution: a Gaussian-weighted sliding window of the training patch
+    (``data.patch_size``) with ``eval.overlap``, mirrored on all three axes with ``tta``
+    (nnU-Net's inference, Isensee et al. 2021). The layout matches the slice-wise path."""
+    ev = cfg.eval
+    x = volume.permute(1, 0, 2, 3)[None]  # [1, C, D, H, W]
+    proba = predict_proba(
+        model,
+        x,
+        window=cfg.data.patch_size,
+        overlap=ev.overlap,
+        blend=ev.blend,
+        batch_size=ev.batch_size,
+        tta=tta,
+        device=torch.device("cpu"),
+    )
+    return proba[0].permute(1, 0, 2, 3).float().contiguous()
+
+
+def is_3d(cfg: Config) -> bool:
+    """Whether the run's model sees volume patches (``data.patch_size`` set) rather than slices."""
+    return cfg.data.patch_size is not None
+
+
 def predict_case(
     model: torch.nn.Module,
     case: dict,
@@ -84,13 +112,21 @@ def predict_case(
 ) -> tuple[np.ndarray, torch.Tensor]:
     """Labels (numpy, native size; ``[H, W]`` or ``[D, H, W]``) and probabilities for one case.
 
-    ``tta`` / ``crf`` default to ``cfg.eval``. A volume ``[D, C, H, W]`` is predicted slice by slice.
+    ``tta`` / ``crf`` default to ``cfg.eval``. A volume ``[D, C, H, W]`` is predicted slice by
+    slice by a 2-D model, whole by a 3-D one (:func:`predict_volume_3d`); its probabilities are
+    ``[D, K, H, W]`` either way.
     """
     tta = cfg.eval.tta if tta is None else tta
     crf = cfg.eval.crf if crf is None else crf
     image = case["image"]
     volume = image.ndim == 4
-    proba = predict_slices(model, image if volume else image[None], cfg, device, tta)
+    if is_3d(cfg):
+        if not volume:
+            where = case.get("source") or case.get("id")
+            raise MedsegError(f"{where}: a 3-D model predicts volumes, got a 2-D image")
+        proba = predict_volume_3d(model, image, cfg, device, tta)
+    else:
+        proba = predict_slices(model, image if volume else image[None], cfg, device, tta)
     if crf:
         display = np.asarray(case["display"])
         proba = crf_refine(proba, display if volume else display[None])

@@ -19,13 +19,13 @@ from medseg.engine.device import resolve_device
 from medseg.engine.distributed import Distributed
 from medseg.engine.progress import console
 from medseg.engine.rng import seed_everything
-from medseg.engine.sampler import EpochSampler
+from medseg.engine.sampler import BatchOrderSampler, EpochSampler
 from medseg.engine.schedule import build_optimizer
-from medseg.engine.task import IGNORE_INDEX, Task, make_task
+from medseg.engine.task import IGNORE_INDEX, Task, make_task, spatial_dims
 from medseg.engine.train_step import AuxForward, StepContext
 from medseg.errors import MedsegError
 from medseg.losses import build_loss, with_auxiliary
-from medseg.models import build_model
+from medseg.models import MODELS, build_model
 from medseg.models.base import SegmentationModel, to_preferred_format
 from medseg.models.weights_file import load_matching_weights
 
@@ -57,7 +57,7 @@ class TrainParts:
 class TrainLoop:
     """How a run iterates: loader, steps per epoch, schedule length and the step context."""
 
-    sampler: EpochSampler
+    sampler: EpochSampler | BatchOrderSampler
     loader: DataLoader
     steps_per_epoch: int
     max_steps: int
@@ -124,7 +124,8 @@ def add_auxiliary_loss(
     if getattr(loss_fn, "uses_aux", False) or cfg.loss.aux_weight <= 0:
         return loss_fn
     with torch.no_grad():
-        probe = torch.zeros(1, in_channels, *cfg.data.size, device=device)
+        size = cfg.data.patch_size if cfg.data.patch_size is not None else cfg.data.size
+        probe = torch.zeros(1, in_channels, *size, device=device)
         model.eval()
         _, aux = model.forward_aux(probe)
         model.train()
@@ -142,7 +143,7 @@ def medseg_version() -> str:
 
 def model_state(cfg: Config, task: Task, in_channels: int) -> dict:
     """The JSON state every checkpoint of the run carries (how to rebuild the model)."""
-    return {
+    state = {
         "model_name": cfg.model.name,
         "model_options": dict(cfg.model.options),
         "in_channels": in_channels,
@@ -153,6 +154,9 @@ def model_state(cfg: Config, task: Task, in_channels: int) -> dict:
         "config": cfg.to_dict(),
         "medseg_version": medseg_version(),
     }
+    if task.dims != 2:  # 2-D checkpoints keep their old metadata
+        state["spatial_dims"] = task.dims
+    return state
 
 
 def init_from_weights(cfg: Config, model: torch.nn.Module) -> None:
@@ -166,12 +170,29 @@ def init_from_weights(cfg: Config, model: torch.nn.Module) -> None:
     console.print(line)
 
 
+def with_patch_topology(cfg: Config) -> Config:
+    """A 3-D model that plans its topology from a patch (``unet3d``'s ``patch_size`` option) gets
+    ``data.patch_size`` when its options do not name one, so the network fits the patches; the
+    option is then part of the saved configuration and the checkpoint rebuilds the same network."""
+    options = MODELS.get(cfg.model.name).option_names() or []
+    if cfg.data.patch_size is None or "patch_size" not in options or "patch_size" in cfg.model.options:
+        return cfg
+    opts = {**cfg.model.options, "patch_size": list(cfg.data.patch_size)}
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"options": opts})})
+
+
 def build_parts(cfg: Config, dist: Distributed, device: torch.device) -> TrainParts:
     """Seed, then data, task, loss, model and optimiser, in this order."""
+    dims = spatial_dims(cfg)
+    cfg = with_patch_topology(cfg)
     seed_everything(cfg.train.seed)
     extra = tuple(k for k in loss_needs(cfg) if k in ("weight_map", "edge"))
+    if dims == 3 and extra:
+        raise MedsegError(
+            f"loss {cfg.loss.name} needs {', '.join(extra)} targets, which 3-D patches do not provide"
+        )
     data = build_data(cfg.data, cfg.augment, seed=cfg.train.seed, extra_targets=extra)
-    task = make_task(cfg.loss.mode, data.num_classes, data.class_names)
+    task = make_task(cfg.loss.mode, data.num_classes, data.class_names, dims)
     loss_fn = build_loss(cfg.loss.name, mode=task.mode, ignore_index=IGNORE_INDEX, **cfg.loss.options)
     model = build_model(
         cfg.model.name, data.in_channels, task.out_channels, weights=cfg.model.weights, **cfg.model.options
@@ -191,7 +212,12 @@ def build_loop(parts: TrainParts) -> TrainLoop:
     cfg, dist, device, model = parts.cfg, parts.dist, parts.device, parts.model
     uses_aux = bool(getattr(parts.loss_fn, "uses_aux", False))
     net = dist.wrap(AuxForward(model) if uses_aux else model, device)
-    sampler = EpochSampler(len(parts.data.train), cfg.train.seed, dist.rank, dist.world)
+    sampler: EpochSampler | BatchOrderSampler
+    if getattr(parts.data.train, "patch_batches", False):  # 3-D patches: batch positions matter
+        parts.data.train.set_batch_size(cfg.train.batch_size)
+        sampler = BatchOrderSampler(len(parts.data.train), cfg.train.batch_size, dist.rank, dist.world)
+    else:
+        sampler = EpochSampler(len(parts.data.train), cfg.train.seed, dist.rank, dist.world)
     loader = DataLoader(
         parts.data.train,
         batch_size=cfg.train.batch_size,
