@@ -14,9 +14,9 @@ import numpy as np
 
 from medseg.data.config import DataConfig
 from medseg.data.discovery import Record
+from medseg.data.geometry.case import Geometry
 from medseg.data.intensity import intensity_range, normalisation_stats
 from medseg.data.labels import IGNORE, map_mask, values_present
-from medseg.data.geometry.case import Geometry
 from medseg.data.readers import read_array_case, read_image_2d, read_mask_2d
 from medseg.data.volume_io import read_case_volume
 from medseg.errors import DataError

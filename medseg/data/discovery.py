@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medseg.data.config import DataConfig
-from medseg.data.readers import ARRAY_EXTS, IMAGE_EXTS, NIFTI_EXTS, array_shape, file_id
 from medseg.data.itk_io import is_itk_path
+from medseg.data.readers import ARRAY_EXTS, IMAGE_EXTS, NIFTI_EXTS, array_shape, file_id
 from medseg.data.synthetic import generate_dataset
 from medseg.data.volume_io import VOLUME_EXTS, case_depth, header_info
 from medseg.errors import ConfigError, DataError
@@ -189,7 +189,9 @@ def discover_arrays(root: Path, require_masks: bool) -> list[Record]:
 def _volume_files(folder: Path) -> list[Path]:
     """Volume files of ``folder`` (NIfTI, NRRD, MHA/MHD) and its DICOM series subfolders."""
     files = _files(folder, VOLUME_EXTS)
-    series = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and is_itk_path(p))
+    series = sorted(
+        p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and is_itk_path(p)
+    )
     return files + series
 
 

@@ -108,23 +108,24 @@ def read_case_volume(
     return canonical_case(image, header, labels, target_spacing=target_spacing, plane=plane)
 
 
-def check_label_grid(geometry: dict, reference: dict, path: Path, reference_path: Path, atol: float = 1e-3) -> None:
+def check_label_grid(
+    geometry: dict, reference: dict, path: Path, reference_path: Path, atol: float = 1e-3
+) -> None:
     """One clear error when two volumes do not share a voxel grid (shape, then affine)."""
     shape, ref_shape = tuple(geometry["shape_xyz"]), tuple(reference["shape_xyz"])
     if shape != ref_shape:
-        raise DataError(
-            f"{path}: shape (x, y, z) {shape} does not match {reference_path} {ref_shape}"
-        )
+        raise DataError(f"{path}: shape (x, y, z) {shape} does not match {reference_path} {ref_shape}")
     a, b = np.asarray(geometry["voxel_affine"]), np.asarray(reference["voxel_affine"])
     if not np.allclose(a, b, atol=atol, rtol=0):
         worst = float(np.abs(a - b).max())
         raise DataError(
-            f"{path}: affine differs from {reference_path} (by up to {worst:.4g} mm): "
-            "not the same voxel grid"
+            f"{path}: affine differs from {reference_path} (by up to {worst:.4g} mm): not the same voxel grid"
         )
 
 
-def write_prediction(labels: np.ndarray, geometry: Geometry, out_dir: Path, name: str) -> tuple[Path, str | None]:
+def write_prediction(
+    labels: np.ndarray, geometry: Geometry, out_dir: Path, name: str
+) -> tuple[Path, str | None]:
     """Write a case-layout label map in its input's format, grid and header; returns the file and a
     note for the log (a DICOM series is written as NIfTI), or None."""
     source = geometry.source
@@ -136,4 +137,3 @@ def write_prediction(labels: np.ndarray, geometry: Geometry, out_dir: Path, name
     if path.name.endswith(".nii.gz"):
         return save_nifti_like(stored, geometry.header, path), note
     return save_like(stored, geometry.header, path), note
-

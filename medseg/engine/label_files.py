@@ -166,8 +166,10 @@ def check_same_grid(pred: LabelFile, ref: LabelFile) -> None:
         raise DataError(
             f"{pred.path}: shape {pred.values.shape} differs from reference {ref.path} {ref.values.shape}"
         )
-    if pred.affine is not None and ref.affine is not None and not np.allclose(
-        pred.affine, ref.affine, atol=AFFINE_ATOL, rtol=0
+    if (
+        pred.affine is not None
+        and ref.affine is not None
+        and not np.allclose(pred.affine, ref.affine, atol=AFFINE_ATOL, rtol=0)
     ):
         worst = float(np.abs(pred.affine - ref.affine).max())
         raise DataError(

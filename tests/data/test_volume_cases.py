@@ -92,7 +92,9 @@ def test_case_layout_is_the_same_whatever_the_storage_and_comes_back_exactly(var
     assert case["spacing"] == pytest.approx((6.0, 1.2, 1.5))
     # back to the stored grid: equal voxel for voxel to what nibabel reads from the file
     stored = restore_labels(case["mask"].numpy().astype(np.uint8), geometry)
-    np.testing.assert_array_equal(stored.transpose(2, 1, 0), np.asarray(nib.load(tmp_path / "labelsTr" / "v.nii.gz").dataobj))
+    np.testing.assert_array_equal(
+        stored.transpose(2, 1, 0), np.asarray(nib.load(tmp_path / "labelsTr" / "v.nii.gz").dataobj)
+    )
     out = write_mask(case["mask"].numpy(), case, tmp_path / "pred", binary=False)
     assert out.name == "v.nii.gz"
     back, src = nib.load(str(out)), nib.load(str(tmp_path / "labelsTr" / "v.nii.gz"))
@@ -116,7 +118,9 @@ def test_case_affine_maps_case_voxels_to_the_same_world_points(tmp_path):
         assert mask[tuple(np.round(case_ijk).astype(int))] == arr[tuple(ijk)]
 
 
-@pytest.mark.parametrize("plane,shape", [("axial", (5, 12, 12)), ("coronal", (12, 5, 12)), ("sagittal", (12, 5, 12))])
+@pytest.mark.parametrize(
+    "plane,shape", [("axial", (5, 12, 12)), ("coronal", (12, 5, 12)), ("sagittal", (12, 5, 12))]
+)
 def test_configured_plane_sets_the_first_axis(plane, shape, tmp_path):
     lab, affine = _world_volume()
     _write_case(tmp_path, "v", lab, affine)
@@ -137,7 +141,9 @@ def test_records_count_slices_along_the_slice_axis(tmp_path):
     for k in range(3):
         arr, aff = _stored(lab, affine, (2, 0, 1), (False, False, False))
         _write_case(tmp_path, f"c{k}", arr, aff)
-    data = build_data(DataConfig(root=tmp_path, size=(16, 16), split={"val_fraction": 0.34}), AugmentConfig(enabled=False))
+    data = build_data(
+        DataConfig(root=tmp_path, size=(16, 16), split={"val_fraction": 0.34}), AugmentConfig(enabled=False)
+    )
     assert len(data.train) == 2 * 5  # 5 thick slices per volume, not 12
     assert data.train[0]["image"].shape[-2:] == (16, 16)
 

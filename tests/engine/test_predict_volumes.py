@@ -33,8 +33,8 @@ TINY = [
     "model.options={depth: 2, base_width: 4}",
     "train.log_tensorboard=false",
 ]
-# intensities 0..3 map to 0..1 exactly (no z-score): the identity model reads the labels back
-IDENTITY = ["data.normalize=none", "data.intensity_clip=[0,3]"]
+# float intensities 0..3 reach the model unchanged (no z-score): the identity model reads them back
+IDENTITY = ["data.normalize=none"]
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,8 @@ def checkpoint(tmp_path_factory):
 
 
 def _identity(self, case, **kw):
-    image = case["image"].numpy()  # [D, C, H, W], intensities label / 3
-    return np.rint(image[:, 0] * 3).astype(np.uint8), None
+    image = case["image"].numpy()  # [D, C, H, W], intensities = label values
+    return np.rint(image[:, 0]).astype(np.uint8), None
 
 
 def _labels(shape=(14, 11, 6), seed=0) -> np.ndarray:
@@ -57,7 +57,9 @@ def _labels(shape=(14, 11, 6), seed=0) -> np.ndarray:
 
 def _affines() -> dict[str, np.ndarray]:
     c, s = np.cos(0.3), np.sin(0.3)
-    oblique = np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]) @ np.diag([0.9, 0.8, 4.0, 1])
+    oblique = np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]) @ np.diag(
+        [0.9, 0.8, 4.0, 1]
+    )
     oblique[:3, 3] = [5, -7, 2]
     flipped = np.diag([-0.9, 0.8, -4.0, 1.0])
     flipped[:3, 3] = [30, -10, 40]
@@ -85,8 +87,9 @@ def test_identity_prediction_comes_back_voxel_for_voxel(name, checkpoint, tmp_pa
 
 
 def test_identity_prediction_through_a_target_spacing(checkpoint, tmp_path, monkeypatch):
-    monkeypatch.setattr(LoadedCheckpoint, "predict", _identity)
-    lab, aff = _labels(), _affines()["permuted"]
+    x, y, z = np.meshgrid(np.arange(14), np.arange(11), np.arange(6), indexing="ij")
+    lab = ((x >= 7).astype(np.uint8) + 2 * (y >= 5) + (z >= 4)).astype(np.uint8)  # quadrants, 0..4
+    aff = _affines()["permuted"]
     src = tmp_path / "case.nii.gz"
     nib.save(nib.Nifti1Image(lab.astype(np.float32), aff), str(src))
     seen = []
@@ -104,7 +107,8 @@ def test_identity_prediction_through_a_target_spacing(checkpoint, tmp_path, monk
     back = nib.load(str(tmp_path / "out" / "masks" / "case.nii.gz"))
     assert back.shape == lab.shape
     np.testing.assert_allclose(back.affine, aff, atol=1e-6)
-    assert (np.asarray(back.dataobj) == lab).mean() > 0.9  # cubic image resampling at class borders
+    # the cubic resampling of the image blurs only the class borders of this identity "model"
+    assert (np.asarray(back.dataobj) == lab).mean() > 0.95
 
 
 @pytest.mark.data
@@ -119,7 +123,14 @@ def test_acdc_volume_identity_round_trip(checkpoint, tmp_path, real_data, monkey
     img.set_data_dtype(np.float32)
     nib.save(img, str(tmp_path / "p101.nii.gz"))
     with pytest.warns(UserWarning, match="pixdim"):
-        predict_folder(checkpoint, tmp_path / "p101.nii.gz", tmp_path / "out", overrides=IDENTITY, device="cpu", overlays=False)
+        predict_folder(
+            checkpoint,
+            tmp_path / "p101.nii.gz",
+            tmp_path / "out",
+            overrides=IDENTITY,
+            device="cpu",
+            overlays=False,
+        )
     back = nib.load(str(tmp_path / "out" / "masks" / "p101.nii.gz"))
     np.testing.assert_array_equal(np.asarray(back.dataobj), lab)
     assert back.affine.tolist() == ref.affine.tolist()
@@ -148,7 +159,14 @@ def test_itk_input_is_written_back_in_its_format(ext, checkpoint, tmp_path, monk
     img.SetOrigin((3.0, -2.0, 11.0))
     img.SetDirection((0, 1, 0, -1, 0, 0, 0, 0, 1))  # rotated in-plane: stored x runs along -y (LPS)
     sitk.WriteImage(img, str(tmp_path / f"case{ext}"))
-    predict_folder(checkpoint, tmp_path / f"case{ext}", tmp_path / "out", overrides=IDENTITY, device="cpu", overlays=False)
+    predict_folder(
+        checkpoint,
+        tmp_path / f"case{ext}",
+        tmp_path / "out",
+        overrides=IDENTITY,
+        device="cpu",
+        overlays=False,
+    )
     back = sitk.ReadImage(str(tmp_path / "out" / "masks" / f"case{ext}"))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), lab.transpose(2, 1, 0))
     assert back.GetSpacing() == pytest.approx(img.GetSpacing())
@@ -176,7 +194,9 @@ def _bad_volumes(tmp_path):
     _patched(good, tmp_path / "nan_affine.nii.gz", 292, [np.nan])  # srow_x[3]
     _patched(good, tmp_path / "zero_spacing.nii.gz", 84, [0.0])  # pixdim[2]
     _patched(tmp_path / "zero_spacing.nii.gz", tmp_path / "zero_spacing.nii.gz", 300, [0.0])  # srow_y[1]
-    nib.save(nib.Nifti1Image(np.zeros((4, 4, 3, 2, 2), np.float32), np.eye(4)), str(tmp_path / "five_d.nii.gz"))
+    nib.save(
+        nib.Nifti1Image(np.zeros((4, 4, 3, 2, 2), np.float32), np.eye(4)), str(tmp_path / "five_d.nii.gz")
+    )
     return {
         "truncated": "truncated or corrupt",
         "nan_affine": "non-finite",
@@ -188,7 +208,17 @@ def _bad_volumes(tmp_path):
 def test_bad_volumes_are_one_line_and_write_nothing(checkpoint, tmp_path, capsys):
     for name, problem in _bad_volumes(tmp_path).items():
         out = tmp_path / f"out_{name}"
-        rc = main(["predict", str(checkpoint), str(tmp_path / f"{name}.nii.gz"), "--out", str(out), "--device", "cpu"])
+        rc = main(
+            [
+                "predict",
+                str(checkpoint),
+                str(tmp_path / f"{name}.nii.gz"),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
         err = capsys.readouterr().err
         assert rc != 0, name
         lines = [line for line in err.splitlines() if "error" in line.lower()]

@@ -93,4 +93,6 @@ def check_geometry(affine: np.ndarray, zooms: Sequence[float], source: str) -> N
     if not np.all(np.isfinite(z)) or np.any(z <= 0):
         raise DataError(f"{source}: voxel spacing {z.tolist()} must be finite and positive")
     if abs(np.linalg.det(a[:3, :3])) < 1e-12 * max(1.0, float(np.prod(z))):
-        raise DataError(f"{source}: the affine is singular (a zero-length or repeated axis); cannot place the volume")
+        raise DataError(
+            f"{source}: the affine is singular (a zero-length or repeated axis); cannot place the volume"
+        )
