@@ -166,6 +166,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         f"wrote {written['count']} predictions to {written['masks']}"
         + (f", overlays in {written['overlays']}" if written.get("overlays") else "")
     )
+    for note in written.get("notes") or ():
+        notes_console().print(note)
     return 0
 
 

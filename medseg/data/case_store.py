@@ -14,10 +14,11 @@ import numpy as np
 
 from medseg.data.config import DataConfig
 from medseg.data.discovery import Record
+from medseg.data.geometry.case import Geometry
 from medseg.data.intensity import intensity_range, normalisation_stats
 from medseg.data.labels import IGNORE, map_mask, values_present
-from medseg.data.nifti import read_nifti_image, read_nifti_label
 from medseg.data.readers import read_array_case, read_image_2d, read_mask_2d
+from medseg.data.volume_io import read_case_volume
 from medseg.errors import DataError
 
 
@@ -42,7 +43,7 @@ class RawCase:
     mask: np.ndarray | None
     roi: np.ndarray | None
     spacing: tuple[float, ...] | None = None
-    geometry: dict | None = None
+    geometry: Geometry | None = None  # volumes read with their affine (NIfTI, ITK)
 
 
 @dataclass
@@ -57,7 +58,7 @@ class Prepared:
     shift: np.ndarray  # normalised = (unit - shift) / scale, per channel
     scale: np.ndarray
     spacing: tuple[float, ...] | None = None
-    geometry: dict | None = None
+    geometry: Geometry | None = None
     raw_values: np.ndarray | None = None  # distinct raw mask values (fingerprint)
 
     def unit(self, image: np.ndarray) -> np.ndarray:
@@ -92,8 +93,9 @@ def _spatial_mismatch(a: tuple, b: tuple) -> str:
     return f"{fmt(a)} vs {fmt(b)}"
 
 
-def decode_record(rec: Record, memory: dict) -> RawCase:
-    """Read one record's image, mask and ROI and check that their sizes agree."""
+def decode_record(rec: Record, memory: dict, cfg: DataConfig | None = None) -> RawCase:
+    """Read one record's image, mask and ROI and check that their sizes agree. Volumes with a
+    geometry come in the case layout (RAS, slice axis first; ``cfg.target_spacing`` applied)."""
     if rec.kind == "memory":
         img, mask = memory["images"][rec.index], memory["masks"][rec.index]
         return RawCase(img if img.ndim == 3 else img[..., None], mask, None)
@@ -102,7 +104,7 @@ def decode_record(rec: Record, memory: dict) -> RawCase:
     if rec.kind == "array":
         image, label, spacing = read_array_case(rec.image[0])
         return RawCase(image, label, None, spacing)
-    return _decode_nifti(rec)
+    return _decode_volume(rec, cfg)
 
 
 def _decode_image2d(rec: Record) -> RawCase:
@@ -118,17 +120,11 @@ def _decode_image2d(rec: Record) -> RawCase:
     return RawCase(image, mask, roi)
 
 
-def _decode_nifti(rec: Record) -> RawCase:
-    image, spacing, geometry = read_nifti_image(list(rec.image))
-    label = None
-    if rec.mask is not None:
-        label = read_nifti_label(rec.mask)
-        if label.shape != image.shape[:3]:
-            raise DataError(
-                f"{rec.mask}: label shape {label.shape[::-1]} (x, y, z) does not match image "
-                f"{rec.image[0].name} {image.shape[:3][::-1]}"
-            )
-    return RawCase(image, label, None, spacing, geometry)
+def _decode_volume(rec: Record, cfg: DataConfig | None) -> RawCase:
+    target = cfg.target_spacing if cfg is not None else None
+    plane = cfg.slice_axis if cfg is not None else "auto"
+    image, label, geometry = read_case_volume(list(rec.image), rec.mask, target_spacing=target, plane=plane)
+    return RawCase(image, label, None, geometry.spacing, geometry)
 
 
 def prepare_case(raw: RawCase, rec: Record, s: Settings, cfg: DataConfig) -> Prepared:
@@ -180,7 +176,7 @@ class CaseStore:
         """Case ``i`` as read from disk (a case kept by :meth:`scan` is handed over once)."""
         if i in self._raw:
             return self._raw.pop(i)
-        raw = decode_record(self.records[i], self.memory)
+        raw = decode_record(self.records[i], self.memory, self.cfg)
         if not self.use_masks:
             raw.mask = None
         return raw

@@ -83,8 +83,20 @@ class DataConfig(BaseModel):
         "test_vol_h5/; imagesTr/ + labelsTr/ of NIfTI) or a single file. Not needed for "
         "format 'synthetic'.",
     )
-    format: Literal["auto", "folder", "h5", "npz", "nifti", "synthetic"] = Field(
-        "auto", description="Dataset layout; 'auto' detects it from the files under root."
+    format: Literal["auto", "folder", "h5", "npz", "nifti", "itk", "synthetic"] = Field(
+        "auto",
+        description="Dataset layout; 'auto' detects it from the files under root ('itk': NRRD, "
+        "MHA/MHD or DICOM series volumes, read with SimpleITK).",
+    )
+    slice_axis: Literal["auto", "axial", "coronal", "sagittal"] = Field(
+        "auto",
+        description="Volumes: the plane 2D models slice in, i.e. the first axis of each case after "
+        "reorienting to RAS; 'auto' takes the axis of largest spacing (ties: the first RAS axis).",
+    )
+    target_spacing: tuple[float, float, float] | None = Field(
+        None,
+        description="Volumes with a geometry: resample every case to this spacing (mm, slice axis "
+        "first); predictions are resampled back to each input's own grid. None keeps each file's.",
     )
     images_dir: str = Field("images", description="Folder of images, relative to root (folder format).")
     masks_dir: str = Field("masks", description="Folder of masks, relative to root (folder format).")
@@ -198,6 +210,13 @@ class DataConfig(BaseModel):
     def _patch(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
         if v is not None and (len(v) != 3 or min(v) < 4):
             raise ValueError("data.patch_size must be [D, H, W] with every size >= 4")
+        return v
+
+    @field_validator("target_spacing")
+    @classmethod
+    def _target_spacing(cls, v: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        if v is not None and not all(0 < s < float("inf") for s in v):
+            raise ValueError("data.target_spacing must be three finite positive numbers (mm)")
         return v
 
     @field_validator("intensity_clip")

@@ -2,9 +2,10 @@
 
 Three on-disk layouts are recognised (:func:`detect_format`): a folder of 2D images with
 ``images/`` + ``masks/`` (+ an optional region-of-interest folder, DRIVE ``fov/``); HDF5 / npz
-arrays (SSL4MIS ACDC slices and volumes, TransUNet Synapse); NIfTI volumes (MSD / nnU-Net
-``imagesTr/`` + ``labelsTr/``, multi-channel as ``_0000``, ``_0001``...). Discovery only lists
-files and reads headers; decoding is the case store's job.
+arrays (SSL4MIS ACDC slices and volumes, TransUNet Synapse); volumes with a geometry: NIfTI, and
+with SimpleITK NRRD, MHA/MHD and DICOM series folders (MSD / nnU-Net ``imagesTr/`` +
+``labelsTr/``, multi-channel as ``_0000``, ``_0001``..., or one file / series). Discovery only
+lists files and reads headers; decoding is the case store's job.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from medseg.data.config import DataConfig
+from medseg.data.itk_io import is_itk_path
 from medseg.data.readers import ARRAY_EXTS, IMAGE_EXTS, NIFTI_EXTS, array_shape, file_id
 from medseg.data.synthetic import generate_dataset
+from medseg.data.volume_io import VOLUME_EXTS, case_depth, header_info
 from medseg.errors import ConfigError, DataError
 
 ARRAY_SUBDIRS = (
@@ -35,7 +37,7 @@ class Record:
     """One case on disk (or in memory): where its image, mask and region mask are."""
 
     id: str
-    kind: str  # "image2d" | "array" | "nifti" | "memory"
+    kind: str  # "image2d" | "array" | "nifti" | "itk" | "memory"
     image: tuple[Path, ...] = ()
     mask: Path | None = None
     roi: Path | None = None
@@ -73,11 +75,13 @@ def _format_of_file(root: Path) -> str:
     name = root.name.lower()
     if name.endswith(NIFTI_EXTS):
         return "nifti"
+    if is_itk_path(root):
+        return "itk"
     if name.endswith(ARRAY_EXTS):
         return "h5"
     if name.endswith(IMAGE_EXTS):
         return "folder"
-    raise DataError(f"{root}: unknown file type (expected an image, .h5, .npz or .nii.gz)")
+    raise DataError(f"{root}: unknown file type (expected an image, .h5, .npz, .nii.gz, .nrrd, .mha or .mhd)")
 
 
 def detect_format(root: Path, cfg: DataConfig | None = None) -> str:
@@ -87,12 +91,16 @@ def detect_format(root: Path, cfg: DataConfig | None = None) -> str:
     if root.is_file():
         return _format_of_file(root)
     images_dir = cfg.images_dir if cfg else "images"
+    if is_itk_path(root):  # a DICOM series folder
+        return "itk"
     if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir() or _files(root, NIFTI_EXTS):
         return "nifti"
     if (root / images_dir).is_dir():
         return "folder"
     if any((root / d).is_dir() for d in ARRAY_SUBDIRS) or _files(root, ARRAY_EXTS):
         return "h5"
+    if _files(root, VOLUME_EXTS) or any(p.is_dir() and is_itk_path(p) for p in root.iterdir()):
+        return "itk"
     if _files(root, IMAGE_EXTS):
         return "folder"
     raise DataError(
@@ -178,42 +186,49 @@ def discover_arrays(root: Path, require_masks: bool) -> list[Record]:
     return records
 
 
-def _nifti_layout(root: Path) -> tuple[list[Path], Path | None]:
-    """NIfTI image files of ``root`` and the folder of their labels (None: none expected)."""
-    if root.is_file():
+def _volume_files(folder: Path) -> list[Path]:
+    """Volume files of ``folder`` (NIfTI, NRRD, MHA/MHD) and its DICOM series subfolders."""
+    files = _files(folder, VOLUME_EXTS)
+    series = sorted(
+        p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and is_itk_path(p)
+    )
+    return files + series
+
+
+def _volume_layout(root: Path) -> tuple[list[Path], Path | None]:
+    """Image volumes of ``root`` and the folder of their labels (None: none expected)."""
+    if root.is_file() or (root.is_dir() and is_itk_path(root)):  # one file or one DICOM series
         return [root], None
     img_dir = next((root / d for d in ("imagesTr", "imagesTs") if (root / d).is_dir()), root)
-    img_files = _files(img_dir, NIFTI_EXTS)
+    img_files = _volume_files(img_dir)
     lab_dir = (
         root / "labelsTr"
         if img_dir.name == "imagesTr"
         else (root / "labelsTs" if (root / "labelsTs").is_dir() else None)
     )
     if not img_files:
-        raise DataError(f"{img_dir}: no NIfTI images (.nii / .nii.gz) found")
+        raise DataError(f"{img_dir}: no volumes found ({', '.join(VOLUME_EXTS)} or DICOM series folders)")
     return img_files, lab_dir
 
 
-def _nifti_depth(path: Path) -> int:
-    import nibabel as nib  # nibabel: heavy import, only needed for NIfTI datasets
-
-    try:
-        img: Any = nib.load(str(path))
-        shape = img.shape
-    except Exception as e:
-        raise DataError(f"{path}: cannot read NIfTI header ({e})") from None
-    return int(shape[2]) if len(shape) >= 3 else 1
+def _volume_depth(path: Path, plane: str) -> int:
+    """Slices of a volume along its slice axis in the case layout, from its header."""
+    info = header_info(path)
+    if info.get("ndim", 3) > 4:
+        raise DataError(f"{path}: expected a 3D (or 4D multi-channel) volume, got {info['ndim']} dimensions")
+    return case_depth(info, plane)
 
 
-def discover_nifti(root: Path, require_masks: bool) -> list[Record]:
-    """Cases of NIfTI volumes; nnU-Net ``CASE_0000``, ``CASE_0001``... files are channels of one case."""
-    img_files, lab_dir = _nifti_layout(root)
+def discover_volumes(root: Path, require_masks: bool, plane: str = "auto") -> list[Record]:
+    """Cases of NIfTI / NRRD / MHA / DICOM volumes; nnU-Net ``CASE_0000``, ``CASE_0001``... files
+    are channels of one case. Each record's depth counts slices along the case's slice axis."""
+    img_files, lab_dir = _volume_layout(root)
     groups: dict[str, list[Path]] = {}
     ids = [file_id(p) for p in img_files]
     nnunet = all(re.search(r"_\d{4}$", i) for i in ids)
     for p, i in zip(img_files, ids):
         groups.setdefault(i[:-5] if nnunet else i, []).append(p)
-    labels = _by_id(_files(lab_dir, NIFTI_EXTS)) if lab_dir is not None and lab_dir.is_dir() else {}
+    labels = _by_id(_volume_files(lab_dir)) if lab_dir is not None and lab_dir.is_dir() else {}
     if require_masks and lab_dir is not None and not lab_dir.is_dir():
         raise DataError(f"{root}: no labelsTr/ folder next to imagesTr/")
     records = []
@@ -221,8 +236,12 @@ def discover_nifti(root: Path, require_masks: bool) -> list[Record]:
         lab = labels.get(cid)
         if lab is None and require_masks:
             raise DataError(f"{paths[0]}: missing label volume (no labelsTr/{cid}.nii.gz)")
-        records.append(Record(cid, "nifti", tuple(sorted(paths)), lab, None, _nifti_depth(paths[0])))
+        kind = "nifti" if paths[0].name.lower().endswith(NIFTI_EXTS) else "itk"
+        records.append(Record(cid, kind, tuple(sorted(paths)), lab, None, _volume_depth(paths[0], plane)))
     return records
+
+
+discover_nifti = discover_volumes  # the name of the NIfTI-only version
 
 
 def discover(cfg: DataConfig, require_masks: bool) -> tuple[list[Record], dict | None, str]:
@@ -242,4 +261,4 @@ def discover(cfg: DataConfig, require_masks: bool) -> tuple[list[Record], dict |
         return discover_folder(root, cfg, require_masks), None, fmt
     if fmt in ("h5", "npz"):
         return discover_arrays(root, require_masks), None, "h5"
-    return discover_nifti(root, require_masks), None, fmt
+    return discover_volumes(root, require_masks, cfg.slice_axis), None, fmt

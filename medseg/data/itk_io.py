@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.data.geometry.affine import check_geometry
 from medseg.data.readers import check_finite, check_pixels
 from medseg.errors import DataError
 
@@ -103,6 +104,7 @@ def itk_geometry(img: Any, source: str) -> tuple[tuple[float, float, float], dic
     affine = np.eye(4)
     affine[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(spacing)
     affine[:3, 3] = _LPS_TO_RAS @ origin
+    check_geometry(affine, spacing.tolist(), source)
     geometry = {
         "source": source,
         "affine": affine.tolist(),
@@ -146,6 +148,11 @@ def read_itk_image(path: str | Path) -> tuple[np.ndarray, tuple[float, float, fl
 
 def read_itk_label(path: str | Path) -> np.ndarray:
     """Read a label map (NRRD / MHA / MHD / DICOM) as ``[D, H, W]``."""
+    return itk_label_geometry(path)[0]
+
+
+def itk_label_geometry(path: str | Path) -> tuple[np.ndarray, dict]:
+    """A label map (NRRD / MHA / MHD / DICOM) as ``[D, H, W]`` and its geometry dict."""
     path = Path(path)
     sitk = _sitk(path)
     img = _read(path, "label")
@@ -153,7 +160,25 @@ def read_itk_label(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: label has {img.GetNumberOfComponentsPerPixel()} components; expected 1")
     arr = _as_zyx(sitk, img, path)
     check_finite(arr, path)
-    return np.ascontiguousarray(arr)
+    return np.ascontiguousarray(arr), itk_geometry(img, str(path))[1]
+
+
+def read_itk_info(path: str | Path) -> dict:
+    """The geometry dict of an NRRD / MHA / MHD file from its header alone (nothing decoded)."""
+    path = Path(path)
+    sitk = _sitk(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[-200:]
+        raise DataError(f"{path}: cannot read the image header ({detail})") from None
+    if reader.GetDimension() not in (2, 3):
+        raise DataError(f"{path}: expected a 2D or 3D image, got {reader.GetDimension()} dimensions")
+    return itk_geometry(reader, str(path))[1]
 
 
 def prediction_path(source: str | Path, out_dir: str | Path, case_id: str) -> tuple[Path, str | None]:

@@ -8,14 +8,17 @@ Failures are one-line :class:`~medseg.errors.DataError` naming the file.
 
 from __future__ import annotations
 
+import gzip
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medseg.data.geometry.affine import voxel_affine
-from medseg.data.readers import check_finite
+from medseg.atomic import atomic_write
+from medseg.data.geometry.affine import check_geometry, voxel_affine
+from medseg.data.geometry.case import Geometry, restore_labels
+from medseg.data.readers import NIFTI_EXTS, check_finite
 from medseg.errors import DataError
 
 MANY_CHANNELS = 8  # more input channels than this in one volume is warned about (MSD has at most 4)
@@ -53,13 +56,14 @@ def nifti_geometry(img: Any, source: str) -> tuple[tuple[float, float, float], d
     """
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     zooms = zooms + (1.0,) * (3 - len(zooms))
+    check_geometry(np.asarray(img.affine, dtype=float), zooms, source)
     voxel = voxel_affine(np.asarray(img.affine, dtype=float), zooms, source)
     geometry = {
         "source": source,
         "affine": np.asarray(img.affine, dtype=float).tolist(),
         "voxel_affine": voxel.tolist(),
         "spacing_xyz": list(zooms),
-        "shape_xyz": [int(s) for s in img.shape[:3]],
+        "shape_xyz": [int(s) for s in img.shape[:3]] + [1] * (3 - len(img.shape[:3])),
         "layout": "zyx",
     }
     return (zooms[2], zooms[1], zooms[0]), geometry
@@ -98,36 +102,67 @@ def read_nifti_image(paths: list[Path]) -> tuple[np.ndarray, tuple[float, float,
 
 
 def read_nifti_label(path: Path) -> np.ndarray:
-    _, data = _load_nifti(path, "label")
-    arr = _xyz_to_zyx(data, path)
-    if arr.ndim != 3:
+    """Read a ``[D, H, W]`` (z, y, x) label volume."""
+    return read_nifti_label_geometry(path)[0]
+
+
+def read_nifti_label_geometry(path: Path) -> tuple[np.ndarray, dict]:
+    """A ``[D, H, W]`` (z, y, x) label volume and its geometry (as :func:`nifti_geometry`)."""
+    img, data = _load_nifti(path, "label")
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3 and data.ndim != 2:
         raise DataError(f"{path}: label volume must be 3D, got shape {data.shape}")
+    arr = _xyz_to_zyx(data, path)
     check_finite(arr, path)
-    return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(arr == np.round(arr)):
+            raise DataError(f"{path}: label volume holds non-integer values")
+    _, geometry = nifti_geometry(img, str(path))
+    return arr, geometry
 
 
-def save_nifti_like(labels: np.ndarray, geometry: dict, path: str | Path) -> Path:
-    """Write a ``[D, H, W]`` label map as NIfTI with the affine and header of the source image."""
+def save_nifti_like(labels: np.ndarray, geometry: dict | Geometry, path: str | Path) -> Path:
+    """Write a label map as NIfTI with the affine, header and shape of the source image, atomically.
+
+    ``geometry``: a case's :class:`~medseg.data.geometry.Geometry` (``labels`` in the case layout,
+    mapped back to the file's grid first) or the file's geometry dict (``labels`` ``[z, y, x]``).
+    """
     import nibabel as nib  # nibabel: heavy import, loaded only for NIfTI cases
 
+    if isinstance(geometry, Geometry):
+        labels, geometry = restore_labels(labels, geometry), geometry.header
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise ValueError(f"labels must be [D, H, W], got shape {labels.shape}")
-    arr = np.ascontiguousarray(labels.transpose(2, 1, 0)).astype(np.uint8 if labels.max() < 256 else np.int16)
+    arr = np.ascontiguousarray(labels.transpose(2, 1, 0)).astype(
+        np.uint8 if labels.max(initial=0) < 256 and labels.min(initial=0) >= 0 else np.int16
+    )
     expected = tuple(geometry.get("shape_xyz", arr.shape))
     if tuple(arr.shape) != expected:
         raise ValueError(f"labels shape (x, y, z) {arr.shape} does not match the source image {expected}")
-    header = None
-    src = geometry.get("source")
-    if src and Path(src).exists():
-        src_img: Any = nib.load(src)
-        header = src_img.header.copy()
-        if len(header.get_data_shape()) > 3:
-            header = None  # a 4D (multi-channel) source header does not fit a 3D label map
+    header = _source_header(geometry)
+    if header is not None:
+        header.set_data_shape(arr.shape)
     out = nib.Nifti1Image(arr, np.asarray(geometry["affine"], dtype=float), header=header)
     out.set_data_dtype(arr.dtype)
     out.header.set_slope_inter(1.0, 0.0)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(out, str(path))
-    return path
+    gz = path.name.lower().endswith(".gz")
+
+    def write(tmp: Path) -> None:
+        raw = out.to_bytes()  # header and data of a single-file .nii
+        tmp.write_bytes(gzip.compress(raw, compresslevel=6, mtime=0) if gz else raw)
+
+    return atomic_write(path, write)
+
+
+def _source_header(geometry: dict) -> Any:
+    """The source file's NIfTI header (pixdim, qform/sform codes, units) when the source is a 3-D
+    NIfTI file (a 4-D multi-channel one included: its shape is replaced); None otherwise."""
+    import nibabel as nib  # nibabel: heavy import, loaded only for NIfTI cases
+
+    src = geometry.get("source")
+    if not src or not str(src).lower().endswith(NIFTI_EXTS) or not Path(src).is_file():
+        return None
+    return nib.load(src).header.copy()  # type: ignore[attr-defined]

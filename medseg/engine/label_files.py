@@ -1,6 +1,7 @@
 """Folders of label maps on disk, for scoring existing predictions: find, pair by name, read.
 
-Formats: 2D images (PNG, TIFF, BMP...), NIfTI (``.nii.gz``/``.nii``; spacing from the header),
+Formats: 2D images (PNG, TIFF, BMP...), NIfTI (``.nii.gz``/``.nii``; spacing from the header, the
+pixdim rule of :mod:`medseg.data.geometry.affine` included), NRRD / MHA / MHD (SimpleITK),
 HDF5 / npz (a ``label``/``pred``/``seg``... array, ``spacing`` when the file has one) and ``.npy``
 (what ``medseg predict`` writes for arrays). Files pair by name without the extension; names
 left unpaired then pair after removing an nnU-Net channel suffix (``_0000``) and a MONAI / common
@@ -16,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.nifti import read_nifti_image
+from medseg.data.itk_io import ITK_EXTS
 from medseg.data.readers import ARRAY_EXTS, IMAGE_EXTS, NIFTI_EXTS, file_id, read_mask_2d
+from medseg.data.volume_io import read_volume_label
 from medseg.errors import DataError
 
-LABEL_EXTS = (*NIFTI_EXTS, *ARRAY_EXTS, ".npy", *IMAGE_EXTS)
+LABEL_EXTS = (*NIFTI_EXTS, *ITK_EXTS, *ARRAY_EXTS, ".npy", *IMAGE_EXTS)
+AFFINE_ATOL = 1e-3  # mm: two label volumes on the same grid agree far better than this
 ARRAY_KEYS = ("label", "pred", "prediction", "seg", "segmentation", "mask", "labels", "gt")
 LABEL_DIRS = ("masks", "labelsTr", "labelsTs", "labels")
 POSTFIX = re.compile(r"(_\d{4})?(_(seg|pred|prediction|segmentation|mask|label|labels|gt|trans))?$")
@@ -99,6 +102,7 @@ class LabelFile:
     path: Path
     values: np.ndarray
     spacing: tuple[float, ...] | None
+    affine: np.ndarray | None = None  # voxel (x, y, z) -> world mm, for volumes with a geometry
 
 
 def _array_file(path: Path) -> tuple[np.ndarray, object]:
@@ -143,14 +147,32 @@ def read_label_file(path: Path) -> LabelFile:
     """Read one label map: ``[H, W]`` (2D images) or ``[D, H, W]`` (NIfTI in z, y, x order, arrays
     as stored) with its spacing in the same axis order (None for 2D images)."""
     name = path.name.lower()
-    if name.endswith(NIFTI_EXTS):
-        arr, spacing, _ = read_nifti_image([path])
-        if arr.shape[-1] != 1:
-            raise DataError(f"{path}: a label map must have one channel, got {arr.shape[-1]}")
-        return LabelFile(path, arr[..., 0], spacing)
+    if name.endswith((*NIFTI_EXTS, *ITK_EXTS)):
+        values, geometry = read_volume_label(path)
+        sx, sy, sz = (float(v) for v in geometry["spacing_xyz"])
+        return LabelFile(path, values, (sz, sy, sx), np.asarray(geometry["voxel_affine"], dtype=float))
     if name.endswith(IMAGE_EXTS):
         return LabelFile(path, read_mask_2d(path, "label map"), None)
     values, raw_spacing = _array_file(path)
     if values.ndim not in (2, 3):
         raise DataError(f"{path}: a label map must be 2D or 3D, got shape {values.shape}")
     return LabelFile(path, values, _spacing(raw_spacing, values.ndim, path))
+
+
+def check_same_grid(pred: LabelFile, ref: LabelFile) -> None:
+    """One error line naming both files when a prediction and its reference do not share a voxel
+    grid: another shape, or (volumes with a geometry) another affine."""
+    if pred.values.shape != ref.values.shape:
+        raise DataError(
+            f"{pred.path}: shape {pred.values.shape} differs from reference {ref.path} {ref.values.shape}"
+        )
+    if (
+        pred.affine is not None
+        and ref.affine is not None
+        and not np.allclose(pred.affine, ref.affine, atol=AFFINE_ATOL, rtol=0)
+    ):
+        worst = float(np.abs(pred.affine - ref.affine).max())
+        raise DataError(
+            f"{pred.path}: affine differs from reference {ref.path} (by up to {worst:.4g} mm): "
+            "not the same voxel grid"
+        )

@@ -10,6 +10,8 @@ from PIL import Image
 
 from medseg.atomic import atomic_write
 from medseg.data import save_nifti_like
+from medseg.data.geometry import Geometry
+from medseg.data.volume_io import write_prediction
 
 
 def safe_name(case_id: str) -> str:
@@ -50,19 +52,32 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def write_mask(
-    labels: np.ndarray, case: dict, out_dir: Path, *, binary: bool, name: str | None = None
+    labels: np.ndarray,
+    case: dict,
+    out_dir: Path,
+    *,
+    binary: bool,
+    name: str | None = None,
+    notes: list[str] | None = None,
 ) -> Path:
     """Write one case's predicted labels into ``out_dir``; returns the file written.
 
-    2-D: PNG, binary masks as 0/255, multi-class ones as class indices. Volumes: NIfTI with
-    the input's geometry, or ``.npy`` when the input had none. ``name``: the file stem
-    (default: the safe case id).
+    2-D: PNG, binary masks as 0/255, multi-class ones as class indices. Volumes with a
+    :class:`~medseg.data.geometry.Geometry`: mapped back to the input's own grid and written in
+    its format with its affine and header (NIfTI in, NIfTI out; NRRD / MHA / MHD likewise; a
+    DICOM series as NIfTI, said in ``notes``); ``.npy`` when the input had no geometry.
+    ``name``: the file stem (default: the safe case id).
     """
     name = name or safe_name(case["id"])
     if labels.ndim == 3:
-        if case.get("geometry") is not None:
+        geometry = case.get("geometry")
+        if isinstance(geometry, Geometry):
+            path, note = write_prediction(labels.astype(np.uint8), geometry, out_dir, name)
+            if note and notes is not None:
+                notes.append(note)
+        elif geometry is not None:  # a stored-order geometry dict
             path = out_dir / f"{name}.nii.gz"
-            save_nifti_like(labels.astype(np.uint8), case["geometry"], path)
+            save_nifti_like(labels.astype(np.uint8), geometry, path)
         else:
             path = out_dir / f"{name}.npy"
             save_npy(path, labels.astype(np.uint8))

@@ -69,8 +69,11 @@ def predict_folder(
 ) -> dict:
     """Predict every image/volume under ``inputs``; write masks (and overlays) to ``out_dir``.
 
-    Binary masks are written as 0/255 PNG, multi-class ones as class-index PNG; volumes
-    as NIfTI with the input's geometry (or ``.npy`` when the input had none). File names are
+    Binary masks are written as 0/255 PNG, multi-class ones as class-index PNG. A volume is
+    predicted in its case layout (RAS, slice axis first, at ``data.target_spacing`` when set) and
+    mapped back exactly (inverse resampling, inverse reorientation) to be written in its input's
+    format with the input's affine, header and shape (``.npy`` when the input had no geometry;
+    a DICOM series as NIfTI, listed in ``notes``). File names are
     the case ids made safe and unique (``names.csv`` maps them back when they differ). Writing
     into the inputs' tree or over existing masks is refused unless ``overwrite``.
     """
@@ -90,13 +93,14 @@ def predict_folder(
     if overlays:
         overlay_dir.mkdir(exist_ok=True)
     binary = loaded.task.mode == "binary"
+    notes: list[str] = []
     with make_progress() as progress:
         bar = progress.add_task("predicting", total=len(cases))
         for i in range(len(cases)):
             case = cases[i]
             _check_channels(case, loaded.state["in_channels"])
             labels, _ = loaded.predict(case, tta=tta, crf=crf)
-            write_mask(labels, case, mask_dir, binary=binary, name=names[i])
+            write_mask(labels, case, mask_dir, binary=binary, name=names[i], notes=notes)
             if overlays:
                 save_png(overlay_dir / f"{names[i]}.png", case_overlay(case, labels))
             progress.advance(bar)
@@ -106,4 +110,5 @@ def predict_folder(
         "masks": str(mask_dir),
         "overlays": str(overlay_dir) if overlays else None,
         "names": str(name_map) if name_map else None,
+        "notes": notes,
     }

@@ -18,7 +18,7 @@ import numpy as np
 
 from medseg.constants import IGNORE_INDEX
 from medseg.data.labels import auto_mapping, class_names_from_root, map_mask, values_present
-from medseg.engine.label_files import LabelFile, index_folder, pair_names, read_label_file
+from medseg.engine.label_files import LabelFile, check_same_grid, index_folder, pair_names, read_label_file
 from medseg.errors import DataError
 from medseg.metrics import evaluate_case
 from medseg.metrics import report as rep
@@ -67,10 +67,7 @@ def _classes(
 
 
 def _check_pair(pred: LabelFile, ref: LabelFile, spacing: Sequence[float] | None) -> tuple[float, ...] | None:
-    if pred.values.shape != ref.values.shape:
-        raise DataError(
-            f"{pred.path}: shape {pred.values.shape} differs from reference {ref.path.name} {ref.values.shape}"
-        )
+    check_same_grid(pred, ref)
     if spacing is not None:
         return tuple(float(s) for s in spacing)
     if (

@@ -113,7 +113,7 @@ def test_unpaired_files_and_shape_mismatch_are_one_line_errors(tmp_path):
         "k2.png"
     )
     _png(tmp_path / "pred" / "k2.png", np.zeros((8, 9), np.uint8))
-    with pytest.raises(DataError, match=r"k2\.png: shape \(8, 9\) differs from reference k2\.png \(8, 8\)"):
+    with pytest.raises(DataError, match=r"k2\.png: shape \(8, 9\) differs from reference .*k2\.png \(8, 8\)"):
         score_folders(tmp_path / "pred", tmp_path / "gt")
     with pytest.raises(DataError, match="no such folder"):
         score_folders(tmp_path / "nope", tmp_path / "gt")

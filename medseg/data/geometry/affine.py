@@ -24,6 +24,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from medseg.errors import DataError
+
 RTOL = 1e-3  # relative disagreement tolerated between affine column norms and pixdim
 
 
@@ -79,3 +81,18 @@ def voxel_affine(affine: np.ndarray, zooms: Sequence[float], source: str = "") -
     direction[:, norms == 0] = np.eye(3)[:, norms == 0]  # a degenerate column: fall back to the axis
     a[:3, :3] = direction * z
     return a
+
+
+def check_geometry(affine: np.ndarray, zooms: Sequence[float], source: str) -> None:
+    """Refuse geometry no volume can have: a non-finite or singular affine, a non-finite, zero or
+    negative voxel size. Raises a one-line :class:`~medseg.errors.DataError` naming ``source``."""
+    a = np.asarray(affine, dtype=float)
+    if a.shape != (4, 4) or not np.all(np.isfinite(a)):
+        raise DataError(f"{source}: the affine holds non-finite values (NaN or inf); cannot place the volume")
+    z = np.asarray([float(v) for v in zooms[:3]])
+    if not np.all(np.isfinite(z)) or np.any(z <= 0):
+        raise DataError(f"{source}: voxel spacing {z.tolist()} must be finite and positive")
+    if abs(np.linalg.det(a[:3, :3])) < 1e-12 * max(1.0, float(np.prod(z))):
+        raise DataError(
+            f"{source}: the affine is singular (a zero-length or repeated axis); cannot place the volume"
+        )
