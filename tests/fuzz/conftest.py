@@ -21,7 +21,11 @@ try:
 except ImportError:  # an optional test dependency (the ``test`` extra): skip the fuzz tests
     collect_ignore_glob = ["test_*.py"]
 else:
-    _COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    _COMMON = dict(
+        deadline=None,
+        database=None,  # nothing written into the checkout (.hypothesis/)
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     settings.register_profile("ci", max_examples=60, derandomize=True, print_blob=True, **_COMMON)
     settings.register_profile("long", max_examples=2000, **_COMMON)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

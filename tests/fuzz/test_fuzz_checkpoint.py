@@ -80,7 +80,9 @@ def states(draw) -> dict:
         elif action == "option" and isinstance(state.get("model_options"), dict):
             state["model_options"][draw(st.sampled_from(OPTION_KEYS))] = draw(JSON | HUGE)
         else:
-            state["model_name"] = draw(st.sampled_from(["unet", "unet3d", "fcn8s", "segnet", "befunet", "nope"]))
+            state["model_name"] = draw(
+                st.sampled_from(["unet", "unet3d", "fcn8s", "segnet", "befunet", "nope"])
+            )
     return state
 
 

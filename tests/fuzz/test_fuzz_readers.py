@@ -19,6 +19,7 @@ from PIL import Image
 
 from medseg.data.nifti import read_nifti_image, read_nifti_label
 from medseg.data.readers import read_array_case, read_image_2d, read_mask_2d
+from medseg.errors import DataError
 
 FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".jpg": "JPEG"}
 MODES = ("L", "RGB", "RGBA", "I;16", "1", "P", "F")
@@ -74,7 +75,9 @@ def image_files(draw) -> tuple[str, bytes]:
 
 
 def _sound_image(arr) -> None:
-    assert isinstance(arr, np.ndarray) and arr.ndim == 3 and min(arr.shape[:2]) >= 2, getattr(arr, "shape", arr)
+    assert isinstance(arr, np.ndarray) and arr.ndim == 3 and min(arr.shape[:2]) >= 2, getattr(
+        arr, "shape", arr
+    )
     assert arr.dtype.kind in "biuf" and (arr.dtype.kind != "f" or np.isfinite(arr).all())
 
 
@@ -92,7 +95,20 @@ def test_image_and_mask_files(folder, case):
     outcome("image files: read_mask_2d", path, lambda: read_mask_2d(path), _sound_mask)
 
 
-DTYPES = ("float16", "float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "int64", "bool", "complex64", "U3")
+DTYPES = (
+    "float16",
+    "float32",
+    "float64",
+    "int8",
+    "uint8",
+    "int16",
+    "uint16",
+    "int32",
+    "int64",
+    "bool",
+    "complex64",
+    "U3",
+)
 SHAPES = st.lists(st.integers(0, 6), min_size=0, max_size=5).map(tuple)
 
 
@@ -161,7 +177,8 @@ def nifti_files(draw) -> bytes:
     arr = (rng.random(shape) * 4).astype(dtype)
     if dtype.kind == "f" and draw(st.booleans()):
         arr.flat[0] = np.nan
-    img = nib.Nifti1Image(arr, np.diag([*draw(st.lists(st.floats(-3, 3), min_size=3, max_size=3)), 1.0]))
+    zooms = draw(st.lists(st.floats(0.1, 3) | st.floats(-3, -0.1), min_size=3, max_size=3))
+    img = nib.Nifti1Image(arr, np.diag([*zooms, 1.0]))  # damaged headers come from `mutated`
     data = bytearray(img.to_bytes())
     if draw(st.booleans()):  # declare other dimensions (dim[0..7] at byte 40) without the data
         dims = [draw(st.integers(0, 7))] + [draw(HUGE.map(lambda v: v % 32768)) for _ in range(7)]
@@ -186,3 +203,13 @@ def test_nifti_files(folder, data):
     path.write_bytes(data)
     outcome("NIfTI: read_nifti_image", path, lambda: read_nifti_image([path]), _sound_volume)
     outcome("NIfTI: read_nifti_label", path, lambda: read_nifti_label(path), _sound_label)
+
+
+def test_complex_nifti_is_refused(folder):
+    """Found by test_nifti_files: a complex-valued NIfTI volume was read as complex numbers."""
+    import nibabel as nib
+
+    path = folder / "complex_volume.nii"
+    nib.save(nib.Nifti1Image(np.ones((2, 3, 4), np.complex64), np.eye(4)), str(path))
+    with pytest.raises(DataError, match="complex_volume.nii: NIfTI image has voxels of type complex64"):
+        read_nifti_image([path])
