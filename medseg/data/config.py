@@ -126,6 +126,13 @@ class DataConfig(BaseModel):
         description="Class names including background; default from classes.txt / dataset.json, "
         "else background, class1, ...",
     )
+    regions: dict[str, list[int]] | None = Field(
+        None,
+        description="Region-based (multilabel) training for nested labels, e.g. {whole: [1, 2, 3], "
+        "core: [2, 3], enhancing: [3]}: one sigmoid output per region, metrics per region; "
+        "nested regions from the largest to the smallest (later ones paint over earlier ones "
+        "when predictions go back to a label map). Implies loss.mode multilabel.",
+    )
     num_classes: int | None = Field(
         None,
         ge=2,

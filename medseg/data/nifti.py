@@ -34,6 +34,8 @@ def _load_nifti(path: Path, what: str) -> Any:
         raise DataError(f"{path}: {what} file not found") from None
     except Exception as e:
         raise DataError(f"{path}: cannot read NIfTI {what} (truncated or corrupt: {e})") from None
+    if data.dtype.kind not in "biuf":  # complex or RGB voxels would lose parts silently
+        raise DataError(f"{path}: NIfTI {what} has voxels of type {data.dtype}; expected real numbers")
     return img, data
 
 

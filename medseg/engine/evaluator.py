@@ -16,9 +16,9 @@ from medseg.engine.mask_files import safe_name, save_png
 from medseg.engine.overlays import case_overlay
 from medseg.engine.predict import open_checkpoint, predict_case
 from medseg.engine.progress import make_progress
-from medseg.engine.task import Task
+from medseg.engine.task import IGNORE_INDEX, Task
 from medseg.errors import MedsegError
-from medseg.metrics import evaluate_case
+from medseg.metrics import evaluate_case, evaluate_regions
 from medseg.metrics import report as rep
 
 
@@ -33,6 +33,19 @@ def score_case(labels: np.ndarray, case: dict, task: Task, cfg: Config) -> list[
     target = _np(case.get("mask"))
     if target is None:
         raise MedsegError(f"{case.get('source', case['id'])}: no mask to evaluate against")
+    if task.regions:  # region-based task: metrics per region (label in region), not per class
+        per_region = evaluate_regions(
+            labels,
+            target,
+            task.regions,
+            case.get("spacing"),
+            roi=_np(case.get("roi")),
+            ignore_index=IGNORE_INDEX,
+            empty=cfg.eval.empty,
+            surface=cfg.eval.surface,
+            nsd_tolerance=cfg.eval.nsd_tolerance,
+        )
+        return rep.case_records(case["id"], per_region, list(task.report_names))
     per_class = evaluate_case(
         labels,
         target,
@@ -106,7 +119,7 @@ def evaluate_cases(
             "model": cfg.model.name,
             "cases": len(cases),
         }
-        paths = rep.write_report(records, out_dir, list(task.class_names), meta=meta)
+        paths = rep.write_report(records, out_dir, list(task.report_names), meta=meta)
         overlay_dir = write_overlays(records, kept, out_dir, cfg.eval.overlays)
         result["paths"] = {k: str(v) for k, v in paths.items()} | {"overlays": str(overlay_dir)}
     return result

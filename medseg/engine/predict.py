@@ -18,24 +18,35 @@ import torch
 
 from medseg.config import Config, load_config
 from medseg.data import to_model_space
+from medseg.data.regions import Regions, parse_regions, regions_to_labels
 from medseg.engine.checkpoint import load_inference_model
 from medseg.engine.device import resolve_device
-from medseg.engine.task import Task
-from medseg.errors import MedsegError
+from medseg.engine.task import Task, prediction_regions
+from medseg.errors import CheckpointError, MedsegError
 from medseg.inference import dense_crf, predict_proba
 
 
-def labels_from_proba(proba: torch.Tensor) -> torch.Tensor:
-    """``[..., K, H, W]`` probabilities -> integer labels ``[..., H, W]`` (K = 1: p > 0.5)."""
+def labels_from_proba(proba: torch.Tensor, regions: Regions | None = None) -> torch.Tensor:
+    """``[..., K, H, W]`` probabilities -> integer labels ``[..., H, W]`` (K = 1: p > 0.5;
+    ``regions``: each region's p > 0.5, painted back to labels by nnU-Net's region order)."""
+    if regions is not None:
+        masks = (proba > 0.5).movedim(-3, 0).numpy()
+        return torch.from_numpy(regions_to_labels(masks, regions)).long()
     if proba.shape[-3] == 1:
         return (proba[..., 0, :, :] > 0.5).long()
     return proba.argmax(dim=-3)
+
+
+def is_multilabel(cfg: Config) -> bool:
+    """Region-based models (``data.regions`` / ``loss.mode: multilabel``): a sigmoid per channel."""
+    return cfg.loss.mode == "multilabel" or bool(cfg.data.regions)
 
 
 def predict_slices(
     model: torch.nn.Module, x: torch.Tensor, cfg: Config, device: torch.device, tta: bool
 ) -> torch.Tensor:
     """Probabilities ``[N, K, H, W]`` (on CPU) for images ``[N, C, H, W]`` at native size."""
+    multilabel = is_multilabel(cfg)
     ev = cfg.eval
     # Models trained on native-resolution crops see whole images through a window of the
     # training size (the context they were trained with); others run on the whole image.
@@ -53,6 +64,7 @@ def predict_slices(
             batch_size=ev.batch_size,
             tta=tta,
             device=device,
+            multilabel=multilabel,
         )
         out.append(undo(proba).float().cpu())
     return torch.cat(out)
@@ -92,6 +104,7 @@ def predict_volume_3d(
         batch_size=ev.batch_size,
         tta=tta,
         device=torch.device("cpu"),
+        multilabel=is_multilabel(cfg),
     )
     return proba[0].permute(1, 0, 2, 3).float().contiguous()
 
@@ -127,10 +140,14 @@ def predict_case(
         proba = predict_volume_3d(model, image, cfg, device, tta)
     else:
         proba = predict_slices(model, image if volume else image[None], cfg, device, tta)
+    regions = prediction_regions(cfg, proba.shape[1])
+    if crf and regions is not None:
+        raise MedsegError("--crf needs class probabilities; a region-based (multilabel) model has none")
     if crf:
         display = np.asarray(case["display"])
         proba = crf_refine(proba, display if volume else display[None])
-    labels = labels_from_proba(proba).numpy().astype(np.uint8 if proba.shape[1] < 256 else np.int32)
+    top = max(max(r) for r in regions) if regions else proba.shape[1] - 1  # the largest label
+    labels = labels_from_proba(proba, regions).numpy().astype(np.uint8 if top < 256 else np.int32)
     if not volume:
         labels, proba = labels[0], proba[0]
     return labels, proba
@@ -158,7 +175,25 @@ def open_checkpoint(
     """Load ``checkpoint`` the way ``evaluate`` and ``predict`` run it (Conv-BN folded, preferred
     memory format) on ``device`` (``auto``: the run's ``train.device``)."""
     model, state = load_inference_model(checkpoint)
+    task = checked_task(checkpoint, state)
     cfg = load_config(state["config"], overrides)
     dev = resolve_device(device if device != "auto" else cfg.train.device)
     model.to(dev)
-    return LoadedCheckpoint(model, state, cfg, dev, Task.from_state(state))
+    return LoadedCheckpoint(model, state, cfg, dev, task)
+
+
+def checked_task(checkpoint: str | Path, state: dict) -> Task:
+    """The task of a checkpoint's header, its configuration validated and its regions (if
+    any) one per output channel; a bad header is one CheckpointError naming the file."""
+    try:
+        cfg = load_config(state["config"])
+        task = Task.from_state(state)
+        channels = int(state.get("out_channels", task.out_channels))
+        if cfg.data.regions:
+            parse_regions(cfg.data.regions, int(state["num_classes"]))
+        regions = prediction_regions(cfg, channels)
+        if regions is not None and len(regions) != channels:
+            raise MedsegError(f"{len(regions)} regions in its config for {channels} output channels")
+    except MedsegError as exc:
+        raise CheckpointError(f"{checkpoint}: bad checkpoint header: {exc}") from None
+    return task

@@ -151,6 +151,8 @@ def model_state(cfg: Config, task: Task, in_channels: int) -> dict:
         "out_channels": task.out_channels,
         "task_mode": task.mode,
         "class_names": list(task.class_names),
+        "regions": [list(r) for r in task.regions],
+        "region_names": list(task.region_names),
         "config": cfg.to_dict(),
         "medseg_version": medseg_version(),
     }
@@ -192,8 +194,11 @@ def build_parts(cfg: Config, dist: Distributed, device: torch.device) -> TrainPa
             f"loss {cfg.loss.name} needs {', '.join(extra)} targets, which 3-D patches do not provide"
         )
     data = build_data(cfg.data, cfg.augment, seed=cfg.train.seed, extra_targets=extra)
-    task = make_task(cfg.loss.mode, data.num_classes, data.class_names, dims)
-    loss_fn = build_loss(cfg.loss.name, mode=task.mode, ignore_index=IGNORE_INDEX, **cfg.loss.options)
+    task = make_task(cfg.loss.mode, data.num_classes, data.class_names, cfg.data.regions, dims=dims)
+    regions = task.regions if task.mode == "multilabel" else None  # label maps -> region targets
+    loss_fn = build_loss(
+        cfg.loss.name, mode=task.mode, regions=regions, ignore_index=IGNORE_INDEX, **cfg.loss.options
+    )
     model = build_model(
         cfg.model.name, data.in_channels, task.out_channels, weights=cfg.model.weights, **cfg.model.options
     )

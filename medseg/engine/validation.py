@@ -9,8 +9,8 @@ import torch
 
 from medseg.config import Config
 from medseg.engine.predict import predict_case
-from medseg.engine.task import Task
-from medseg.metrics import dice
+from medseg.engine.task import IGNORE_INDEX, Task
+from medseg.metrics import dice, evaluate_regions
 
 
 def foreground_dice(
@@ -32,6 +32,13 @@ def validate(model: torch.nn.Module, cases, task: Task, cfg: Config, device: tor
             labels, _ = predict_case(model, case, cfg, device, tta=False, crf=False)
             roi = case.get("roi")
             roi = None if roi is None else roi.numpy()
-            scores.append(foreground_dice(labels, case["mask"].numpy(), task.num_classes, roi))
+            target = case["mask"].numpy()
+            if task.regions:  # region-based task: mean Dice over the regions
+                per = evaluate_regions(
+                    labels, target, task.regions, roi=roi, ignore_index=IGNORE_INDEX, surface=False
+                )
+                scores.append(float(np.mean([r["dice"] for r in per.values()])))
+            else:
+                scores.append(foreground_dice(labels, target, task.num_classes, roi))
     model.train()
     return float(np.mean(scores)) if scores else float("nan")

@@ -44,9 +44,12 @@ TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))  # mirror_
 ACCUMULATOR_MEMORY_SHARE = 0.5
 
 
-def logits_to_proba(logits: torch.Tensor) -> torch.Tensor:
-    """Sigmoid for one output channel (binary), softmax over channels otherwise."""
-    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+def logits_to_proba(logits: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
+    """Sigmoid for one output channel (binary) or for every channel (``multilabel``: one
+    independent region per channel), softmax over channels otherwise."""
+    if multilabel or logits.shape[1] == 1:
+        return torch.sigmoid(logits)
+    return torch.softmax(logits, dim=1)
 
 
 def mirror_flips(n_spatial: int, axes: Sequence[int] | None = None) -> tuple[tuple[int, ...], ...]:
@@ -151,24 +154,24 @@ def _crop(size: Sequence[int]) -> tuple[EllipsisType | slice, ...]:
     return (..., *(slice(0, s) for s in size))
 
 
-def _forward(model, tiles: torch.Tensor, model_device: torch.device) -> torch.Tensor:
-    return logits_to_proba(model(format_input(tiles.to(model_device), model)).float())
+def _forward(model, tiles: torch.Tensor, model_device: torch.device, multilabel: bool) -> torch.Tensor:
+    return logits_to_proba(model(format_input(tiles.to(model_device), model)).float(), multilabel)
 
 
-def _whole(model, x, acc_device) -> torch.Tensor:
+def _whole(model, x, acc_device, multilabel: bool) -> torch.Tensor:
     spatial = x.shape[2:]
     m = int(getattr(model, "input_multiple", 1))
     xp = mirror_pad_nd(x, [(0, _round_up(n, m) - n) for n in spatial])
-    proba = logits_to_proba(model(format_input(xp, model)).float())
+    proba = logits_to_proba(model(format_input(xp, model)).float(), multilabel)
     return proba[_crop(spatial)].to(acc_device)
 
 
-def _mirrored_forward(model, tiles: torch.Tensor, model_device, flips) -> torch.Tensor:
+def _mirrored_forward(model, tiles: torch.Tensor, model_device, flips, multilabel: bool) -> torch.Tensor:
     """Probabilities of a batch of windows, averaged over the mirrorings ``flips``."""
     tiles = tiles.to(model_device)
     total: torch.Tensor | None = None
     for dims in flips:
-        p = _forward(model, tiles.flip(dims) if dims else tiles, model_device)
+        p = _forward(model, tiles.flip(dims) if dims else tiles, model_device, multilabel)
         p = p.flip(dims) if dims else p
         total = p if total is None else total.add_(p)
     assert total is not None
@@ -191,7 +194,7 @@ def _accumulators(shape, window, corners, blend, device):
     return torch.zeros(tuple(shape), device=device), weight, norm
 
 
-def _sliding(model, x, window, overlap, blend, batch_size, acc_device, flips) -> torch.Tensor:
+def _sliding(model, x, window, overlap, blend, batch_size, acc_device, flips, multilabel) -> torch.Tensor:
     """Sliding-window probabilities; ``x`` stays on its device, windows go to the model."""
     b, spatial = x.shape[0], tuple(x.shape[2:])
     m = int(getattr(model, "input_multiple", 1))
@@ -206,7 +209,7 @@ def _sliding(model, x, window, overlap, blend, batch_size, acc_device, flips) ->
     weight = norm = torch.empty(0)
     for chunk in _batched([(i, c) for i in range(b) for c in corners], batch_size):
         tiles = torch.stack([xp[(i, slice(None), *_box(c, win))] for i, c in chunk])
-        proba = _mirrored_forward(model, tiles, model_device, flips)
+        proba = _mirrored_forward(model, tiles, model_device, flips, multilabel)
         if acc is None:
             shape = (b, proba.shape[1], *padded)
             nbytes = 4 * (math.prod(shape) + math.prod(padded))
@@ -219,7 +222,7 @@ def _sliding(model, x, window, overlap, blend, batch_size, acc_device, flips) ->
     return acc.div_(norm)[_crop(spatial)]
 
 
-def _overlap_tile(model, x, window, batch_size, acc_device) -> torch.Tensor:
+def _overlap_tile(model, x, window, batch_size, acc_device, multilabel) -> torch.Tensor:
     """Overlap-tile strategy for a valid-convolution model (output smaller than input by
     ``output_margin`` per side) with mirrored context. Tiles start at multiples of the
     model's ``tile_alignment`` (2**depth for U-Net: the pooling grid), so every tile
@@ -241,7 +244,7 @@ def _overlap_tile(model, x, window, batch_size, acc_device) -> torch.Tensor:
     jobs = [(i, c) for i in range(b) for c in itertools.product(*starts)]
     for chunk in _batched(jobs, batch_size):
         tiles = torch.stack([xp[(i, slice(None), *_box(c, tin))] for i, c in chunk])
-        proba = logits_to_proba(model(format_input(tiles, model)).float()).to(acc_device)
+        proba = logits_to_proba(model(format_input(tiles, model)).float(), multilabel).to(acc_device)
         if out is None:
             out = torch.zeros(b, proba.shape[1], *extent, device=acc_device)
         for p, (i, c) in zip(proba, chunk):
@@ -289,6 +292,7 @@ def predict_proba(
     batch_size: int = 4,
     tta: bool | Sequence[int] = False,
     device: torch.device | str | None = None,
+    multilabel: bool = False,
 ) -> torch.Tensor:
     """Class probabilities ``[B, K, *spatial]`` (float32) for images ``[B, C, H, W]`` or
     volumes ``[B, C, D, H, W]`` of any size.
@@ -300,7 +304,8 @@ def predict_proba(
     sliding-window mode when the accumulator would not fit in the accelerator's free memory,
     see :func:`accumulator_device`). In sliding-window mode the image is not copied to the
     model's device, only batches of windows are. The model's train/eval mode is left as it
-    is: call ``model.eval()`` first.
+    is: call ``model.eval()`` first. ``multilabel``: a sigmoid per channel (region-based
+    models) instead of the softmax over channels.
     """
     _check_arguments(image, blend, overlap, batch_size)
     n = image.ndim - 2
@@ -308,7 +313,7 @@ def predict_proba(
     flips = _flips(tta, n)
     requested = torch.device(device) if device is not None else None
     if window is not None and not getattr(model, "output_margin", 0):
-        return _sliding(model, image, window, overlap, blend, batch_size, requested, flips)
+        return _sliding(model, image, window, overlap, blend, batch_size, requested, flips, multilabel)
     model_device = _model_device(model)
     acc_device = requested or model_device
     x = image.to(model_device)
@@ -316,9 +321,9 @@ def predict_proba(
     for dims in flips:
         xf = x.flip(dims) if dims else x
         if getattr(model, "output_margin", 0):
-            p = _overlap_tile(model, xf, window, batch_size, acc_device)
+            p = _overlap_tile(model, xf, window, batch_size, acc_device, multilabel)
         else:
-            p = _whole(model, xf, acc_device)
+            p = _whole(model, xf, acc_device, multilabel)
         p = p.flip(dims) if dims else p
         total = p if total is None else total + p
     assert total is not None

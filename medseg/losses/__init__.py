@@ -14,6 +14,7 @@ from medseg.losses import (  # noqa: F401  (registers the losses)
     edge,
     lovasz,
     region,
+    regions,
 )
 from medseg.losses.base import MODES, SegLoss
 from medseg.losses.compound import (
@@ -29,6 +30,7 @@ from medseg.losses.distribution import CrossEntropyLoss, FocalLoss, UNetWeighted
 from medseg.losses.edge import BEFUnetEdgeLoss, BEFUnetLoss, befunet_edge_loss
 from medseg.losses.lovasz import LovaszHingeLoss, LovaszSoftmaxLoss
 from medseg.losses.region import DiceLoss, FocalTverskyLoss, IoULoss, TverskyLoss
+from medseg.losses.regions import RegionTargets
 from medseg.losses.registry import LOSSES
 from medseg.losses.spec import build_loss, list_losses, parse_spec
 
@@ -40,6 +42,7 @@ __all__ = [
     "BEFUnetLoss",
     "LovaszHingeLoss",
     "LovaszSoftmaxLoss",
+    "RegionTargets",
     "befunet_edge_loss",
     "BCEDiceLoss",
     "ComboLoss",

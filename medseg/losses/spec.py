@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
 from medseg.errors import ConfigError
 from medseg.losses.compound import DeepSupervision, WeightedSum, with_auxiliary
+from medseg.losses.regions import RegionTargets
 from medseg.losses.registry import LOSSES
 
 
@@ -53,6 +55,7 @@ def build_loss(
     mode: str = "multiclass",
     aux_weight: float | None = None,
     deep_supervision: bool = False,
+    regions: Sequence[Sequence[int]] | None = None,
     **options: Any,
 ) -> nn.Module:
     """Build a loss from a registry name or a weighted sum ``"name:w + name:w"``.
@@ -61,7 +64,9 @@ def build_loss(
     ``from_logits`` go to all); a key written ``"<name>.<option>"`` (e.g. ``"focal.gamma"``)
     goes to that component only. An option no component accepts is an error.
     ``aux_weight`` wraps the result with :func:`with_auxiliary` (PSPNet auxiliary head) and
-    ``deep_supervision=True`` with :class:`DeepSupervision`.
+    ``deep_supervision=True`` with :class:`DeepSupervision`. ``regions`` (label sets, with
+    ``mode="multilabel"``) wraps the whole in :class:`RegionTargets`: the loss then takes label
+    maps and trains one sigmoid channel per region (nnU-Net's region-based training).
     """
     terms = parse_spec(spec)
     names = [n for n, _ in terms]
@@ -107,6 +112,10 @@ def build_loss(
         loss = DeepSupervision(loss)
     if aux_weight is not None:
         loss = with_auxiliary(loss, aux_weight=aux_weight)
+    if regions is not None:
+        if mode != "multilabel":
+            raise ConfigError(f"loss regions need mode 'multilabel', not {mode!r}")
+        loss = RegionTargets(loss, tuple(tuple(r) for r in regions), options.get("ignore_index"))
     return loss
 
 

@@ -25,6 +25,7 @@ from medseg.metrics.overlap import (
     specificity,
 )
 from medseg.metrics.records import read_records
+from medseg.metrics.regions import evaluate_regions
 from medseg.metrics.report import case_records, summarize, summary_table, worst_cases, write_report
 from medseg.metrics.surface import (
     SURFACE_METRICS,
@@ -38,6 +39,7 @@ from medseg.metrics.surface import (
 )
 
 __all__ = [
+    "evaluate_regions",
     "METRICS",
     "OVERLAP_METRICS",
     "SURFACE_METRICS",
