@@ -44,6 +44,20 @@ def _counts(raw: np.ndarray) -> dict[int, int]:
     return {int(v): int(c) for v, c in zip(vals, cnt)}
 
 
+def _boundary_counts(raw: np.ndarray) -> dict[int, int]:
+    """Per raw mask value, the pixels with an in-plane 4-neighbour of another value (the
+    class's 2-D contour; a volume is taken slice by slice along its first axis)."""
+    edge = np.zeros(raw.shape, bool)
+    for axis in (-1, -2):
+        diff = np.diff(raw, axis=axis) != 0
+        lo = [slice(None)] * raw.ndim
+        hi = [slice(None)] * raw.ndim
+        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+        edge[tuple(lo)] |= diff
+        edge[tuple(hi)] |= diff
+    return _counts(raw[edge]) if edge.any() else {}
+
+
 @dataclass
 class _Scan:
     """What one pass over the cases collects."""
@@ -58,6 +72,7 @@ class _Scan:
     pooled: list[np.ndarray] = field(default_factory=list)
     chan_means: list[np.ndarray] = field(default_factory=list)
     mask_counts: dict[str, dict[int, int]] = field(default_factory=dict)
+    boundary_counts: dict[str, dict[int, int]] = field(default_factory=dict)
     first_seen: dict[int, str] = field(default_factory=dict)
     n_slices: int = 0
 
@@ -80,6 +95,7 @@ class _Scan:
         self.chan_means.append(flat[::step].astype(np.float64).mean(0))
         if raw.mask is not None:
             self.mask_counts[rec.id] = _counts(raw.mask)
+            self.boundary_counts[rec.id] = _boundary_counts(raw.mask)
             for v in self.mask_counts[rec.id]:
                 self.first_seen.setdefault(v, str(rec.mask))
 
@@ -134,6 +150,27 @@ def _class_pixels(
         if per[1:].sum() == 0:
             empty.append(cid)
     return class_pixels, presence, empty
+
+
+def _class_thickness(
+    cfg: DataConfig, scan: _Scan, mapping: dict[int, int] | None, n_classes: int, pixels: np.ndarray
+) -> list[float | None]:
+    """Typical in-plane thickness of each class in pixels: 2 x area / contour length, the width of
+    a ribbon (a vessel, a membrane) or the radius of a disc; None for an absent class. The planner
+    (medseg.plan) limits downsampling with it, so that thin structures stay several pixels wide."""
+    contour = np.zeros(n_classes, np.int64)
+    for counts in scan.boundary_counts.values():
+        for v, c in counts.items():
+            if cfg.mask_threshold is not None:
+                k = int(v >= cfg.mask_threshold)
+            elif mapping is not None and v in mapping:
+                k = mapping[v]
+            else:
+                continue
+            if 0 <= k < n_classes:
+                contour[k] += c
+    # a class without contour fills whole images: its "thickness" is then capped at 2 x its area
+    return [None if pixels[k] == 0 else 2.0 * pixels[k] / max(1, contour[k]) for k in range(n_classes)]
 
 
 def _intensity(scan: _Scan) -> dict[str, Any] | None:
@@ -206,6 +243,11 @@ def _classes(cfg: DataConfig, scan: _Scan, fmt: str, records: list[Record]) -> d
             {n: (float(c) / total if total else 0.0) for n, c in zip(names, class_pixels)} if mapped else None
         ),
         "class_presence": {n: int(p) for n, p in zip(names, presence)} if mapped else None,
+        "class_thickness": (
+            dict(zip(names, _class_thickness(cfg, scan, mapping, n_classes, class_pixels)))
+            if mapped
+            else None
+        ),
         "empty_masks": len(empty) if mapped else None,
         "empty_mask_ids": empty[:20],
     }
