@@ -67,6 +67,7 @@ class _Scan:
     widths: list[int] = field(default_factory=list)
     depths: list[int] = field(default_factory=list)
     spacings: list[tuple[float, ...]] = field(default_factory=list)
+    shapes: list[tuple[int, ...]] = field(default_factory=list)
     channels: Counter = field(default_factory=Counter)
     dtypes: Counter = field(default_factory=Counter)
     pooled: list[np.ndarray] = field(default_factory=list)
@@ -85,6 +86,7 @@ class _Scan:
             self.n_slices += img.shape[0]
         else:
             self.n_slices += 1
+        self.shapes.append(tuple(int(n) for n in img.shape[:-1]))
         self.heights.append(img.shape[-3])
         self.widths.append(img.shape[-2])
         if raw.spacing is not None:
@@ -285,6 +287,9 @@ def fingerprint(source: DataConfig | str | Path, *, max_cases: int | None = None
         "intensity": _intensity(scan),
         **classes,
         "spacing": _spacing(scan),
+        # per case, in array-axis order ([D,] H, W): what the planner's median rules need
+        "case_shapes": [list(s) for s in scan.shapes],
+        "case_spacings": [list(s) for s in scan.spacings] if len(scan.spacings) == len(scan.shapes) else None,
         "problems": scan.problems,
     }
 

@@ -1,18 +1,19 @@
-"""Per-case class probabilities on disk: one compressed ``.npz`` per case, one format for all.
+"""Probability maps on disk: one compressed ``.npz`` per case (format ``medseg-probabilities/1``).
 
-``predict --save-probabilities``, the out-of-fold predictions of cross-validation and
-``medseg ensemble`` all read and write this format, so probabilities from any of them can be
-averaged (the nnU-Net ensembling of softmax outputs; Isensee et al., Nature Methods 2021).
+Written for the out-of-fold predictions of a cross-validation (``RUN/fold_k/oof/probabilities/``)
+and read back by ensembling, so both sides agree on one layout. Keys of the archive:
 
-File content (``np.savez_compressed``):
+- ``probabilities``: float16 ``[C, *spatial]`` in the case's own grid (``[C, H, W]`` for an
+  image, ``[C, D, H, W]`` for a volume), one channel per entry of ``channels``;
+- ``channels``: the channel names, in channel order;
+- ``kind``: ``classes`` (one channel per class, background included, summing to 1; a binary
+  sigmoid output ``p`` is stored as the two channels ``[1 - p, p]``) or ``regions``
+  (independent sigmoid channels);
+- ``case_id``: the case the map belongs to; ``format``: ``medseg-probabilities/1``.
 
-- ``probabilities``: float16 ``[K, *spatial]`` (``[K, H, W]`` or ``[K, D, H, W]``), class axis
-  first, in the case's own (native) grid; each voxel's K values sum to 1 (up to float16
-  rounding). A binary (sigmoid) model's ``[1, ...]`` map is stored as ``[1 - p, p]``, so the
-  class axis always has one entry per class name.
-- ``case_id``: the case id (0-d unicode array).
-- ``class_names``: the K class names in class-index order.
-- ``format``: ``"medseg-probabilities/1"``.
+Labels follow as ``argmax`` over the channels for ``classes`` (ties to the lower class, so a
+binary ``p = 0.5`` is background, as ``p > 0.5`` decides in :mod:`medseg.engine.predict`).
+float16 keeps about three significant digits, enough to average and to take an argmax.
 """
 
 from __future__ import annotations
@@ -28,83 +29,79 @@ from medseg.atomic import atomic_write_bytes
 from medseg.errors import DataError
 
 FORMAT = "medseg-probabilities/1"
-SUFFIX = ".npz"
+KINDS = ("classes", "regions")
 
 
-@dataclass
-class CaseProbabilities:
-    """One case's probabilities ``[K, *spatial]`` (float32 once loaded), its id and class names."""
+@dataclass(frozen=True)
+class Probabilities:
+    """A case's probability map read back by :func:`load_probabilities` (float32)."""
 
-    probs: np.ndarray
     case_id: str
-    class_names: list[str]
+    probabilities: np.ndarray
+    channels: tuple[str, ...]
+    kind: str
 
     def labels(self) -> np.ndarray:
-        """Integer labels ``[*spatial]``: the most probable class per voxel."""
-        return labels_from_probabilities(self.probs)
+        """The label map: argmax over the class channels (``classes`` only)."""
+        if self.kind != "classes":
+            raise ValueError("labels of independent region channels are not an argmax; threshold them")
+        return np.argmax(self.probabilities, axis=0).astype(
+            np.uint8 if len(self.channels) < 256 else np.int32
+        )
 
 
-def labels_from_probabilities(probs: np.ndarray) -> np.ndarray:
-    """``[K, *spatial]`` probabilities -> uint8 (int32 for K >= 256) labels by argmax over K."""
-    labels = np.argmax(probs, axis=0)
-    return labels.astype(np.uint8 if probs.shape[0] < 256 else np.int32)
+def class_channels(proba: np.ndarray, binary: bool, channel_axis: int = 0) -> np.ndarray:
+    """``proba`` with channels first; a binary sigmoid map (one channel) becomes ``[1 - p, p]``."""
+    p = np.moveaxis(np.asarray(proba, dtype=np.float32), channel_axis, 0)
+    if binary:
+        if p.shape[0] != 1:
+            raise ValueError(f"a binary sigmoid map has one channel, got {p.shape[0]}")
+        p = np.concatenate([1.0 - p, p])
+    return p
 
 
-def as_class_probabilities(probs: np.ndarray) -> np.ndarray:
-    """A sigmoid map ``[1, ...]`` becomes ``[1 - p, p]``; a ``[K >= 2, ...]`` map is returned as is."""
-    probs = np.asarray(probs)
-    if probs.shape[0] == 1:
-        return np.concatenate([1 - probs, probs], axis=0)
-    return probs
-
-
-def save_probabilities(path: str | Path, probs: np.ndarray, case_id: str, class_names: Sequence[str]) -> Path:
-    """Write ``probs`` (``[K, *spatial]``, or a sigmoid ``[1, *spatial]``) atomically as float16.
-
-    ``class_names`` must have one name per class (2 for a sigmoid map). Raises ``ValueError``
-    when the shapes disagree or the values are not probabilities.
-    """
-    arr = as_class_probabilities(np.asarray(probs, dtype=np.float32))
-    if arr.ndim not in (3, 4):
-        raise ValueError(f"probabilities must be [K, H, W] or [K, D, H, W], got shape {arr.shape}")
-    if arr.shape[0] != len(class_names):
-        raise ValueError(f"{arr.shape[0]} probability channels but {len(class_names)} class names")
-    if arr.size and (not np.isfinite(arr).all() or arr.min() < -1e-3 or arr.max() > 1 + 1e-3):
-        raise ValueError(f"{case_id}: probabilities must be finite and within [0, 1]")
-    buf = io.BytesIO()
+def save_probabilities(
+    path: str | Path,
+    probabilities: np.ndarray,
+    *,
+    case_id: str,
+    channels: Sequence[str],
+    kind: str = "classes",
+) -> Path:
+    """Write ``probabilities`` (``[C, *spatial]``, channel-first) as a compressed float16 npz,
+    atomically. ``channels`` names the C channels in order."""
+    p = np.asarray(probabilities)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if p.ndim < 3 or p.shape[0] != len(channels):
+        raise ValueError(f"expected [C={len(channels)}, *spatial] probabilities, got shape {p.shape}")
+    buffer = io.BytesIO()
     np.savez_compressed(
-        buf,
-        probabilities=arr.astype(np.float16),
+        buffer,
+        probabilities=p.astype(np.float16),
+        channels=np.asarray(list(channels), dtype=str),
+        kind=np.asarray(kind),
         case_id=np.asarray(str(case_id)),
-        class_names=np.asarray([str(n) for n in class_names]),
         format=np.asarray(FORMAT),
     )
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(Path(path), buffer.getvalue())
 
 
-def load_probabilities(path: str | Path) -> CaseProbabilities:
-    """Read a file written by :func:`save_probabilities` (probabilities as float32).
-
-    Raises :class:`~medseg.errors.DataError` naming the file when it is not such a file.
-    """
-    path = Path(path)
+def load_probabilities(path: str | Path) -> Probabilities:
+    """Read a map written by :func:`save_probabilities` (as float32); a file of another format
+    is a :class:`DataError` naming it."""
+    p = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if "format" not in z or str(z["format"]) != FORMAT:
-                raise DataError(f"{path}: not a medseg probabilities file (expected format {FORMAT})")
-            probs = z["probabilities"].astype(np.float32)
-            case_id = str(z["case_id"])
-            names = [str(n) for n in z["class_names"]]
+        with np.load(p, allow_pickle=False) as z:
+            if "format" not in z.files or str(z["format"]) != FORMAT:
+                raise DataError(f"{p}: not a medseg probability map (expected format {FORMAT})")
+            return Probabilities(
+                str(z["case_id"]),
+                z["probabilities"].astype(np.float32),
+                tuple(str(c) for c in z["channels"]),
+                str(z["kind"]),
+            )
+    except FileNotFoundError:
+        raise DataError(f"{p}: probability map not found") from None
     except (OSError, ValueError, KeyError) as e:
-        raise DataError(f"{path}: cannot read probabilities ({e})") from None
-    if probs.shape[0] != len(names):
-        raise DataError(f"{path}: {probs.shape[0]} probability channels but {len(names)} class names")
-    return CaseProbabilities(probs, case_id, names)
-
-
-def probability_files(folder: str | Path) -> dict[str, Path]:
-    """The probability files directly in ``folder``, by file stem (sorted)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder}: not a folder of probability files")
-    return {p.name[: -len(SUFFIX)]: p for p in sorted(folder.glob(f"*{SUFFIX}")) if p.is_file()}
+        raise DataError(f"{p}: cannot read probability map ({e})") from None
