@@ -336,7 +336,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from medseg.plan import plan_dataset, plan_json, plan_table, write_plan  # deferred: torch, readers
 
-    budget = parse_budget(args.budget)
+    budget = parse_budget(args.budget) or 15.0
     cfg = medseg.load_config(args.config, [f"data.root={json.dumps(str(args.data_root))}", *args.overrides])
     plan = plan_dataset(cfg.data, budget_minutes=budget, dims=args.dims, root_text=_root_text(args.data_root))
     write_plan(plan, args.out)
@@ -355,7 +355,8 @@ def _root_text(root: Path) -> str:
     base = os.environ.get("MEDSEG_DATA")
     if base:
         try:
-            return "${MEDSEG_DATA}/" + root.resolve().relative_to(Path(base).resolve()).as_posix()
+            rel = root.resolve().relative_to(Path(base).resolve()).as_posix()
+            return "${MEDSEG_DATA:-" + base + "}/" + rel
         except ValueError:
             pass
     return str(root)

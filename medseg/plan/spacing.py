@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 ANISOTROPY_THRESHOLD = 3.0
 
@@ -24,9 +25,7 @@ def anisotropy(spacing: Sequence[float]) -> float:
     return max(s) / min(s)
 
 
-def target_spacing(
-    spacings: Sequence[Sequence[float]], shapes: Sequence[Sequence[int]] | None = None
-) -> tuple[list[float], int | None]:
+def target_spacing(spacings: ArrayLike, shapes: ArrayLike | None = None) -> tuple[list[float], int | None]:
     """The target spacing (array-axis order) of cases with ``spacings`` (and ``shapes``, same
     axis order), and the axis that got the 10th-percentile rule (None when it did not apply).
 
