@@ -170,13 +170,15 @@ def predict(
     crf: bool = False,
     overlays: bool = True,
     overwrite: bool = False,
+    save_probabilities: bool = False,
 ) -> dict:
     """Segment an image, a volume or a folder of them with ``checkpoint``; masks are written
     to ``out_dir/masks`` at the input's own size and geometry (PNG: binary 0/255 or class
     indices; NIfTI for volumes), with overlay PNGs unless ``overlays=False``. Returns
     ``count``, ``masks`` and ``overlays`` (the folders written). File names are unique
     (``names.csv`` maps them to case ids when they differ); writing into the inputs' own tree
-    or over existing masks is refused unless ``overwrite``."""
+    or over existing masks is refused unless ``overwrite``. ``save_probabilities`` also writes each
+    case's class probabilities to ``out_dir/probabilities`` (:mod:`medseg.engine.probabilities`)."""
     from medseg.engine.predictor import predict_folder  # deferred: torch
 
     return predict_folder(
@@ -189,4 +191,5 @@ def predict(
         crf=crf,
         overlays=overlays,
         overwrite=overwrite,
+        save_probabilities=save_probabilities,
     )

@@ -161,6 +161,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         crf=args.crf,
         overlays=not args.no_overlays,
         overwrite=args.overwrite,
+        save_probabilities=args.save_probabilities,
     )
     notes_console().print(
         f"wrote {written['count']} predictions to {written['masks']}"
@@ -334,6 +335,56 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from medseg.plan import plan_dataset, plan_json, plan_table, write_plan  # deferred: torch, readers
+
+    budget = parse_budget(args.budget) or 15.0
+    cfg = medseg.load_config(args.config, [f"data.root={json.dumps(str(args.data_root))}", *args.overrides])
+    plan = plan_dataset(cfg.data, budget_minutes=budget, dims=args.dims, root_text=_root_text(args.data_root))
+    write_plan(plan, args.out)
+    if args.json:
+        print(json.dumps(plan_json(plan), indent=2))
+    else:
+        print_table(plan_table(plan))
+    notes_console().print(f"config written to {args.out}; train it with: medseg train -c {args.out}")
+    return 0
+
+
+def _root_text(root: Path) -> str:
+    """The data root as the config should say it: under $MEDSEG_DATA as ``${MEDSEG_DATA}/...``."""
+    import os
+
+    base = os.environ.get("MEDSEG_DATA")
+    if base:
+        try:
+            rel = root.resolve().relative_to(Path(base).resolve()).as_posix()
+            return "${MEDSEG_DATA:-" + base + "}/" + rel
+        except ValueError:
+            pass
+    return str(root)
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from medseg.engine.ensemble import ensemble_predict, ensemble_probability_folders  # deferred: torch
+
+    if args.from_probabilities:
+        result = ensemble_probability_folders(args.sources, args.out)
+    else:
+        if len(args.sources) < 2:
+            raise MedsegError("ensemble needs RUN_OR_CKPT... INPUT (at least one model and the input)")
+        result = ensemble_predict(
+            args.sources[:-1],
+            args.sources[-1],
+            args.out,
+            device=args.device,
+            tta=args.tta,
+            save_probs=args.save_probabilities,
+            overwrite=args.overwrite,
+        )
+    notes_console().print(f"wrote {result['count']} ensembled predictions to {result['masks']}")
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
@@ -346,6 +397,8 @@ COMMANDS = {
     "export": cmd_export,
     "profile": cmd_profile,
     "benchmark": cmd_benchmark,
+    "plan": cmd_plan,
+    "ensemble": cmd_ensemble,
 }
 
 

@@ -309,4 +309,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=18, help="ONNX opset")
     p.add_argument("--atol", type=float, default=1e-4, help="max abs difference allowed in the check")
     p.set_defaults(command="export")
+    _add_plan_and_ensemble(sub)
     return parser
+
+
+def _add_plan_and_ensemble(sub: argparse._SubParsersAction) -> None:
+    sub.choices["predict"].add_argument(
+        "--save-probabilities",
+        action="store_true",
+        help="also write each case's class probabilities (float16 npz) to OUT/probabilities",
+    )
+    p = sub.add_parser(
+        "plan",
+        formatter_class=_formatter,
+        help="write a ready-to-train config decided from the data",
+        description="Fingerprint a dataset and decide, by nnU-Net's rules fitted to a CPU time budget, "
+        "2-D or 3-D, target spacing, patch and batch size, network depth, normalisation, loss and "
+        "augmentation. Writes the config (YAML) and prints each decision with its reason.",
+        epilog="example: medseg plan ../shared/data/ph2 --budget 15m --out plan.yaml && medseg train -c plan.yaml",
+    )
+    p.add_argument("data_root", type=Path, help="dataset folder")
+    p.add_argument(
+        "--out", type=Path, default=Path("plan.yaml"), help="config file to write (default: plan.yaml)"
+    )
+    p.add_argument(
+        "--dims", choices=["auto", "2d", "3d"], default="auto", help="2-D or 3-D (default: decided)"
+    )
+    p.add_argument(
+        "--budget", default="15m", help="CPU training time: minutes, or 90s, 10m, 1.5h (default 15m)"
+    )
+    p.add_argument("--config", "-c", type=Path, help="YAML preset whose data section describes the dataset")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="data options, e.g. data.format=nifti or data.mask_threshold=128",
+    )
+    p.add_argument("--json", action="store_true", help="print the decisions and config as JSON on stdout")
+    p.set_defaults(command="plan")
+
+    p = sub.add_parser(
+        "ensemble",
+        formatter_class=_formatter,
+        help="average the probabilities of several models",
+        description="Predict INPUT with every model (checkpoints, run folders, or runs of fold_k/ folders: "
+        "all folds), average the class probabilities and write the labels. With --from-probabilities, "
+        "average folders of probability files written by `predict --save-probabilities` instead.",
+        epilog="examples: medseg ensemble runs/a runs/b data/images --out ens\n"
+        "          medseg ensemble --from-probabilities p1 p2 --out ens",
+    )
+    p.add_argument("sources", nargs="+", type=Path, help="RUN_OR_CKPT... INPUT, or probability folders")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--from-probabilities", action="store_true", help="SOURCES are probability folders")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (flips) for every model")
+    p.add_argument("--save-probabilities", action="store_true", help="also write the mean probabilities")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--overwrite", action="store_true", help="write into the inputs' tree or over masks")
+    p.set_defaults(command="ensemble")

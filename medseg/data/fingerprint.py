@@ -44,6 +44,20 @@ def _counts(raw: np.ndarray) -> dict[int, int]:
     return {int(v): int(c) for v, c in zip(vals, cnt)}
 
 
+def _boundary_counts(raw: np.ndarray) -> dict[int, int]:
+    """Per raw mask value, the pixels with an in-plane 4-neighbour of another value (the
+    class's 2-D contour; a volume is taken slice by slice along its first axis)."""
+    edge = np.zeros(raw.shape, bool)
+    for axis in (-1, -2):
+        diff = np.diff(raw, axis=axis) != 0
+        lo = [slice(None)] * raw.ndim
+        hi = [slice(None)] * raw.ndim
+        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+        edge[tuple(lo)] |= diff
+        edge[tuple(hi)] |= diff
+    return _counts(raw[edge]) if edge.any() else {}
+
+
 @dataclass
 class _Scan:
     """What one pass over the cases collects."""
@@ -53,11 +67,13 @@ class _Scan:
     widths: list[int] = field(default_factory=list)
     depths: list[int] = field(default_factory=list)
     spacings: list[tuple[float, ...]] = field(default_factory=list)
+    shapes: list[tuple[int, ...]] = field(default_factory=list)
     channels: Counter = field(default_factory=Counter)
     dtypes: Counter = field(default_factory=Counter)
     pooled: list[np.ndarray] = field(default_factory=list)
     chan_means: list[np.ndarray] = field(default_factory=list)
     mask_counts: dict[str, dict[int, int]] = field(default_factory=dict)
+    boundary_counts: dict[str, dict[int, int]] = field(default_factory=dict)
     first_seen: dict[int, str] = field(default_factory=dict)
     n_slices: int = 0
 
@@ -70,6 +86,7 @@ class _Scan:
             self.n_slices += img.shape[0]
         else:
             self.n_slices += 1
+        self.shapes.append(tuple(int(n) for n in img.shape[:-1]))
         self.heights.append(img.shape[-3])
         self.widths.append(img.shape[-2])
         if raw.spacing is not None:
@@ -80,6 +97,7 @@ class _Scan:
         self.chan_means.append(flat[::step].astype(np.float64).mean(0))
         if raw.mask is not None:
             self.mask_counts[rec.id] = _counts(raw.mask)
+            self.boundary_counts[rec.id] = _boundary_counts(raw.mask)
             for v in self.mask_counts[rec.id]:
                 self.first_seen.setdefault(v, str(rec.mask))
 
@@ -134,6 +152,27 @@ def _class_pixels(
         if per[1:].sum() == 0:
             empty.append(cid)
     return class_pixels, presence, empty
+
+
+def _class_thickness(
+    cfg: DataConfig, scan: _Scan, mapping: dict[int, int] | None, n_classes: int, pixels: np.ndarray
+) -> list[float | None]:
+    """Typical in-plane thickness of each class in pixels: 2 x area / contour length, the width of
+    a ribbon (a vessel, a membrane) or the radius of a disc; None for an absent class. The planner
+    (medseg.plan) limits downsampling with it, so that thin structures stay several pixels wide."""
+    contour = np.zeros(n_classes, np.int64)
+    for counts in scan.boundary_counts.values():
+        for v, c in counts.items():
+            if cfg.mask_threshold is not None:
+                k = int(v >= cfg.mask_threshold)
+            elif mapping is not None and v in mapping:
+                k = mapping[v]
+            else:
+                continue
+            if 0 <= k < n_classes:
+                contour[k] += c
+    # a class without contour fills whole images: its "thickness" is then capped at 2 x its area
+    return [None if pixels[k] == 0 else 2.0 * pixels[k] / max(1, contour[k]) for k in range(n_classes)]
 
 
 def _intensity(scan: _Scan) -> dict[str, Any] | None:
@@ -206,6 +245,11 @@ def _classes(cfg: DataConfig, scan: _Scan, fmt: str, records: list[Record]) -> d
             {n: (float(c) / total if total else 0.0) for n, c in zip(names, class_pixels)} if mapped else None
         ),
         "class_presence": {n: int(p) for n, p in zip(names, presence)} if mapped else None,
+        "class_thickness": (
+            dict(zip(names, _class_thickness(cfg, scan, mapping, n_classes, class_pixels)))
+            if mapped
+            else None
+        ),
         "empty_masks": len(empty) if mapped else None,
         "empty_mask_ids": empty[:20],
     }
@@ -243,6 +287,9 @@ def fingerprint(source: DataConfig | str | Path, *, max_cases: int | None = None
         "intensity": _intensity(scan),
         **classes,
         "spacing": _spacing(scan),
+        # per case, in array-axis order ([D,] H, W): what the planner's median rules need
+        "case_shapes": [list(s) for s in scan.shapes],
+        "case_spacings": [list(s) for s in scan.spacings] if len(scan.spacings) == len(scan.shapes) else None,
         "problems": scan.problems,
     }
 

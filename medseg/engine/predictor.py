@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from medseg.atomic import atomic_write_text
 from medseg.data import open_cases
 from medseg.engine.mask_files import save_png, unique_names, write_mask
 from medseg.engine.overlays import case_overlay
 from medseg.engine.predict import open_checkpoint
+from medseg.engine.probabilities import class_channels
+from medseg.engine.probabilities import save_probabilities as write_probabilities
 from medseg.engine.progress import make_progress
 from medseg.errors import MedsegError
 
@@ -20,6 +24,13 @@ def _check_channels(case: dict, in_channels: int) -> None:
             f"{case.get('source', case['id'])}: image has {c} channels, "
             f"the model was trained on {in_channels}"
         )
+
+
+def predicted_channels(proba: np.ndarray) -> np.ndarray:
+    """A prediction's probabilities (``[K, H, W]``, or ``[D, K, H, W]`` for a volume) as class
+    channels first; a sigmoid map (K = 1) becomes ``[1 - p, p]``."""
+    axis = 1 if proba.ndim == 4 else 0
+    return class_channels(proba, proba.shape[axis] == 1, channel_axis=axis)
 
 
 def input_tree(inputs: Path) -> Path | None:
@@ -66,6 +77,7 @@ def predict_folder(
     crf: bool = False,
     overlays: bool = True,
     overwrite: bool = False,
+    save_probabilities: bool = False,
 ) -> dict:
     """Predict every image/volume under ``inputs``; write masks (and overlays) to ``out_dir``.
 
@@ -75,7 +87,9 @@ def predict_folder(
     format with the input's affine, header and shape (``.npy`` when the input had no geometry;
     a DICOM series as NIfTI, listed in ``notes``). File names are
     the case ids made safe and unique (``names.csv`` maps them back when they differ). Writing
-    into the inputs' tree or over existing masks is refused unless ``overwrite``.
+    into the inputs' tree or over existing masks is refused unless ``overwrite``. With
+    ``save_probabilities``, each case's class probabilities go to ``out_dir/probabilities/NAME.npz``
+    (:mod:`medseg.engine.probabilities`).
     """
     loaded = open_checkpoint(checkpoint, overrides=overrides, device=device)
     # streamed: each input is decoded when it is predicted, never cached (memory constant in
@@ -99,8 +113,15 @@ def predict_folder(
         for i in range(len(cases)):
             case = cases[i]
             _check_channels(case, loaded.state["in_channels"])
-            labels, _ = loaded.predict(case, tta=tta, crf=crf)
+            labels, proba = loaded.predict(case, tta=tta, crf=crf)
             write_mask(labels, case, mask_dir, binary=binary, name=names[i], notes=notes)
+            if save_probabilities:
+                write_probabilities(
+                    out / "probabilities" / f"{names[i]}.npz",
+                    predicted_channels(proba.numpy()),
+                    case_id=case["id"],
+                    channels=loaded.task.class_names,
+                )
             if overlays:
                 save_png(overlay_dir / f"{names[i]}.png", case_overlay(case, labels))
             progress.advance(bar)
@@ -111,4 +132,5 @@ def predict_folder(
         "overlays": str(overlay_dir) if overlays else None,
         "names": str(name_map) if name_map else None,
         "notes": notes,
+        "probabilities": str(out / "probabilities") if save_probabilities else None,
     }

@@ -84,3 +84,18 @@ def test_fingerprint_of_synthetic_config():
     assert (
         fp["num_cases"] == 5 and fp["class_names"] == ["background", "lesion"] and fp["channels"] == {"3": 5}
     )
+
+
+def test_class_thickness_is_twice_area_over_contour(tmp_path):
+    """A 4-pixel-wide vertical band across a 20 x 20 image: area 80, contour 2 x 20 pixels
+    (the band's two edge columns) -> thickness 4; the background's contour is the two columns
+    next to the band (40 px), area 320 -> 16."""
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    mask = np.zeros((20, 20), np.uint8)
+    mask[:, 8:12] = 255
+    Image.fromarray(np.full((20, 20), 100, np.uint8)).save(root / "images" / "a.png")
+    Image.fromarray(mask).save(root / "masks" / "a.png")
+    fp = fingerprint(root)
+    assert fp["class_thickness"] == pytest.approx({"background": 16.0, "foreground": 4.0})

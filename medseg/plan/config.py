@@ -1,0 +1,152 @@
+"""A plan's decisions written as a medseg configuration (a dict that ``medseg.load_config`` takes).
+
+Fixed choices, with their reasons in the plan's table: Dice + cross-entropy (nnU-Net's loss),
+AdamW at 1e-3 with poly decay (medseg's CPU-budget recipe: in docs/bench/recipe.md nnU-Net's SGD
+at 1e-2 scored lower under a short budget), nnU-Net's 2-D augmentation preset, training stopped by
+the time budget (``train.budget_minutes``, which also sets the learning-rate schedule's length).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medseg.data.config import DataConfig
+from medseg.plan.patch import PatchPlan
+
+if TYPE_CHECKING:
+    from medseg.plan.planner import Plan
+
+UNET2D = {
+    "base_width": 32,
+    "max_width": 512,
+    "norm": "instance",
+    "act": "leaky_relu",
+    "downsample": "strided",
+}
+UNET3D = {"base_width": 32, "max_width": 320, "norm": "instance", "act": "leaky_relu"}
+VALIDATIONS = 10  # validations per run under the budget
+VAL_FRACTION = 0.15
+TEST_FRACTION = 0.2
+
+
+def three_d_trainable() -> bool:
+    """Whether this build's data config can describe 3-D patch training (a ``patch_size`` field)."""
+    return "patch_size" in DataConfig.model_fields
+
+
+def _data_section(cfg: DataConfig, fp: dict, root_text: str | None) -> dict[str, Any]:
+    """The user's data options as given (format, thresholds...), plus classes and split."""
+    data = cfg.model_dump(mode="json", exclude_unset=True)
+    data["root"] = root_text or str(cfg.root)
+    data["format"] = fp["format"]
+    data["class_names"] = list(fp["class_names"])
+    mapping = fp.get("class_mapping")
+    if cfg.mask_threshold is None and mapping and any(int(k) != v for k, v in mapping.items()):
+        data["mask_values"] = {int(k): int(v) for k, v in mapping.items()}
+    has_files = (fp.get("split") or {}).get("source") == "split files"
+    split = dict(data.get("split") or {})
+    split.setdefault("val_fraction", VAL_FRACTION)
+    if not has_files:
+        split.setdefault("test_fraction", TEST_FRACTION)
+    split.setdefault("seed", 0)
+    data["split"] = split
+    for key in ("cache", "validate_on_load"):  # the fingerprint's read options, not the user's
+        data.pop(key, None)
+    return data
+
+
+def _schedule(fp: dict, fitted: PatchPlan, repeats: int, budget: float, dims: str) -> tuple[int, int]:
+    """``train.epochs`` (a ceiling: the budget stops training first) and ``train.val_every``."""
+    items = fp["num_slices"] if dims == "2d" else fp["num_cases"]  # 2-D trains on slices
+    train_items = max(1, round(items * (1 - VAL_FRACTION - TEST_FRACTION)))
+    steps_per_epoch = max(1, math.ceil(train_items * repeats / fitted.batch))
+    steps = budget * 60 / max(fitted.step_seconds, 1e-9)
+    epochs = max(1.0, steps / steps_per_epoch)
+    return max(10, 4 * math.ceil(epochs)), max(1, round(epochs / VALIDATIONS))
+
+
+def _model(plan: Plan, fitted: PatchPlan) -> dict[str, Any]:
+    if plan.dims == "3d":
+        opts = {**UNET3D, "kernel_sizes": fitted.kernels, "strides": fitted.strides}
+        plan.add(
+            "network",
+            "unet3d " + _stages(fitted),
+            "nnU-Net topology (plan_topology) of the patch and spacing",
+        )
+        return {"name": "unet3d", "options": opts}
+    depth = max(1, fitted.uniform_depth)
+    plan.add(
+        "network",
+        f"unet depth {depth} ({_stages(fitted)})",
+        f"plan_topology: halve while an axis keeps >= 4 px (bottleneck {_bottleneck(fitted, depth)})",
+    )
+    return {"name": "unet", "options": {**UNET2D, "depth": depth, "init": "he"}}
+
+
+def _stages(fitted: PatchPlan) -> str:
+    return f"{len(fitted.strides)} stages, strides {fitted.strides[1:]}"
+
+
+def _bottleneck(fitted: PatchPlan, depth: int) -> str:
+    return " x ".join(str(p // 2**depth) for p in fitted.patch)
+
+
+def build_config(
+    cfg: DataConfig,
+    fp: dict,
+    plan: Plan,
+    fitted: PatchPlan,
+    *,
+    policy: str,
+    norm: tuple[str, list[float] | None],
+    budget: float,
+    root_text: str | None,
+) -> dict[str, Any]:
+    """The configuration dict of a plan (validated by the caller with ``medseg.load_config``)."""
+    data = _data_section(cfg, fp, root_text)
+    data["normalize"], clip = norm
+    if clip is not None:
+        data["intensity_clip"] = clip
+    median_area = float(np.median([s[-1] * s[-2] for s in fp["case_shapes"]]))
+    repeats = 1
+    if plan.dims == "3d":
+        data["patch_size"] = fitted.patch
+        data["resize_policy"] = "crop"
+    else:
+        data["size"] = fitted.patch[-2:]
+        data["resize_policy"] = policy
+        if policy == "crop":
+            repeats = max(1, round(median_area / math.prod(fitted.patch[-2:])))
+            data["train_repeats"] = repeats
+    epochs, val_every = _schedule(fp, fitted, repeats, budget, plan.dims)
+    name = (cfg.root.name if cfg.root is not None else "synthetic") + f"-plan-{plan.dims}"
+    out: dict[str, Any] = {
+        "name": name,
+        "output_dir": f"runs/{name}",
+        "model": _model(plan, fitted),
+        "loss": {"name": "dice_ce"},
+        "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4},
+        "schedule": {"name": "poly", "warmup_epochs": 0},
+        "train": {
+            "epochs": epochs,
+            "batch_size": fitted.batch,
+            "budget_minutes": budget,
+            "val_every": val_every,
+            "device": "cpu",
+            "seed": 0,
+        },
+        "data": data,
+        "augment": {"preset": "nnunet"} if plan.dims == "2d" else {},
+    }
+    if policy == "crop" and plan.dims == "2d":
+        out["eval"] = {"window": fitted.patch[-2:]}
+    plan.add("loss", "dice_ce", "Dice + cross-entropy, nnU-Net's loss")
+    plan.add("optimiser", "AdamW 1e-3, poly", "medseg's CPU-budget recipe (docs/bench/recipe.md)")
+    plan.add("augmentation", "nnunet preset", "nnU-Net's default 2-D augmentation (medseg.data.transforms)")
+    plan.add(
+        "training length", f"{budget:g} min", f"stopped by the budget; validation every {val_every} epoch(s)"
+    )
+    return out

@@ -1,0 +1,208 @@
+"""``medseg plan``: a ready-to-train configuration decided from the data alone.
+
+nnU-Net's idea (Isensee et al., Nature Methods 2021): a fingerprint of the data set (modality,
+intensities, spacings, shapes, classes) fixes target spacing, patch and batch size, network
+topology, normalisation and 2-D vs 3-D by rules. Here the GPU-memory target is replaced by a CPU
+time budget (:mod:`medseg.plan.cost`), and thin structures limit how much an image may be
+shrunk (:func:`medseg.plan.rules.downsample_limit`). Every decision carries its reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.data.config import DataConfig
+from medseg.data.fingerprint import fingerprint
+from medseg.errors import DataError
+from medseg.plan.config import UNET2D, UNET3D, build_config, three_d_trainable
+from medseg.plan.cost import MIN_STEPS, forward_flops_per_voxel, max_step_seconds
+from medseg.plan.patch import PatchPlan, fit_patch
+from medseg.plan.rules import choose_dims, downsample_limit, normalisation, uniform_sizes
+from medseg.plan.spacing import target_spacing
+
+
+@dataclass
+class Decision:
+    """One planned setting, its value as text and the reason."""
+
+    name: str
+    value: str
+    reason: str
+
+
+@dataclass
+class Plan:
+    """What ``medseg plan`` decided: the configuration (a dict ``medseg.load_config`` accepts),
+    the decisions with their reasons, and the fingerprint they came from."""
+
+    dims: str
+    config: dict[str, Any]
+    decisions: list[Decision] = field(default_factory=list)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, name: str, value: Any, reason: str) -> None:
+        self.decisions.append(Decision(name, value if isinstance(value, str) else str(value), reason))
+
+
+@dataclass
+class Geometry:
+    """Per-case shapes and spacings (array-axis order) of the axes being planned."""
+
+    shapes: np.ndarray  # [N, axes]
+    spacings: np.ndarray | None  # [N, axes] or None when the files have none
+    volumes: bool
+
+
+def _geometry(fp: dict[str, Any]) -> Geometry:
+    shapes = [s for s in fp.get("case_shapes") or []]
+    if not shapes:
+        raise DataError(f"{fp['root']}: no readable cases to plan from")
+    ndims = {len(s) for s in shapes}
+    if len(ndims) > 1:
+        raise DataError(f"{fp['root']}: mixes 2-D images and 3-D volumes; plan them separately")
+    spacings = fp.get("case_spacings")
+    return Geometry(
+        np.asarray(shapes, float), None if spacings is None else np.asarray(spacings, float), ndims == {3}
+    )
+
+
+def _spacing_plan(geo: Geometry, plan: Plan) -> tuple[list[float], np.ndarray]:
+    """Target spacing and each case's shape at it (unit spacing when the files have none)."""
+    if geo.spacings is None:
+        plan.add("target spacing", "native (1 per voxel)", "no spacing in the files: voxels are the unit")
+        return [1.0] * geo.shapes.shape[1], geo.shapes
+    target, lowres = target_spacing(geo.spacings, geo.shapes)
+    reason = "median of the cases' spacings"
+    if lowres is not None:
+        reason += f"; axis {lowres} anisotropic: its 10th percentile (nnU-Net's rule)"
+    plan.add("target spacing", _fmt(target), reason)
+    return target, geo.shapes * geo.spacings / np.asarray(target)
+
+
+def _flops_2d(in_ch: int, classes: int) -> Any:
+    cache: dict[int, float] = {}
+
+    def per_voxel(strides: list[list[int]]) -> float:
+        depth = max(1, sum(1 for s in strides[1:] if all(v == 2 for v in s)))
+        if depth not in cache:
+            cache[depth] = forward_flops_per_voxel("unet", {**UNET2D, "depth": depth}, in_ch, classes)
+        return cache[depth]
+
+    return per_voxel
+
+
+def _flops_3d(in_ch: int, classes: int) -> Any:
+    cache: dict[str, float] = {}
+
+    def per_voxel(strides: list[list[int]]) -> float:
+        key = repr(strides)
+        if key not in cache:
+            kernels = [[3] * 3 for _ in strides]
+            opts = {**UNET3D, "kernel_sizes": kernels, "strides": strides}
+            cache[key] = forward_flops_per_voxel("unet3d", opts, in_ch, classes)
+        return cache[key]
+
+    return per_voxel
+
+
+def _fit_2d(
+    geo: Geometry, shapes: np.ndarray, spacing: list[float], fp: dict, budget: float, plan: Plan, ch: int
+) -> tuple[PatchPlan, str, float]:
+    """Patch, batch and resize policy of a 2-D plan; returns (patch plan, policy, shrink factor)."""
+    median = np.median(shapes[:, -2:], axis=0)
+    pixels = float(np.prod(shapes, axis=1).sum())
+    flops = _flops_2d(ch, fp["num_classes"])
+    cap = max_step_seconds(budget)
+    native = fit_patch(median, spacing[-2:], flops, cap, pixels)
+    same = uniform_sizes(shapes[:, -2:])
+    if all(p >= m for p, m in zip(native.patch, median)):
+        policy = "resize" if same else "crop"
+        plan.add("resize policy", policy, "the median image fits the budget whole")
+        return native, policy, 1.0
+    limit, why = downsample_limit(fp.get("class_thickness"))
+    whole = float(np.prod(median))
+    needed = math.sqrt(whole / float(np.prod(native.patch)))
+    if same and limit >= needed:
+        shrunk = fit_patch(median / needed, spacing[-2:], flops, cap, pixels / needed**2)
+        factor = float(np.max(median / np.asarray(shrunk.patch)))
+        plan.add(
+            "resize policy", f"resize (shrink {factor:.2f}x)", f"{why}; the whole image needs {needed:.2f}x"
+        )
+        return shrunk, "resize", factor
+    reason = why if same else "images differ in size"
+    plan.add("resize policy", "crop (native resolution)", f"{reason}; whole images would need {needed:.2f}x")
+    return native, "crop", 1.0
+
+
+def _fit_3d(shapes: np.ndarray, spacing: list[float], fp: dict, budget: float, ch: int) -> PatchPlan:
+    median = np.median(shapes, axis=0)
+    voxels = float(np.prod(shapes, axis=1).sum())
+    return fit_patch(median, spacing, _flops_3d(ch, fp["num_classes"]), max_step_seconds(budget), voxels)
+
+
+def plan_dataset(
+    data: DataConfig | str | Path,
+    *,
+    budget_minutes: float = 15.0,
+    dims: str = "auto",
+    root_text: str | None = None,
+    max_cases: int | None = None,
+) -> Plan:
+    """Plan training on ``data`` for a CPU budget of ``budget_minutes``; see the module docstring.
+
+    ``root_text``: how the data root is written in the config (e.g. ``${MEDSEG_DATA}/ph2``).
+    """
+    if dims not in ("auto", "2d", "3d"):
+        raise ValueError(f"dims must be auto, 2d or 3d, got {dims!r}")
+    cfg = data if isinstance(data, DataConfig) else DataConfig(root=Path(data))
+    fp = fingerprint(cfg, max_cases=max_cases)
+    if fp["num_labelled"] == 0:
+        raise DataError(f"{fp['root']}: no masks found; a plan needs labelled cases")
+    geo = _geometry(fp)
+    channels = max(fp["channels"], key=lambda k: fp["channels"][k])
+    ch = int(channels) if cfg.in_channels is None else cfg.in_channels
+    plan = Plan("2d", {}, fingerprint=fp)
+    median_sp = None if geo.spacings is None else np.median(geo.spacings, 0).tolist()
+    chosen, why = choose_dims(dims, geo.volumes, median_sp, np.median(geo.shapes, 0), three_d_trainable())
+    if chosen == "3d" and not three_d_trainable():
+        raise DataError("--dims 3d: this medseg build's config has no 3-D patch training (data.patch_size)")
+    plan.dims = chosen
+    plan.add("dimensions", chosen, why)
+    spacing, shapes = _spacing_plan(geo, plan)
+    if chosen == "3d":
+        fitted, policy, factor = _fit_3d(shapes, spacing, fp, budget_minutes, ch), "crop", 1.0
+    else:  # in-plane axes at the target spacing; slices stay slices
+        full = geo.shapes.copy()
+        full[:, -2:] = shapes[:, -2:]
+        fitted, policy, factor = _fit_2d(geo, full, spacing, fp, budget_minutes, plan, ch)
+        shapes = full
+    norm, clip, norm_why = normalisation(fp["intensity"], int(channels))
+    steps = budget_minutes * 60 / max(fitted.step_seconds, 1e-9)
+    plan.add(
+        "patch size",
+        _fmt(fitted.patch),
+        f"median shape {_fmt(np.median(shapes, 0))} at the target spacing"
+        + (f", shrunk {factor:.2f}x" if factor > 1 else "")
+        + f"; fitted so that {MIN_STEPS} steps fit {budget_minutes:g} min on CPU (cost model)",
+    )
+    plan.add(
+        "batch size",
+        fitted.batch,
+        f"predicted {fitted.step_seconds:.2f} s/step on the reference 2-core CPU, about {steps:.0f} steps "
+        "in the budget (min 2, at most 5 % of the data per step)",
+    )
+    plan.add("normalisation", norm + (f", clip {clip}" if clip else ""), norm_why)
+    plan.config = build_config(
+        cfg, fp, plan, fitted, policy=policy, norm=(norm, clip), budget=budget_minutes, root_text=root_text
+    )
+    return plan
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return " x ".join(f"{float(v):.4g}" for v in values)

@@ -1,0 +1,53 @@
+"""``medseg plan`` writes a config that ``medseg train -c`` runs; ``medseg ensemble`` CLI paths."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from medseg.cli import main
+from medseg.data import write_synthetic_dataset
+from medseg.engine.probabilities import save_probabilities
+
+
+def test_plan_then_train_runs_as_written(tmp_path, capsys):
+    root = write_synthetic_dataset(tmp_path / "d", "binary", n=8, size=32, seed=0)
+    plan = tmp_path / "plan.yaml"
+    assert main(["plan", str(root), "--out", str(plan), "--budget", "2m"]) == 0
+    table = capsys.readouterr().out
+    assert "dimensions" in table and "patch size" in table and "batch size" in table
+    text = plan.read_text()
+    assert text.startswith("# medseg plan of") and yaml.safe_load(text)["train"]["budget_minutes"] == 2
+    out = tmp_path / "run"
+    # the plan as written; only the run folder, the length and the logging are set for the test
+    args = ["train", "-c", str(plan), "--out", str(out), "--epochs", "1", "--budget", "5s"]
+    assert main([*args, "--set", "train.log_tensorboard=false"]) == 0
+    assert (out / "checkpoints" / "last.safetensors").is_file()
+
+
+def test_plan_json_goes_to_stdout(tmp_path, capsys):
+    root = write_synthetic_dataset(tmp_path / "d", "multiclass", n=6, size=32, seed=0)
+    assert main(["plan", str(root), "--out", str(tmp_path / "p.yaml"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["dims"] == "2d" and result["config"]["data"]["class_names"][0] == "background"
+    assert {d["name"] for d in result["decisions"]} >= {"dimensions", "patch size", "normalisation"}
+
+
+def test_plan_of_a_missing_folder_is_one_line(tmp_path, capsys):
+    assert main(["plan", str(tmp_path / "nope"), "--out", str(tmp_path / "p.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("medseg: error:") and "nope" in err and not (tmp_path / "p.yaml").exists()
+
+
+def test_ensemble_from_probabilities_command(tmp_path):
+    p = np.array([[[0.9, 0.2]], [[0.1, 0.8]]], np.float32)
+    q = np.array([[[0.3, 0.6]], [[0.7, 0.4]]], np.float32)
+    save_probabilities(tmp_path / "a" / "x.npz", p, case_id="x", channels=["bg", "fg"])
+    save_probabilities(tmp_path / "b" / "x.npz", q, case_id="x", channels=["bg", "fg"])
+    args = ["ensemble", "--from-probabilities", str(tmp_path / "a"), str(tmp_path / "b")]
+    assert main([*args, "--out", str(tmp_path / "e")]) == 0
+    # mean foreground: (0.1 + 0.7) / 2 = 0.4 -> bg; (0.8 + 0.4) / 2 = 0.6 -> fg (0/255 PNG)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "e" / "masks" / "x.png")), [[0, 255]])
