@@ -139,12 +139,14 @@ def evaluate(
     device: str = "auto",
     tta: bool | None = None,
     crf: bool | None = None,
+    postprocess: bool = True,
 ) -> dict:
     """Evaluate ``checkpoint`` on the ``split`` ("test" or "val") of its training data, or on
     the folder ``data_root``: per-case x per-class metrics (Dice, IoU, HD95, ASSD, NSD, ...),
     a summary, plots and overlays written to ``out_dir`` (default ``RUN/eval/<split>``).
-    ``tta`` / ``crf`` override the checkpoint's evaluation settings. Returns ``records``,
-    ``summary`` and ``out_dir``."""
+    ``tta`` / ``crf`` override the checkpoint's evaluation settings; ``postprocess`` applies the
+    run's ``postprocessing.json`` when it has one. Returns ``records``, ``summary``, ``out_dir``
+    and ``postprocessing`` (what was applied)."""
     from medseg.engine.evaluator import evaluate_checkpoint  # deferred: torch
 
     return evaluate_checkpoint(
@@ -156,6 +158,7 @@ def evaluate(
         device=device,
         tta=tta,
         crf=crf,
+        postprocess=postprocess,
     )
 
 
@@ -170,13 +173,15 @@ def predict(
     crf: bool = False,
     overlays: bool = True,
     overwrite: bool = False,
+    postprocess: bool = True,
 ) -> dict:
     """Segment an image, a volume or a folder of them with ``checkpoint``; masks are written
     to ``out_dir/masks`` at the input's own size and geometry (PNG: binary 0/255 or class
     indices; NIfTI for volumes), with overlay PNGs unless ``overlays=False``. Returns
     ``count``, ``masks`` and ``overlays`` (the folders written). File names are unique
     (``names.csv`` maps them to case ids when they differ); writing into the inputs' own tree
-    or over existing masks is refused unless ``overwrite``."""
+    or over existing masks is refused unless ``overwrite``. ``postprocess``: apply the run's
+    ``postprocessing.json`` when it has one."""
     from medseg.engine.predictor import predict_folder  # deferred: torch
 
     return predict_folder(
@@ -189,4 +194,5 @@ def predict(
         crf=crf,
         overlays=overlays,
         overwrite=overwrite,
+        postprocess=postprocess,
     )

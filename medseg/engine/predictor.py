@@ -9,7 +9,8 @@ from medseg.data import open_cases
 from medseg.engine.mask_files import save_png, unique_names, write_mask
 from medseg.engine.overlays import case_overlay
 from medseg.engine.predict import open_checkpoint
-from medseg.engine.progress import make_progress
+from medseg.engine.progress import console, make_progress
+from medseg.engine.run_postprocess import load_run_plan
 from medseg.errors import MedsegError
 
 
@@ -66,15 +67,18 @@ def predict_folder(
     crf: bool = False,
     overlays: bool = True,
     overwrite: bool = False,
+    postprocess: bool = True,
 ) -> dict:
     """Predict every image/volume under ``inputs``; write masks (and overlays) to ``out_dir``.
 
     Binary masks are written as 0/255 PNG, multi-class ones as class-index PNG; volumes
     as NIfTI with the input's geometry (or ``.npy`` when the input had none). File names are
     the case ids made safe and unique (``names.csv`` maps them back when they differ). Writing
-    into the inputs' tree or over existing masks is refused unless ``overwrite``.
+    into the inputs' tree or over existing masks is refused unless ``overwrite``. With
+    ``postprocess`` (default) the run's ``postprocessing.json`` is applied when it has one.
     """
     loaded = open_checkpoint(checkpoint, overrides=overrides, device=device)
+    plan, line = load_run_plan(checkpoint, postprocess, log=console.print)
     # streamed: each input is decoded when it is predicted, never cached (memory constant in
     # the number of inputs); a bad file is reported when reached, before its mask is written
     streamed = loaded.cfg.data.model_copy(update={"cache": False, "validate_on_load": False})
@@ -96,6 +100,8 @@ def predict_folder(
             case = cases[i]
             _check_channels(case, loaded.state["in_channels"])
             labels, _ = loaded.predict(case, tta=tta, crf=crf)
+            if plan is not None:
+                labels = plan.apply(labels)
             write_mask(labels, case, mask_dir, binary=binary, name=names[i])
             if overlays:
                 save_png(overlay_dir / f"{names[i]}.png", case_overlay(case, labels))
@@ -106,4 +112,5 @@ def predict_folder(
         "masks": str(mask_dir),
         "overlays": str(overlay_dir) if overlays else None,
         "names": str(name_map) if name_map else None,
+        "postprocessing": line,
     }
