@@ -98,10 +98,10 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _fold_arg(value: str | None) -> int | None:
     """``--fold K|all`` -> K, or None for all."""
-    if value in (None, "all"):
+    if value is None or value == "all":
         return None
     try:
-        return int(value)  # type: ignore[arg-type]
+        return int(value)
     except ValueError:
         raise MedsegError(f"--fold {value!r}: expected a fold number or 'all'") from None
 

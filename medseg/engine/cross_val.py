@@ -18,19 +18,22 @@ case once, with a model that never trained on it (Isensee et al., nnU-Net, Natur
 
 from __future__ import annotations
 
+import io
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medseg.atomic import atomic_write_bytes
 from medseg.config import Config
 from medseg.data import build_data
 from medseg.data.build import build_store
 from medseg.data.folds import store_strata
 from medseg.data.splits import split_ids
 from medseg.data.splits_io import SPLITS_FILE, read_splits, write_splits
-from medseg.engine.cv_report import cv_report, fold_dirs
+from medseg.engine.cv_report import cv_report
 from medseg.engine.evaluator import _np, score_case
 from medseg.engine.mask_files import unique_names
 from medseg.engine.predict import open_checkpoint
@@ -99,9 +102,18 @@ def fold_config(cfg: Config, run: Path, fold: int, splits: Path) -> Config:
     return cfg.model_copy(update={"data": data, "output_dir": run / f"fold_{fold}"})
 
 
+def save_npz(path: Path, **arrays: np.ndarray) -> Path:
+    """A compressed npz written atomically (a crash leaves no half-written file)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
 def predict_oof(checkpoint: str | Path, out: Path) -> list[dict]:
     """Predict the validation cases of the checkpoint's fold; save labels (with the reference)
-    and probabilities per case, and the evaluation report; returns its records."""
+    and probabilities per case, and the evaluation report; returns its records. ``out`` is
+    emptied first, so no case of an earlier split lingers in it."""
+    shutil.rmtree(out, ignore_errors=True)
     loaded = open_checkpoint(checkpoint)
     cfg, task = loaded.cfg, loaded.task
     cases = build_data(cfg.data.model_copy(update={"cache": False}), cfg.augment, seed=cfg.train.seed).val
@@ -118,7 +130,7 @@ def predict_oof(checkpoint: str | Path, out: Path) -> list[dict]:
             labels, proba = loaded.predict(case)
             reference = _np(case["mask"])
             assert reference is not None
-            np.savez_compressed(
+            save_npz(
                 out / "labels" / f"{names[i]}.npz",
                 labels=labels,
                 reference=reference,
@@ -142,10 +154,10 @@ def predict_oof(checkpoint: str | Path, out: Path) -> list[dict]:
     return records
 
 
-def load_oof_pairs(fold_dirs_: list[Path]) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
+def load_oof_pairs(folds: list[Path]) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
     """(prediction, reference) label maps of every OOF case of the folds, and the class count."""
     pairs, k = [], 2
-    for d in fold_dirs_:
+    for d in folds:
         files = sorted((d / OOF_DIR / "labels").glob("*.npz"))
         if not files:
             raise DataError(f"{d / OOF_DIR / 'labels'}: no out-of-fold predictions")
@@ -176,7 +188,9 @@ def train_fold(
 ) -> dict:
     """Train fold ``fold`` into ``RUN/fold_k`` and predict its out-of-fold cases."""
     cfg_k = fold_config(cfg, run, fold, splits)
-    log(f"[bold]fold {fold}[/] (folds 0..{cfg.data.split.folds - 1}) -> {cfg_k.output_dir}")
+    log(
+        f"[bold]fold {fold}[/] of folds 0..{(cfg.data.split.folds or DEFAULT_FOLDS) - 1} -> {cfg_k.output_dir}"
+    )
     result = train(cfg_k, resume=resume, overwrite=overwrite)
     if result["rank"] != 0:
         return result
@@ -210,7 +224,8 @@ def run_cross_validation(
         return {"rank": results[0]["rank"], "folds": results}
     out: dict[str, Any] = {"rank": 0, "out_dir": str(run), "folds": results}
     if fold is None:
-        out["postprocessing"] = decide_run_postprocessing(fold_dirs(run), run / PLAN_FILE, log)
+        every = [run / f"fold_{f}" for f in range(k)]
+        out["postprocessing"] = decide_run_postprocessing(every, run / PLAN_FILE, log)
         out["report"] = cv_report(run)
     else:
         fold_dir = run / f"fold_{fold}"

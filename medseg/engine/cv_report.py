@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from medseg.atomic import atomic_write, atomic_write_text
+from medseg.data.splits_io import SPLITS_FILE, read_splits
 from medseg.errors import DataError
 from medseg.metrics import report as rep
 from medseg.metrics.records import class_order, metric_label, read_records, to_json
@@ -33,12 +34,23 @@ METRICS = ("dice", "hd95")
 FOLD = re.compile(r"fold_(\d+)")
 
 
+def _fold_count(run: Path) -> int | None:
+    """K of the run's saved fold table (``RUN/splits.json``), when it has one."""
+    try:
+        return int(read_splits(run / SPLITS_FILE)["folds"])
+    except (DataError, TypeError, ValueError):
+        return None
+
+
 def fold_dirs(run: str | Path) -> list[Path]:
-    """``RUN/fold_k`` folders that hold out-of-fold predictions, in fold order."""
+    """``RUN/fold_k`` folders that hold out-of-fold predictions, in fold order (only folds
+    ``0..K-1`` of the run's saved fold table, when it has one: a stale ``fold_7`` is not a fold)."""
+    run = Path(run)
+    k = _fold_count(run)
     found = []
-    for d in Path(run).iterdir() if Path(run).is_dir() else []:
+    for d in run.iterdir() if run.is_dir() else []:
         m = FOLD.fullmatch(d.name)
-        if m and (d / "oof" / "per_case.json").is_file():
+        if m and (d / "oof" / "per_case.json").is_file() and (k is None or int(m.group(1)) < k):
             found.append((int(m.group(1)), d))
     return [d for _, d in sorted(found)]
 
@@ -191,7 +203,7 @@ def box_plot_by_fold(by_fold: dict[int, list[dict]], path: Path) -> None:
     fig = Figure(figsize=(4.5 * len(panels), 4))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (c, m) in zip(axes, panels):
-        data = []
+        data: list[Any] = []
         for k in sorted(by_fold):
             v = np.asarray([float(r[m]) for r in by_fold[k] if r["class"] == c])
             data.append(v[np.isfinite(v)] if np.isfinite(v).any() else [np.nan])
