@@ -59,7 +59,8 @@ def _fold_records(run: Path) -> dict[int, list[dict]]:
     folds = fold_dirs(run)
     if not folds:
         raise DataError(f"{run}: no fold_k/oof/per_case.json (train with --fold first)")
-    out, seen = {}, {}
+    out: dict[int, list[dict]] = {}
+    seen: dict[str, int] = {}
     for d in folds:
         k = int(d.name.split("_")[1])
         recs = read_records(d / "oof" / "per_case.json")
@@ -98,7 +99,7 @@ def summarize_cv(by_fold: dict[int, list[dict]]) -> dict[str, Any]:
     pooled_records = [r for recs in by_fold.values() for r in recs]
     classes = class_order(pooled_records)
     pooled = rep.summarize(pooled_records, metrics=list(METRICS))
-    per_fold = {}
+    per_fold: dict[int, dict[str, Any]] = {}
     for k, recs in by_fold.items():
         per_fold[k] = {
             "n_cases": len({r["case"] for r in recs}),
@@ -107,7 +108,7 @@ def summarize_cv(by_fold: dict[int, list[dict]]) -> dict[str, Any]:
                 for c in classes
             },
         }
-    over_folds = {}
+    over_folds: dict[str, dict[str, dict[str, float]]] = {}
     for c in classes:
         over_folds[c] = {}
         for m in METRICS:
