@@ -139,12 +139,14 @@ def evaluate(
     device: str = "auto",
     tta: bool | None = None,
     crf: bool | None = None,
+    postprocess: bool = True,
 ) -> dict:
     """Evaluate ``checkpoint`` on the ``split`` ("test" or "val") of its training data, or on
     the folder ``data_root``: per-case x per-class metrics (Dice, IoU, HD95, ASSD, NSD, ...),
     a summary, plots and overlays written to ``out_dir`` (default ``RUN/eval/<split>``).
-    ``tta`` / ``crf`` override the checkpoint's evaluation settings. Returns ``records``,
-    ``summary`` and ``out_dir``."""
+    ``tta`` / ``crf`` override the checkpoint's evaluation settings; ``postprocess`` applies the
+    run's ``postprocessing.json`` when it has one. Returns ``records``, ``summary``, ``out_dir``
+    and ``postprocessing`` (what was applied)."""
     from medseg.engine.evaluator import evaluate_checkpoint  # deferred: torch
 
     return evaluate_checkpoint(
@@ -156,6 +158,7 @@ def evaluate(
         device=device,
         tta=tta,
         crf=crf,
+        postprocess=postprocess,
     )
 
 
@@ -171,6 +174,7 @@ def predict(
     overlays: bool = True,
     overwrite: bool = False,
     save_probabilities: bool = False,
+    postprocess: bool = True,
 ) -> dict:
     """Segment an image, a volume or a folder of them with ``checkpoint``; masks are written
     to ``out_dir/masks`` at the input's own size and geometry (PNG: binary 0/255 or class
@@ -178,7 +182,8 @@ def predict(
     ``count``, ``masks`` and ``overlays`` (the folders written). File names are unique
     (``names.csv`` maps them to case ids when they differ); writing into the inputs' own tree
     or over existing masks is refused unless ``overwrite``. ``save_probabilities`` also writes each
-    case's class probabilities to ``out_dir/probabilities`` (:mod:`medseg.engine.probabilities`)."""
+    case's class probabilities to ``out_dir/probabilities`` (:mod:`medseg.engine.probabilities`).
+    ``postprocess``: apply the run's ``postprocessing.json`` when it has one."""
     from medseg.engine.predictor import predict_folder  # deferred: torch
 
     return predict_folder(
@@ -192,4 +197,5 @@ def predict(
         overlays=overlays,
         overwrite=overwrite,
         save_probabilities=save_probabilities,
+        postprocess=postprocess,
     )

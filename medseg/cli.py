@@ -96,9 +96,47 @@ def _config(args: argparse.Namespace) -> Config:
     return medseg.load_config(args.config, _overrides(args))
 
 
+def _fold_arg(value: str | None) -> int | None:
+    """``--fold K|all`` -> K, or None for all."""
+    if value is None or value == "all":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise MedsegError(f"--fold {value!r}: expected a fold number or 'all'") from None
+
+
+def cmd_train_folds(args: argparse.Namespace, cfg: Config) -> int:
+    from medseg.engine.cross_val import run_cross_validation  # deferred: torch
+    from medseg.engine.cv_report import report_table
+
+    if args.evaluate:
+        raise MedsegError("--evaluate with --fold: evaluate a fold's checkpoint with `medseg evaluate`")
+    result = run_cross_validation(
+        cfg, _fold_arg(args.fold), resume=bool(args.resume), overwrite=args.overwrite
+    )
+    if result["rank"] != 0:
+        return 0
+    if "report" in result:
+        print_table(report_table(result["report"]))
+        notes_console().print(f"report: {result['report']['paths']['cv_report.md']}")
+    return 0
+
+
+def cmd_cv_report(args: argparse.Namespace) -> int:
+    from medseg.engine.cv_report import cv_report, report_table  # deferred: numpy, matplotlib
+
+    report = cv_report(args.run, args.out)
+    print_table(report_table(report))
+    notes_console().print(f"report: {report['paths']['cv_report.md']}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
     _refuse_fp16_on_cpu(cfg)
+    if args.fold is not None:
+        return cmd_train_folds(args, cfg)
     result = medseg.train(
         cfg,
         resume=args.resume,
@@ -130,6 +168,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.window:
         overrides.append(f"eval.window=[{args.window[0]},{args.window[1]}]")
+    if args.hd_combine:
+        overrides.append(f"eval.hd_combine={args.hd_combine}")
     result = medseg.evaluate(
         args.checkpoint,
         overrides=overrides,
@@ -139,6 +179,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         tta=args.tta or None,
         crf=args.crf or None,
+        postprocess=not args.no_postprocess,
     )
     if args.per_case:
         print_per_case(result["records"])
@@ -162,6 +203,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         overlays=not args.no_overlays,
         overwrite=args.overwrite,
         save_probabilities=args.save_probabilities,
+        postprocess=not args.no_postprocess,
     )
     notes_console().print(
         f"wrote {written['count']} predictions to {written['masks']}"
@@ -393,6 +435,7 @@ COMMANDS = {
     "list": cmd_list,
     "compare": cmd_compare,
     "score": cmd_score,
+    "cv-report": cmd_cv_report,
     "demo": cmd_demo,
     "export": cmd_export,
     "profile": cmd_profile,

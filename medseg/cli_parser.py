@@ -103,7 +103,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--evaluate", action="store_true", help="evaluate the best checkpoint on the test split after"
     )
+    p.add_argument(
+        "--fold",
+        metavar="K|all",
+        help="K-fold cross-validation (data.split.folds, default 5): train fold K, or every fold one "
+        "after the other, each in OUT/fold_K/; keeps out-of-fold predictions, decides the "
+        "post-processing on them and (all) writes the cross-validation report",
+    )
     p.set_defaults(command="train")
+
+    p = sub.add_parser(
+        "cv-report",
+        formatter_class=_formatter,
+        help="cross-validation report of a --fold run",
+        description="Per-fold and pooled out-of-fold Dice and HD95 per class, mean ± sd over folds: "
+        "RUN/cv/cv_report.json, cv_report.md and cv_box.png; the table is printed.",
+    )
+    p.add_argument("run", type=Path, help="the run folder of `medseg train --fold` (holds fold_K/)")
+    p.add_argument("--out", type=Path, help="report folder (default: RUN/cv)")
+    p.set_defaults(command="cv-report")
 
     p = sub.add_parser(
         "evaluate",
@@ -121,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), help="sliding-window inference size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--per-case", action="store_true", help="print the per-case Dice table")
+    p.add_argument(
+        "--hd-combine",
+        choices=["max", "pooled"],
+        help="how HD95 combines its two directions (eval.hd_combine)",
+    )
+    p.add_argument("--no-postprocess", action="store_true", help="do not apply the run's postprocessing.json")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -148,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), help="sliding-window inference size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
+    p.add_argument("--no-postprocess", action="store_true", help="do not apply the run's postprocessing.json")
     p.add_argument(
         "--overwrite",
         action="store_true",

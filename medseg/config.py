@@ -125,6 +125,12 @@ class EvalConfig(Strict):
     empty: str = Field(
         "nan", description="empty-mask rule: nan | max | max:<mm> | legacy (see docs/metrics.md)"
     )
+    hd_combine: Literal["max", "pooled"] = Field(
+        "max",
+        description="HD/HD95 of a class: max of the two directed distances' percentiles (max, as "
+        "MONAI and DeepMind's surface-distance) or the percentile of both directions pooled "
+        "(pooled, as MedPy and the MSD challenge); see docs/metrics.md",
+    )
     overlays: int = Field(12, ge=0, description="number of overlay PNGs to write (worst cases first)")
     batch_size: int = Field(8, ge=1, description="slices/windows per inference batch")
 

@@ -42,6 +42,12 @@ class SplitConfig(BaseModel):
         "the folds instead. null: one train/val split.",
     )
     fold: int = Field(0, ge=0, description="The validation fold, 0..folds-1 (with `folds`).")
+    file: Path | None = Field(
+        None,
+        description="A run's splits.json to reuse exactly (its train/val/test ids; with `folds`, "
+        "its cross-validation table and fold `fold`). `medseg train` sets it when the run folder "
+        "already holds one, so a rerun trains on the same cases.",
+    )
     stratify: bool = Field(
         True,
         description="With `folds`: balance the folds by the set of classes each patient/volume "

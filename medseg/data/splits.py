@@ -14,6 +14,7 @@ folder defines the folds instead (then K must match it).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 from medseg.data.config import DataConfig
 from medseg.data.folds import FoldPlan, assign_folds, plan_from_nnunet
 from medseg.data.readers import file_id
-from medseg.data.splits_io import NNUNET_SPLITS_FILE, read_nnunet_splits, write_splits
+from medseg.data.splits_io import NNUNET_SPLITS_FILE, read_nnunet_splits, read_splits, write_splits
 from medseg.errors import ConfigError, DataError
 
 Strata = Mapping[str, Collection[int]] | Callable[[], Mapping[str, Collection[int]]]
@@ -170,11 +171,46 @@ def fold_plan(ids: list[str], root: Path | None, cfg: DataConfig, strata: Strata
     )
 
 
+def _check_known(path: Path, listed: list[str], ids: list[str]) -> None:
+    missing = sorted(set(listed) - set(ids))
+    if missing:
+        raise DataError(f"{path}: lists '{missing[0]}' but no such case exists ({len(missing)} missing ids)")
+
+
+def saved_split_ids(path: Path, ids: list[str], cfg: DataConfig) -> SplitIds:
+    """The split a run saved in ``splits.json`` (``data.split.file``), reused exactly: with
+    ``cfg.split.folds``, fold ``cfg.split.fold`` of its cross-validation table (which must have
+    ``folds`` folds), else its train/val/test ids."""
+    doc = read_splits(path)
+    table, test = doc["cross_validation"], doc["test"]
+    _check_known(path, [i for f in table for i in f["train"] + f["val"]] + test, ids)
+    if cfg.split.folds is None:
+        _check_known(path, doc["train"] + doc["val"], ids)
+        return SplitIds({k: doc[k] for k in ("train", "val", "test")}, f"saved ({path.name})")
+    if not table:
+        raise ConfigError(
+            f"{path}: holds no cross-validation table, but data.split.folds is {cfg.split.folds}"
+        )
+    plan = plan_from_nnunet(table, test, str(path))
+    if plan.k != cfg.split.folds:
+        raise ConfigError(f"{path}: defines {plan.k} folds but data.split.folds is {cfg.split.folds}")
+    plan = dataclasses.replace(
+        plan,
+        source=str(doc.get("source") or "saved"),
+        seed=doc.get("seed") or 0,
+        stratified=bool(doc["stratified"]),
+    )
+    return SplitIds(plan.split(cfg.split.fold), plan.source, plan)
+
+
 def split_ids(ids: list[str], root: Path | None, cfg: DataConfig, strata: Strata | None = None) -> SplitIds:
     """train/val/test id lists: fold ``cfg.split.fold`` of a cross-validation when
     ``cfg.split.folds`` is set, else from split files when present, else a seeded group-aware
-    split. ``strata`` (see :func:`fold_plan`) only matters for cross-validation."""
-    if cfg.split.folds is not None:
+    split; ``cfg.split.file`` (a saved ``splits.json``) overrides all of these. ``strata`` (see
+    :func:`fold_plan`) only matters for cross-validation."""
+    if cfg.split.file is not None:
+        out = saved_split_ids(Path(cfg.split.file).expanduser(), ids, cfg)
+    elif cfg.split.folds is not None:
         plan = fold_plan(ids, root, cfg, strata)
         out = SplitIds(plan.split(cfg.split.fold), plan.source, plan)
     elif files := read_split_files(root):

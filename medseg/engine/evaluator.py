@@ -15,11 +15,13 @@ from medseg.data import build_data, open_cases
 from medseg.engine.mask_files import safe_name, save_png
 from medseg.engine.overlays import case_overlay
 from medseg.engine.predict import open_checkpoint, predict_case
-from medseg.engine.progress import make_progress
+from medseg.engine.progress import console, make_progress
+from medseg.engine.run_postprocess import load_run_plan
 from medseg.engine.task import IGNORE_INDEX, Task
 from medseg.errors import MedsegError
 from medseg.metrics import evaluate_case, evaluate_regions
 from medseg.metrics import report as rep
+from medseg.postprocess import PostprocessPlan
 
 
 def _np(t: Any) -> np.ndarray | None:
@@ -54,6 +56,7 @@ def score_case(labels: np.ndarray, case: dict, task: Task, cfg: Config) -> list[
         include_background=False,
         roi=_np(case.get("roi")),
         empty=cfg.eval.empty,
+        hd_combine=cfg.eval.hd_combine,
         surface=cfg.eval.surface,
         nsd_tolerance=cfg.eval.nsd_tolerance,
     )
@@ -90,8 +93,10 @@ def evaluate_cases(
     tta: bool | None = None,
     crf: bool | None = None,
     description: str = "evaluating",
+    postprocess: PostprocessPlan | None = None,
 ) -> dict:
-    """Run inference on every case, compute all metrics, write the report to ``out_dir``."""
+    """Run inference on every case, compute all metrics, write the report to ``out_dir``.
+    ``postprocess``: a plan applied to each predicted label map before it is scored."""
     device = torch.device(device)
     model.eval()
     records: list[dict] = []
@@ -102,6 +107,8 @@ def evaluate_cases(
         for i in range(len(cases)):
             case = cases[i]
             labels, _ = predict_case(model, case, cfg, device, tta=tta, crf=crf)
+            if postprocess is not None:
+                labels = postprocess.apply(labels)
             records.extend(score_case(labels, case, task, cfg))
             if out_dir is not None and cfg.eval.overlays:
                 kept[case["id"]] = case_overlay(case, labels, _np(case.get("mask")))
@@ -112,7 +119,9 @@ def evaluate_cases(
         out_dir.mkdir(parents=True, exist_ok=True)
         meta = {
             "empty_policy": cfg.eval.empty,
+            "hd_combine": cfg.eval.hd_combine,
             "nsd_tolerance": cfg.eval.nsd_tolerance,
+            "postprocessing": postprocess.describe() if postprocess is not None else "none",
             "tta": cfg.eval.tta if tta is None else tta,
             "crf": cfg.eval.crf if crf is None else crf,
             "window": cfg.eval.window,
@@ -151,9 +160,13 @@ def evaluate_checkpoint(
     device: str = "auto",
     tta: bool | None = None,
     crf: bool | None = None,
+    postprocess: bool = True,
 ) -> dict:
-    """Evaluate a checkpoint on a split of its training data, or on another folder."""
+    """Evaluate a checkpoint on a split of its training data, or on another folder. With
+    ``postprocess`` (default) the run's ``postprocessing.json`` is applied when it has one
+    (:mod:`medseg.engine.run_postprocess`); the report records what was applied."""
     loaded = open_checkpoint(checkpoint, overrides=overrides, device=device)
+    plan, line = load_run_plan(checkpoint, postprocess, log=console.print)
     cfg = loaded.cfg
     cases, label = _cases_to_evaluate(cfg, data_root, split)
     out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent.parent / "eval" / label
@@ -167,6 +180,7 @@ def evaluate_checkpoint(
         tta=tta,
         crf=crf,
         description=f"evaluating {label}",
+        postprocess=plan,
     )
     result["out_dir"] = str(out)
     run = {
@@ -174,6 +188,8 @@ def evaluate_checkpoint(
         "split": label,
         "tta": cfg.eval.tta if tta is None else tta,
         "crf": cfg.eval.crf if crf is None else crf,
+        "postprocessing": line,
     }
+    result["postprocessing"] = line
     atomic_write_text(out / "run.json", json.dumps(run, indent=2))
     return result

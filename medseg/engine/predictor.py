@@ -13,7 +13,8 @@ from medseg.engine.overlays import case_overlay
 from medseg.engine.predict import open_checkpoint
 from medseg.engine.probabilities import class_channels
 from medseg.engine.probabilities import save_probabilities as write_probabilities
-from medseg.engine.progress import make_progress
+from medseg.engine.progress import console, make_progress
+from medseg.engine.run_postprocess import load_run_plan
 from medseg.errors import MedsegError
 
 
@@ -78,6 +79,7 @@ def predict_folder(
     overlays: bool = True,
     overwrite: bool = False,
     save_probabilities: bool = False,
+    postprocess: bool = True,
 ) -> dict:
     """Predict every image/volume under ``inputs``; write masks (and overlays) to ``out_dir``.
 
@@ -89,9 +91,11 @@ def predict_folder(
     the case ids made safe and unique (``names.csv`` maps them back when they differ). Writing
     into the inputs' tree or over existing masks is refused unless ``overwrite``. With
     ``save_probabilities``, each case's class probabilities go to ``out_dir/probabilities/NAME.npz``
-    (:mod:`medseg.engine.probabilities`).
+    (:mod:`medseg.engine.probabilities`). With ``postprocess`` (default) the run's
+    ``postprocessing.json`` is applied when it has one.
     """
     loaded = open_checkpoint(checkpoint, overrides=overrides, device=device)
+    plan, line = load_run_plan(checkpoint, postprocess, log=console.print)
     # streamed: each input is decoded when it is predicted, never cached (memory constant in
     # the number of inputs); a bad file is reported when reached, before its mask is written
     streamed = loaded.cfg.data.model_copy(update={"cache": False, "validate_on_load": False})
@@ -114,6 +118,8 @@ def predict_folder(
             case = cases[i]
             _check_channels(case, loaded.state["in_channels"])
             labels, proba = loaded.predict(case, tta=tta, crf=crf)
+            if plan is not None:
+                labels = plan.apply(labels)
             write_mask(labels, case, mask_dir, binary=binary, name=names[i], notes=notes)
             if save_probabilities:
                 write_probabilities(
@@ -133,4 +139,5 @@ def predict_folder(
         "names": str(name_map) if name_map else None,
         "notes": notes,
         "probabilities": str(out / "probabilities") if save_probabilities else None,
+        "postprocessing": line,
     }

@@ -21,10 +21,13 @@ from rich.progress import Progress, TaskID
 
 from medseg.atomic import atomic_write_text
 from medseg.config import Config
+from medseg.data.splits import save_splits
+from medseg.data.splits_io import SPLITS_FILE
 from medseg.engine.budget import TimeBudget
 from medseg.engine.device import resolve_device  # noqa: F401 (older import path, kept for callers)
 from medseg.engine.progress import console, make_progress
 from medseg.engine.run_folder import claim_run_folder
+from medseg.engine.run_splits import reuse_saved_split
 from medseg.engine.schedule import lr_factor, set_learning_rate
 from medseg.engine.train_log import epoch_line, log_epoch, open_tensorboard
 from medseg.engine.train_setup import (
@@ -178,6 +181,7 @@ def start_output(parts: TrainParts) -> Any:
     cfg, out = parts.cfg, parts.out
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", cfg.to_yaml())
+    save_splits(out / SPLITS_FILE, parts.data.splits, cfg.data)  # the exact cases, reused by a rerun
     tensorboard = open_tensorboard(out, cfg.train.log_tensorboard)
     console.print(
         f"[bold]{cfg.model.name}[/] ({count_parameters(parts.model) / 1e6:.2f} M parameters) on "
@@ -237,6 +241,8 @@ def train(
     ``evaluate_split`` (the split the caller evaluates afterwards) an empty split is refused
     before training."""
     dist, device = setup_device(cfg)
+    if resume or overwrite:  # a rerun into the folder trains on the split it saved
+        cfg = reuse_saved_split(cfg, log=console.print if dist.main else lambda _: None)
     resume_path = resume_checkpoint_path(cfg, resume)
     parts = build_parts(cfg, dist, device)  # reads and checks the data: a bad dataset writes nothing
     check_split_has_cases(parts, evaluate_split)
