@@ -54,7 +54,9 @@ class Task:
             if len(names) != len(regions):
                 names = tuple(f"region{i + 1}" for i in range(len(regions)))
         dims = int(state.get("spatial_dims", 2))  # checkpoints written before 3-D training are 2-D
-        return cls(state["task_mode"], state["num_classes"], tuple(state["class_names"]), dims, regions, names)
+        return cls(
+            state["task_mode"], state["num_classes"], tuple(state["class_names"]), dims, regions, names
+        )
 
 
 def model_dims(name: str) -> int:
