@@ -5,7 +5,8 @@ on the same ACDC volume, patch and anisotropy (dummy 2-D rotation, mirroring on 
 Run it in a venv that has nnunetv2 + batchgeneratorsv2 and torch 2.13.0+cpu next to medseg's
 dependencies (the project's nnU-Net venv), with medseg on PYTHONPATH:
 
-    PYTHONPATH=. MEDSEG_DATA=../shared/data .venv-nnunet/bin/python bench/augment_3d_peers.py
+    BENCH_EXTRA_SITE=.venv/lib/python3.11/site-packages PYTHONPATH=. MEDSEG_DATA=../shared/data \
+        .venv-nnunet/bin/python bench/augment_3d_peers.py
 
 Each repeat times ``--samples`` samples of each pipeline, the order alternating by repeat, one
 torch thread (a data-loader worker's setting). Both include cutting the patch from the volume:
@@ -19,14 +20,20 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from medseg.data.patches import PatchSampler, crop_padded
-from medseg.data.transforms3d import Augment3D, intensity, mirror_and_rot90, spatial_patch
+# medseg's own dependencies missing from the nnU-Net venv (OpenCV, h5py) are taken from the
+# venv named here, searched last, so the nnU-Net venv's torch/numpy stay the ones imported
+if os.environ.get("BENCH_EXTRA_SITE"):
+    sys.path.append(os.environ["BENCH_EXTRA_SITE"])
+
+from medseg.data.patches import PatchSampler, crop_padded  # noqa: E402
+from medseg.data.transforms3d import Augment3D, intensity, mirror_and_rot90, spatial_patch  # noqa: E402
 
 PATCH = (16, 160, 160)
 
@@ -56,7 +63,7 @@ def nnunet_pipeline():
     rot = (-np.pi, np.pi)  # nnU-Net's dummy-2-D rotation range for anisotropic patches
     transforms = nnUNetTrainer.get_training_transforms(PATCH, rot, None, (0, 1, 2), True)
     initial = get_patch_size(PATCH[1:], rot, (0, 0), (0, 0), (0.85, 1.25))
-    return transforms, (PATCH[0], *initial)
+    return transforms, (PATCH[0], *(int(v) for v in initial))
 
 
 def nnunet_sample(image, mask, transforms, initial, rng):

@@ -76,9 +76,13 @@ def main() -> None:
         order = order[r % len(order) :] + order[: r % len(order)]  # rotate: load bursts hit all alike
         for what in order:
             if what == "step":
-                rates["training step"].append(step_rate(loop, batch, args.steps))
+                key, rate = "training step", step_rate(loop, batch, args.steps)
             else:
-                rates[f"loader, {what} workers"].append(loader_rate(parts, int(what), args.batches, r))
+                key, rate = f"loader, {what} workers", loader_rate(parts, int(what), args.batches, r)
+            rates[key].append(rate)
+            print(
+                f"repeat {r + 1}: {key}: {rate:.2f} patches/s", flush=True
+            )  # partial results survive a kill
     print(
         f"patch {list(cfg.data.patch_size)}, batch {cfg.train.batch_size}, model {cfg.model.name} "
         f"{cfg.model.options}, torch threads {torch.get_num_threads()}"

@@ -6,7 +6,10 @@ dynamic-network-architectures' pip metadata would replace torch 2.13.0+cpu, so i
 medseg dependency; run this in the project's nnU-Net venv (torch 2.13.0+cpu, installed with
 nnunetv2) with medseg on PYTHONPATH:
 
-    PYTHONPATH=. .venv-nnunet/bin/python -m bench.unet3d_vs_dna --repeats 5 --steps 2
+    BENCH_EXTRA_SITE=.venv/lib/python3.11/site-packages PYTHONPATH=. \
+        .venv-nnunet/bin/python -m bench.unet3d_vs_dna --repeats 5 --steps 2
+
+(``BENCH_PATCH=16,64,64`` for a smaller patch; ``BENCH_EXTRA_SITE``: see augment_3d_peers.py.)
 
 Each contender lives in its own process (``bench.common.Worker``), one runs at a time, the order
 rotates per repeat; medians over repeats with min-max.
@@ -16,11 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import torch
 from torch import nn
 
 from bench.common import Timing, Worker, interleave, machine_summary
+
+if os.environ.get("BENCH_EXTRA_SITE"):  # medseg's deps missing from the nnU-Net venv, searched last
+    import sys
+
+    sys.path.append(os.environ["BENCH_EXTRA_SITE"])
 
 PATCH = (16, 128, 128)
 SPACING = (6.0, 1.5, 1.5)  # ACDC-like thick slices: in-plane pooling first
@@ -29,7 +38,13 @@ SPACING = (6.0, 1.5, 1.5)  # ACDC-like thick slices: in-plane pooling first
 def _topology():
     from medseg.models.unet3d import plan_topology
 
-    return plan_topology(PATCH, SPACING)
+    return plan_topology(_patch(), SPACING)
+
+
+def _patch() -> tuple[int, ...]:
+    """The patch (``BENCH_PATCH=16,64,64`` overrides the default; read in every worker)."""
+    text = os.environ.get("BENCH_PATCH")
+    return tuple(int(v) for v in text.split(",")) if text else PATCH
 
 
 def build_medseg(classes: int) -> nn.Module:
@@ -68,8 +83,8 @@ def make_step(which: str, mode: str, batch: int, threads: int):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = (build_medseg if which == "medseg" else build_dna)(4)
-    x = torch.randn(batch, 1, *PATCH)
-    y = torch.randint(0, 4, (batch, *PATCH))
+    x = torch.randn(batch, 1, *_patch())
+    y = torch.randint(0, 4, (batch, *_patch()))
     if mode == "infer":
         model.eval()
 
@@ -102,7 +117,7 @@ def main() -> None:
         for w, b in (("medseg", build_medseg), ("dna", build_dna))
     }
     print(machine_summary())
-    print(f"patch {PATCH}, batch {args.batch}, topology {_topology()}, parameters {params}")
+    print(f"patch {_patch()}, batch {args.batch}, topology {_topology()}, parameters {params}")
     results = {}
     for mode in ("train", "infer"):
         workers = [

@@ -236,6 +236,7 @@ def expand_env(text: str) -> str:
 _ENV_PATHS: tuple[tuple[str, ...], ...] = (
     ("output_dir",),
     ("data", "root"),
+    ("data", "val_root"),
     ("model", "weights"),
     ("model", "init_from"),
 )
