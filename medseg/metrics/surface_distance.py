@@ -59,7 +59,7 @@ def bbox(mask: np.ndarray) -> tuple[slice, ...] | None:
     first = slice(int(nz[0]), int(nz[-1]) + 1)
     if mask.ndim == 1:
         return (first,)
-    rest = bbox(mask[first].any(axis=0))
+    rest = bbox(np.asarray(mask[first].any(axis=0)))
     assert rest is not None
     return (first, *rest)
 
