@@ -70,8 +70,10 @@ def component_ranges(net, components) -> list:
             open_range.pop().__exit__(None, None, None)
 
     for name, module in net.named_modules():
+        if not name or any(prefix.startswith(name + ".") for prefix, _ in components):
+            continue  # the model or a container above a component (e.g. All2Cross)
         label = next((lab for prefix, lab in components if (name + ".").startswith(prefix)), None)
-        if not name or label is None:
+        if label is None:
             continue
         handles.append(module.register_forward_pre_hook(enter(label)))
         handles.append(module.register_forward_hook(leave))
