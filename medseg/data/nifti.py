@@ -18,7 +18,7 @@ import numpy as np
 from medseg.atomic import atomic_write
 from medseg.data.geometry.affine import check_geometry, voxel_affine
 from medseg.data.geometry.case import Geometry, restore_labels
-from medseg.data.readers import NIFTI_EXTS, check_finite
+from medseg.data.readers import NIFTI_EXTS, check_finite, one_line
 from medseg.errors import DataError
 
 MANY_CHANNELS = 8  # more input channels than this in one volume is warned about (MSD has at most 4)
@@ -33,7 +33,7 @@ def _load_nifti(path: Path, what: str) -> Any:
     except FileNotFoundError:
         raise DataError(f"{path}: {what} file not found") from None
     except Exception as e:
-        raise DataError(f"{path}: cannot read NIfTI {what} (truncated or corrupt: {e})") from None
+        raise DataError(f"{path}: cannot read NIfTI {what} (truncated or corrupt: {one_line(e)})") from None
     if data.dtype.kind not in "biuf":  # complex or RGB voxels would lose parts silently
         raise DataError(f"{path}: NIfTI {what} has voxels of type {data.dtype}; expected real numbers")
     return img, data

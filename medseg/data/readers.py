@@ -20,6 +20,11 @@ ARRAY_EXTS = (".h5", ".hdf5", ".npz")
 NIFTI_EXTS = (".nii.gz", ".nii")
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's text on one line (library messages may hold newlines; ours are one line)."""
+    return " ".join(str(exc).split())
+
+
 def file_id(path: Path) -> str:
     """Case id of a file: its name without the (possibly double) extension."""
     name = path.name
@@ -66,7 +71,7 @@ def _open_checked(path: Path, what: str) -> Any:
     try:
         im = Image.open(path)
     except Image.DecompressionBombError as e:  # not expected with the limit lifted; never a traceback
-        raise DataError(f"{path}: {what} is larger than the pixel limit ({e})") from None
+        raise DataError(f"{path}: {what} is larger than the pixel limit ({one_line(e)})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = pillow_limit
     try:
@@ -101,7 +106,7 @@ def _pil_array(path: Path, what: str) -> np.ndarray:
     except UnidentifiedImageError:
         raise DataError(f"{path}: not a readable {what} (unknown or corrupt image format)") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: cannot read {what} (truncated or corrupt file: {e})") from None
+        raise DataError(f"{path}: cannot read {what} (truncated or corrupt file: {one_line(e)})") from None
 
 
 def _tiff_array(path: Path, what: str) -> np.ndarray:
@@ -117,7 +122,7 @@ def _tiff_array(path: Path, what: str) -> np.ndarray:
     except FileNotFoundError:
         raise DataError(f"{path}: {what} file not found") from None
     except Exception as e:  # tifffile raises many types for corrupt files
-        raise DataError(f"{path}: cannot read {what} (truncated or corrupt TIFF: {e})") from None
+        raise DataError(f"{path}: cannot read {what} (truncated or corrupt TIFF: {one_line(e)})") from None
     arr = np.asarray(arr)
     # planar (C, H, W) TIFFs with few channels -> (H, W, C)
     if arr.ndim == 3 and arr.shape[0] <= 4 < min(arr.shape[1:]):
@@ -212,7 +217,7 @@ def array_shape(path: Path) -> tuple[tuple[int, ...], bool]:
     except DataError:
         raise
     except Exception as e:
-        raise DataError(f"{path}: cannot read ({e})") from None
+        raise DataError(f"{path}: cannot read ({one_line(e)})") from None
 
 
 def _keys(path: Path) -> tuple[str, str | None]:
@@ -228,10 +233,10 @@ def _keys(path: Path) -> tuple[str, str | None]:
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except Exception as e:
-        raise DataError(f"{path}: cannot open (truncated or not an HDF5/npz file: {e})") from None
+        raise DataError(f"{path}: cannot open (truncated or not an HDF5/npz file: {one_line(e)})") from None
     img = next((k for k in ("image", "img", "data") if k in names), None)
     if img is None:
-        raise DataError(f"{path}: no 'image' array (found: {', '.join(names) or 'nothing'})")
+        raise DataError(f"{path}: no 'image' array (found: {', '.join(map(str, names)) or 'nothing'})")
     lab = next((k for k in ("label", "mask", "seg", "gt") if k in names), None)
     return img, lab
 
@@ -275,7 +280,7 @@ def _read_arrays(path: Path, img_key: str, lab_key: str | None) -> tuple[np.ndar
                 label = None if lab_key is None else np.asarray(f[lab_key][()])
                 spacing = _h5_spacing(f, img_key)
     except Exception as e:
-        raise DataError(f"{path}: cannot read arrays (truncated or corrupt file: {e})") from None
+        raise DataError(f"{path}: cannot read arrays (truncated or corrupt file: {one_line(e)})") from None
     return image, label, spacing
 
 

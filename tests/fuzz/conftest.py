@@ -1,7 +1,7 @@
 """Hypothesis profiles of the fuzz tests, and the outcome counts of a run.
 
 ``ci`` (the default): 60 examples per test, derandomized (a fixed seed, the same examples on
-every run), no deadline (the CPU is shared). ``long``: 2,000 examples per test, random seeds.
+every run), no deadline (the CPU is shared). ``long``: 2,000 examples per test (``MEDSEG_FUZZ_EXAMPLES`` to change it), random seeds.
 Choose with ``HYPOTHESIS_PROFILE=long``. With ``MEDSEG_FUZZ_COUNTS=FILE`` the outcome of every
 example (clean error / accepted) is counted per test and written to FILE as JSON at the end;
 a crash (any exception but medseg's own) or a silently wrong result fails the test instead.
@@ -27,7 +27,8 @@ else:
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     settings.register_profile("ci", max_examples=60, derandomize=True, print_blob=True, **_COMMON)
-    settings.register_profile("long", max_examples=2000, **_COMMON)
+    long_examples = int(os.environ.get("MEDSEG_FUZZ_EXAMPLES", "2000"))
+    settings.register_profile("long", max_examples=long_examples, **_COMMON)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
