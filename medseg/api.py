@@ -50,6 +50,7 @@ def build_loss(
     mode: str = "multiclass",
     aux_weight: float | None = None,
     deep_supervision: bool = False,
+    regions: Sequence[Sequence[int]] | None = None,
     **options: Any,
 ) -> nn.Module:
     """Build a loss from a registered name (see :func:`list_losses`) or a weighted sum,
@@ -58,12 +59,15 @@ def build_loss(
     ``mode``: ``binary`` (one sigmoid output), ``multiclass`` (softmax) or ``multilabel``.
     ``options`` go to every term that accepts them; ``"focal.gamma"`` to one term only.
     ``aux_weight`` adds an auxiliary-head term (PSPNet, Zhao et al. 2017) and
-    ``deep_supervision`` a deep-supervision wrapper. The loss is called as
-    ``loss(logits, target, **extras)``.
+    ``deep_supervision`` a deep-supervision wrapper. ``regions`` (label sets, with
+    ``mode="multilabel"``): the loss takes label maps and scores one sigmoid channel per region
+    (nnU-Net's region-based training). The loss is called as ``loss(logits, target, **extras)``.
     """
     from medseg.losses import build_loss as build  # deferred: torch
 
-    return build(spec, mode=mode, aux_weight=aux_weight, deep_supervision=deep_supervision, **options)
+    return build(
+        spec, mode=mode, aux_weight=aux_weight, deep_supervision=deep_supervision, regions=regions, **options
+    )
 
 
 def list_models() -> list[str]:

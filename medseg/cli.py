@@ -150,6 +150,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"[green]done[/] ({result['stop_reason']}): best validation Dice "
         f"{'n/a' if best is None else f'{best:.4f}'}; checkpoint {result['checkpoint']}"
     )
+    if not args.no_postprocess:
+        from medseg.engine.cross_val import decide_on_validation  # deferred: torch
+
+        decide_on_validation(result["checkpoint"], result["out_dir"], log=notes_console().print)
     if args.evaluate:
         print_summary(medseg.evaluate(result["checkpoint"], split="test"))
     return 0

@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         "after the other, each in OUT/fold_K/; keeps out-of-fold predictions, decides the "
         "post-processing on them and (all) writes the cross-validation report",
     )
+    p.add_argument(
+        "--no-postprocess",
+        action="store_true",
+        help="after training, do not predict the validation cases to decide the post-processing "
+        "(OUT/postprocessing.json, which predict and evaluate apply)",
+    )
     p.set_defaults(command="train")
 
     p = sub.add_parser(

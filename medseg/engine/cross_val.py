@@ -109,15 +109,18 @@ def save_npz(path: Path, **arrays: np.ndarray) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def predict_oof(checkpoint: str | Path, out: Path) -> list[dict]:
+def predict_oof(checkpoint: str | Path, out: Path, *, allow_empty: bool = False) -> list[dict]:
     """Predict the validation cases of the checkpoint's fold; save labels (with the reference)
     and probabilities per case, and the evaluation report; returns its records. ``out`` is
-    emptied first, so no case of an earlier split lingers in it."""
+    emptied first, so no case of an earlier split lingers in it. No validation cases: an error,
+    or with ``allow_empty`` no records."""
     shutil.rmtree(out, ignore_errors=True)
     loaded = open_checkpoint(checkpoint)
     cfg, task = loaded.cfg, loaded.task
     cases = build_data(cfg.data.model_copy(update={"cache": False}), cfg.augment, seed=cfg.train.seed).val
     if len(cases) == 0:
+        if allow_empty:
+            return []
         raise DataError(f"{checkpoint}: its fold has no validation cases")
     names = unique_names(cases.ids)
     (out / "labels").mkdir(parents=True, exist_ok=True)
@@ -231,3 +234,17 @@ def run_cross_validation(
         fold_dir = run / f"fold_{fold}"
         out["postprocessing"] = decide_run_postprocessing([fold_dir], fold_dir / PLAN_FILE, log)
     return out
+
+
+def decide_on_validation(
+    checkpoint: str | Path, run: str | Path, log: Log | None = None
+) -> PostprocessPlan | None:
+    """After a plain (not cross-validated) run: predict its validation cases with ``checkpoint``
+    into ``RUN/oof`` and decide the post-processing on them (``RUN/postprocessing.json``, which
+    ``predict`` and ``evaluate`` then apply); None when the run has no validation cases."""
+    log = log or console.print
+    run = Path(run)
+    if not predict_oof(checkpoint, run / OOF_DIR, allow_empty=True):
+        log("post-processing: not decided (the run has no validation cases)")
+        return None
+    return decide_run_postprocessing([run], run / PLAN_FILE, log)

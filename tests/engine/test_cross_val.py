@@ -96,12 +96,12 @@ def test_fold_all_end_to_end(tmp_path):
     run = tmp_path / "cv"
     cfg = load_config(None, TINY + [f"output_dir={run}"])
     result = run_cross_validation(cfg, log=lambda _: None)
-    table = json.loads((run / "splits.json").read_text())["cross_validation"]
+    table = json.loads((run / "splits.json").read_text(encoding="utf-8"))["cross_validation"]
     vals = [set(f["val"]) for f in table]
     assert len(vals) == 2 and not vals[0] & vals[1] and len(vals[0] | vals[1]) == 8
     for k, fold in enumerate(result["folds"]):
         fold_dir = run / f"fold_{k}"
-        assert set(json.loads((fold_dir / "splits.json").read_text())["val"]) == vals[k]
+        assert set(json.loads((fold_dir / "splits.json").read_text(encoding="utf-8"))["val"]) == vals[k]
         files = sorted((fold_dir / "oof" / "labels").glob("*.npz"))
         assert len(files) == len(vals[k])
         for f in files:
@@ -131,13 +131,13 @@ def test_fold_all_end_to_end(tmp_path):
         with np.load(f) as z:
             assert rec_raw["dice"] == pytest.approx(dice(z["labels"] == 1, z["reference"] == 1))
             assert rec_pp["dice"] == pytest.approx(dice(plan.apply(z["labels"]) == 1, z["reference"] == 1))
-    meta = json.loads((tmp_path / "e1" / "summary.json").read_text())["meta"]
+    meta = json.loads((tmp_path / "e1" / "summary.json").read_text(encoding="utf-8"))["meta"]
     assert meta["postprocessing"].startswith("largest_foreground") and meta["hd_combine"] == "max"
 
     # a rerun reuses the saved fold table (and resumes the finished folds: nothing to train)
-    before = (run / "splits.json").read_text()
+    before = (run / "splits.json").read_text(encoding="utf-8")
     again = run_cross_validation(cfg, fold=1, resume=True, log=lambda _: None)
-    assert (run / "splits.json").read_text() == before
+    assert (run / "splits.json").read_text(encoding="utf-8") == before
     assert again["folds"][0]["history"] == result["folds"][1]["history"]
 
 
@@ -147,3 +147,23 @@ def test_cli_fold_errors_are_one_line(tmp_path, capsys):
     assert "--fold 'x': expected a fold number or 'all'" in capsys.readouterr().err
     assert main([*args, "--fold", "5"]) == 2
     assert "--fold 5: the cross-validation has folds 0..1" in capsys.readouterr().err
+
+
+def test_plain_train_decides_postprocessing_on_validation_and_predict_applies_it(tmp_path, capsys):
+    """`medseg train` without --fold predicts its validation cases after training, decides the
+    post-processing on them (RUN/postprocessing.json, with the validation scores recorded), and
+    `predict` reports applying it; --no-postprocess skips the decision."""
+    sets = [s for s in TINY if not s.startswith("data.split.folds")] + ["data.split.val_fraction=0.5"]
+    args = [a for s in sets for a in ("--set", s)]
+    run = tmp_path / "run"
+    assert main(["train", *args, "--out", str(run)]) == 0
+    plan = PostprocessPlan.load(run / PLAN_FILE)
+    tried = plan.decision[0]
+    assert tried["step"] == "largest_foreground" and len(tried["dice_before"]) == 1
+    assert len(list((run / "oof" / "labels").glob("*.npz"))) == 4  # the 4 validation cases
+    ckpt = run / "checkpoints" / "best.safetensors"
+    assert run_plan_path(ckpt) == run / PLAN_FILE
+    assert main(["predict", str(ckpt), str(tmp_path / "in"), "--out", str(tmp_path / "p")]) != 0  # no input
+    bare = tmp_path / "bare"
+    assert main(["train", *args, "--out", str(bare), "--no-postprocess"]) == 0
+    assert not (bare / PLAN_FILE).exists()

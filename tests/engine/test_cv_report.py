@@ -45,9 +45,9 @@ def test_per_fold_over_folds_and_pooled_numbers(tmp_path):
     assert pooled["dice"]["std"] == pytest.approx(np.std([0.8, 0.6, 0.9, 0.7, 0.5], ddof=1))
     assert pooled["hd95"]["mean"] == pytest.approx(2.5) and pooled["hd95"]["n_nan"] == 1
     assert r["postprocessing"] is None
-    doc = json.loads((tmp_path / "cv" / "cv_report.json").read_text())
+    doc = json.loads((tmp_path / "cv" / "cv_report.json").read_text(encoding="utf-8"))
     assert doc["n_cases"] == 5
-    md = (tmp_path / "cv" / "cv_report.md").read_text()
+    md = (tmp_path / "cv" / "cv_report.md").read_text(encoding="utf-8")
     assert "| fold 0 | 2 | 0.7000 | 3.00 |" in md and "[1 n/a]" in md
     assert (tmp_path / "cv" / "cv_box.png").stat().st_size > 0
 
@@ -70,7 +70,7 @@ def test_the_report_records_the_postprocessing_decision(tmp_path):
     pp = cv_report(tmp_path)["postprocessing"]
     assert pp["plan"].startswith("largest_foreground[1]")
     assert pp["oof_mean_dice_before"] == 0.7 and pp["oof_mean_dice_after"] == 0.72
-    assert "0.7000 -> 0.7200" in (tmp_path / "cv" / "cv_report.md").read_text()
+    assert "0.7000 -> 0.7200" in (tmp_path / "cv" / "cv_report.md").read_text(encoding="utf-8")
 
 
 def test_a_case_in_two_folds_is_an_error(tmp_path):
