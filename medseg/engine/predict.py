@@ -19,6 +19,7 @@ import torch
 from medseg.config import Config, load_config
 from medseg.data import to_model_space
 from medseg.engine.checkpoint import load_inference_model
+from medseg.engine.compile import prepare_inference
 from medseg.engine.device import resolve_device
 from medseg.engine.task import Task
 from medseg.inference import dense_crf, predict_proba
@@ -124,5 +125,5 @@ def open_checkpoint(
     model, state = load_inference_model(checkpoint)
     cfg = load_config(state["config"], overrides)
     dev = resolve_device(device if device != "auto" else cfg.train.device)
-    model.to(dev)
+    model = prepare_inference(model.to(dev), cfg.eval, cfg.eval.window or cfg.data.size, dev)
     return LoadedCheckpoint(model, state, cfg, dev, Task.from_state(state))
