@@ -85,8 +85,10 @@ def resolve_memory_format(model: nn.Module, setting: bool | str | None = "auto")
 # Measured at 64^2, 128^2, 256^2 only, so a threshold says "from 128^2 on". U-Net (plain convs and
 # transposed-conv upsampling): channels_last faster at every size (1.05-1.4x), no entry.
 CHANNELS_LAST_MIN_PIXELS: dict[str, int] = {
-    # 64^2: NCHW 1.2x faster (train and inference); 128^2 and 256^2: channels_last faster or equal
-    "DeepLabV3Plus": 128 * 128,
+    # 64^2: NCHW 1.2x faster (train and inference); 128^2: split (train 1.14x channels_last,
+    # inference 0.98x); 256^2: NCHW (0.94x / 0.83x here; the quiet-machine zoo run also had smp's
+    # v3+ 1.02-1.05x faster in NCHW). So NCHW through 256^2; larger inputs were not measured.
+    "DeepLabV3Plus": 256 * 256 + 1,
     # 64^2: NCHW faster (smp's NCHW U-Net beat medseg's channels_last one there); 128^2 on: channels_last
     "UNetResNet": 128 * 128,
 }

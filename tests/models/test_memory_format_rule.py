@@ -25,8 +25,9 @@ MEASURED = [
     ("unet", {"depth": 2, "base_width": 4}, 128, CL),
     ("unet", {"depth": 2, "base_width": 4}, 256, CL),
     ("deeplabv3plus", {"backbone": "resnet18"}, 64, NCHW),
-    ("deeplabv3plus", {"backbone": "resnet18"}, 128, CL),
-    ("deeplabv3plus", {"backbone": "resnet18"}, 256, CL),
+    ("deeplabv3plus", {"backbone": "resnet18"}, 128, NCHW),
+    ("deeplabv3plus", {"backbone": "resnet18"}, 256, NCHW),
+    ("deeplabv3plus", {"backbone": "resnet18"}, 512, CL),  # unmeasured: the class's preference
     ("unet_resnet", {"backbone": "resnet18"}, 64, NCHW),
     ("unet_resnet", {"backbone": "resnet18"}, 128, CL),
     ("unet_resnet", {"backbone": "resnet18"}, 256, CL),
@@ -41,7 +42,7 @@ def test_rule_picks_the_measured_faster_format(name, options, side, expected):
 
 def test_thresholds_are_between_the_measured_sizes():
     for name, threshold in CHANNELS_LAST_MIN_PIXELS.items():
-        assert 64 * 64 < threshold <= 128 * 128, name
+        assert 64 * 64 < threshold <= 256 * 256 + 1, name
 
 
 @pytest.mark.parametrize("side, expected", [(64, NCHW), (256, CL)])
