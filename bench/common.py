@@ -89,7 +89,9 @@ def _worker_main(conn, factory: Callable[..., Callable[[], Any]], kwargs: dict, 
         built_rss = rss_mb()
         for _ in range(warmup):
             step()
-        conn.send(("ready", {"base_rss_mb": base_rss, "built_rss_mb": built_rss}))
+        # a factory may attach ``step.info`` (e.g. the first call's time: compilation)
+        ready = {"base_rss_mb": base_rss, "built_rss_mb": built_rss, **getattr(step, "info", {})}
+        conn.send(("ready", ready))
         parent = os.getppid()
         while True:
             while not conn.poll(5.0):

@@ -62,6 +62,12 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         sets.append(f"data.size=[{args.size[0]},{args.size[1]}]")
     if getattr(args, "budget", None):
         sets.append(f"train.budget_minutes={parse_budget(args.budget):.6g}")
+    if getattr(args, "precision", None):  # --precision fp32|bf16 is train.amp none|bf16
+        if getattr(args, "amp", None) not in (None, "none" if args.precision == "fp32" else args.precision):
+            raise MedsegError(f"--precision {args.precision} contradicts --amp {args.amp}; give one")
+        sets.append(f"train.amp={'none' if args.precision == 'fp32' else args.precision}")
+    if getattr(args, "compile", False):
+        sets.append("train.compile=true")
     _refuse_conflicts(sets, list(args.overrides))
     return sets + list(args.overrides)
 
@@ -90,6 +96,16 @@ def _refuse_fp16_on_cpu(cfg: Config) -> None:
     if device in ("cpu", "mps") or not torch.cuda.is_available():
         where = "CUDA is not available here" if device not in ("cpu", "mps") else f"device is {device}"
         raise MedsegError(f"train.amp=fp16 needs a CUDA device ({where}); use --amp bf16 on CPU")
+
+
+def _refuse_compile_without_compiler(wanted: bool, device: str) -> None:
+    """``--compile`` on a CPU without a C++ compiler: one line before the run folder or the data exist."""
+    if not wanted:
+        return
+    from medseg.engine.compile import require_compiler  # deferred: torch
+    from medseg.engine.device import resolve_device
+
+    require_compiler(resolve_device(device))
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -135,6 +151,7 @@ def cmd_cv_report(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
     _refuse_fp16_on_cpu(cfg)
+    _refuse_compile_without_compiler(cfg.train.compile, cfg.train.device)
     if args.fold is not None:
         return cmd_train_folds(args, cfg)
     result = medseg.train(
@@ -196,6 +213,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.window:
         overrides.append(f"eval.window=[{args.window[0]},{args.window[1]}]")
+    overrides += [f"eval.precision={args.precision}"] if args.precision else []
+    overrides += ["eval.compile=true"] if args.compile else []
+    _refuse_compile_without_compiler(args.compile, args.device)
     written = medseg.predict(
         args.checkpoint,
         args.input,
@@ -338,9 +358,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
             options=options,
             steps=args.steps,
             train=not args.no_train,
-            amp=args.amp,
+            amp=args.amp or args.precision == "bf16",
             memory_format=args.memory_format,
             fuse=not args.no_fuse,
+            compile=args.compile,
         )
         for name in args.model.split(",")
     ]

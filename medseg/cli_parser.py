@@ -44,6 +44,18 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", type=Path, help="run folder (output_dir)")
 
 
+def _add_speed_options(p: argparse.ArgumentParser, what: str) -> None:
+    """``--compile`` and ``--precision`` (docs/benchmarks.md: where each pays on CPU)."""
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help=f"torch.compile {what} (inductor; needs a C++ compiler on CPU; compile time is reported apart)",
+    )
+    p.add_argument(
+        "--precision", choices=["fp32", "bf16"], help=f"bf16: {what} under bfloat16 autocast (default fp32)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medseg",
@@ -116,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="after training, do not predict the validation cases to decide the post-processing "
         "(OUT/postprocessing.json, which predict and evaluate apply)",
     )
+    _add_speed_options(p, "the training step")
     p.set_defaults(command="train")
 
     p = sub.add_parser(
@@ -192,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override config fields",
     )
+    _add_speed_options(p, "the model")
     p.set_defaults(command="predict")
 
     p = sub.add_parser(
@@ -322,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: the model's preferred format, as medseg trains and infers",
     )
     p.add_argument("--no-fuse", action="store_true", help="time inference without Conv-BN folding")
+    _add_speed_options(p, "the timed steps")
     p.add_argument("--json", type=Path, help="also save the results as JSON")
     p.set_defaults(command="profile")
 

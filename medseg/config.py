@@ -95,6 +95,12 @@ class TrainConfig(Strict):
         "convolutional zoo, contiguous for BEFUnet); true / false force channels_last / contiguous",
     )
     log_tensorboard: bool = Field(True, description="also write TensorBoard event files")
+    compile: bool = Field(
+        False,
+        description="torch.compile the training step (inductor; needs a C++ compiler on CPU). Off by "
+        "default: measured no faster on CPU for the zoo (docs/benchmarks.md); compile time is printed "
+        "apart and is not counted in the budget",
+    )
 
     @field_validator("device")
     @classmethod
@@ -133,6 +139,10 @@ class EvalConfig(Strict):
     )
     overlays: int = Field(12, ge=0, description="number of overlay PNGs to write (worst cases first)")
     batch_size: int = Field(8, ge=1, description="slices/windows per inference batch")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="inference precision: bf16 runs the model under bfloat16 autocast"
+    )
+    compile: bool = Field(False, description="torch.compile the inference model (inductor)")
 
     @field_validator("window")
     @classmethod

@@ -25,3 +25,26 @@ def autocast_for(device: torch.device, amp: str) -> torch.autocast:
     if device.type == "cpu" and dtype is torch.float16:
         raise MedsegError("train.amp=fp16 needs CUDA; use bf16 on CPU")
     return torch.autocast(device.type, dtype=dtype)
+
+
+class InferenceAutocast(torch.nn.Module):
+    """Runs ``model`` under bfloat16 (CPU) / ``dtype`` autocast and returns float32 logits
+    (``eval.precision: bf16``). Attribute reads fall through to the model (``input_multiple``,
+    ``preferred_memory_format``, ...), so inference code treats it as the model itself."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.model = model
+        self.device_type = device.type
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            out = self.model(x)
+        return out.float()
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["model"], name)

@@ -20,6 +20,7 @@ from medseg.config import Config, load_config
 from medseg.data import to_model_space
 from medseg.data.regions import Regions, parse_regions, regions_to_labels
 from medseg.engine.checkpoint import load_inference_model
+from medseg.engine.compile import prepare_inference
 from medseg.engine.device import resolve_device
 from medseg.engine.task import Task, prediction_regions
 from medseg.errors import CheckpointError, MedsegError
@@ -178,7 +179,7 @@ def open_checkpoint(
     task = checked_task(checkpoint, state)
     cfg = load_config(state["config"], overrides)
     dev = resolve_device(device if device != "auto" else cfg.train.device)
-    model.to(dev)
+    model = prepare_inference(model.to(dev), cfg.eval, cfg.eval.window or cfg.data.size, dev)
     return LoadedCheckpoint(model, state, cfg, dev, task)
 
 

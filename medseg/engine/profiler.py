@@ -24,6 +24,7 @@ from rich.table import Table
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from medseg.engine.compile import require_compiler
 from medseg.models import build_model
 from medseg.models.base import format_input, resolve_memory_format, to_preferred_format
 from medseg.models.fuse import fuse_conv_bn
@@ -108,8 +109,14 @@ def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), target)
 
 
-def _time_steps(step, device: torch.device, warmup: int, steps: int) -> list[float]:
-    for _ in range(warmup):
+def _time_steps(step, device: torch.device, warmup: int, steps: int) -> tuple[list[float], float]:
+    """Times of ``steps`` steps after ``warmup`` ones, and the seconds of the very first call
+    (the one that compiles, for a compiled model)."""
+    t0 = time.perf_counter()
+    step()
+    _sync(device)
+    first = time.perf_counter() - t0
+    for _ in range(warmup - 1):
         step()
     _sync(device)
     times = []
@@ -118,7 +125,7 @@ def _time_steps(step, device: torch.device, warmup: int, steps: int) -> list[flo
         step()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return times
+    return times, first
 
 
 def profile_module(
@@ -133,6 +140,7 @@ def profile_module(
     amp: bool = False,
     memory_format: bool | str = "auto",
     fuse: bool = True,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Profile ``model`` on random inputs ``[batch, in_channels, *size]``, run the way medseg
     runs it: weights and inputs in ``memory_format`` (``"auto"``: the model's
@@ -142,7 +150,9 @@ def profile_module(
     Inference: eval mode under ``torch.inference_mode``. Training: one AdamW step
     on cross-entropy (BCE for one output channel) per timed step, so the numbers include
     the backward pass and the optimiser update. ``amp`` uses bfloat16 autocast on CPU,
-    float16 on CUDA. The caller's model keeps its weights, BatchNorm statistics, mode and
+    float16 on CUDA. ``compile``: the timed modules are ``torch.compile``-d; the first call's
+    time minus the median step is reported apart as ``*_compile_s`` (the steps do not include it).
+    Without ``compile`` the first call is a warm-up step. The caller's model keeps its weights, BatchNorm statistics, mode and
     (contiguous) memory format.
     """
     if steps < 1 or warmup < 0 or batch < 1:
@@ -161,13 +171,18 @@ def profile_module(
     # training steps (and train-mode FLOP counting) change weights and BatchNorm statistics:
     # work on the caller's model and put its state back at the end
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    own_format = model.__dict__.get("preferred_memory_format")  # the size rule may set one
     try:
-        return _profile(model, size, batch, device, steps, warmup, train, amp, memory_format, fuse)
+        return _profile(model, size, batch, device, steps, warmup, train, amp, memory_format, fuse, compile)
     finally:
         if was_contiguous:
             model.to(memory_format=torch.contiguous_format)
         model.load_state_dict(state)
         model.zero_grad(set_to_none=True)
+        if own_format is None:
+            model.__dict__.pop("preferred_memory_format", None)
+        else:
+            model.__dict__["preferred_memory_format"] = own_format
         model.train(was_training)
 
 
@@ -182,6 +197,7 @@ def _profile(
     amp: bool,
     memory_format: bool | str,
     fuse: bool,
+    compile: bool = False,
 ) -> dict[str, Any]:
     channels = int(getattr(model, "in_channels", 3))
     params = sum(p.numel() for p in model.parameters())
@@ -189,7 +205,7 @@ def _profile(
     one = torch.randn(1, channels, *size, device=device)
     flops = count_flops(model, one)
     train_flops = count_flops(model, one, backward=True) if train else None
-    to_preferred_format(model, memory_format)
+    to_preferred_format(model, memory_format, size=size if memory_format in ("auto", None) else None)
     x = format_input(torch.randn(batch, channels, *size, device=device), model, memory_format)
     infer_model = fuse_conv_bn(model) if fuse else model
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
@@ -197,7 +213,11 @@ def _profile(
     def autocast():
         return torch.autocast(device.type, dtype=amp_dtype, enabled=amp)
 
-    infer_times, infer_mem = _time_inference(infer_model, x, autocast, device, warmup, steps)
+    if compile:
+        require_compiler(device)
+    infer_times, infer_first, infer_mem = _time_inference(
+        infer_model, x, autocast, device, warmup, steps, compile
+    )
     out: dict[str, Any] = {
         "model": type(model).__name__,
         "device": str(device),
@@ -211,6 +231,7 @@ def _profile(
             else "contiguous"
         ),
         "fused": fuse,
+        "compiled": compile,
         "input_shape": [batch, channels, *size],
         "params": params,
         "trainable_params": trainable,
@@ -219,14 +240,22 @@ def _profile(
         "infer_ms_per_batch": 1e3 * statistics.median(infer_times),
         "infer_images_per_s": batch / statistics.median(infer_times),
         "infer_peak_memory_mb": infer_mem["mb"],
+        "infer_first_call_s": infer_first,
+        "infer_compile_s": max(0.0, infer_first - statistics.median(infer_times)) if compile else None,
         "memory_method": infer_mem["method"],
         "steps": steps,
         "warmup": warmup,
     }
     if train:
-        train_times, train_mem = _time_training(model, x, autocast, device, warmup, steps)
+        train_times, train_first, train_mem = _time_training(
+            model, x, autocast, device, warmup, steps, compile
+        )
         out.update(
             {
+                "train_first_call_s": train_first,
+                "train_compile_s": max(0.0, train_first - statistics.median(train_times))
+                if compile
+                else None,
                 "train_ms_per_batch": 1e3 * statistics.median(train_times),
                 "train_images_per_s": batch / statistics.median(train_times),
                 "train_peak_memory_mb": train_mem["mb"],
@@ -235,22 +264,29 @@ def _profile(
     return out
 
 
-def _time_inference(model: nn.Module, x: torch.Tensor, autocast, device, warmup: int, steps: int):
-    """Step times and peak memory of inference (eval mode, ``torch.inference_mode``)."""
+def _time_inference(
+    model: nn.Module, x: torch.Tensor, autocast, device, warmup: int, steps: int, compile: bool = False
+):
+    """Step times, first-call seconds and peak memory of inference (eval mode, ``inference_mode``)."""
     model.eval()
+    net = torch.compile(model) if compile else model
 
     def infer_step() -> None:
         with torch.inference_mode(), autocast():
-            model(x)
+            net(x)
 
     with peak_memory(device) as mem:
-        times = _time_steps(infer_step, device, warmup, steps)
-    return times, mem
+        times, first = _time_steps(infer_step, device, warmup, steps)
+    return times, first, mem
 
 
-def _time_training(model: nn.Module, x: torch.Tensor, autocast, device, warmup: int, steps: int):
-    """Step times and peak memory of training: one AdamW step on CE (BCE for one channel)."""
+def _time_training(
+    model: nn.Module, x: torch.Tensor, autocast, device, warmup: int, steps: int, compile: bool = False
+):
+    """Step times, first-call seconds and peak memory of training: one AdamW step on CE (BCE for
+    one channel)."""
     model.train()
+    net = torch.compile(model) if compile else model
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     with torch.no_grad():
         target = _random_target(model(x).shape, device)
@@ -258,13 +294,13 @@ def _time_training(model: nn.Module, x: torch.Tensor, autocast, device, warmup: 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with autocast():
-            logits = model(x)
+            logits = net(x)
         _loss(logits, target).backward()
         optimizer.step()
 
     with peak_memory(device) as mem:
-        times = _time_steps(train_step, device, warmup, steps)
-    return times, mem
+        times, first = _time_steps(train_step, device, warmup, steps)
+    return times, first, mem
 
 
 def profile_model(
@@ -282,6 +318,7 @@ def profile_model(
     amp: bool = False,
     memory_format: bool | str = "auto",
     fuse: bool = True,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Build the registered model ``name`` (random weights) and :func:`profile_module` it."""
     model = build_model(name, in_channels, num_classes, **(options or {}))
@@ -296,6 +333,7 @@ def profile_model(
         amp=amp,
         memory_format=memory_format,
         fuse=fuse,
+        compile=compile,
     )
     result.update({"model": name, "options": dict(options or {}), "num_classes": num_classes})
     return result
@@ -315,7 +353,8 @@ def profile_table(results: list[dict[str, Any]] | dict[str, Any]):
         f"input {first.get('input_shape', '')}"
     )
     table = Table(title=title)
-    for col in (
+    compiled = any(r.get("compiled") for r in results)
+    columns = [
         "model",
         "params (M)",
         "GFLOPs/img",
@@ -323,10 +362,11 @@ def profile_table(results: list[dict[str, Any]] | dict[str, Any]):
         "infer img/s",
         "train peak MB",
         "infer peak MB",
-    ):
+    ]
+    for col in columns + (["compile s train / infer"] if compiled else []):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in results:
-        table.add_row(
+        cells = [
             str(r["model"]),
             _fmt(r["params"] / 1e6, ".3f"),
             _fmt(r["gflops_per_image"], ".3f"),
@@ -334,9 +374,13 @@ def profile_table(results: list[dict[str, Any]] | dict[str, Any]):
             _fmt(r["infer_images_per_s"], ".2f"),
             _fmt(r.get("train_peak_memory_mb"), ".0f"),
             _fmt(r["infer_peak_memory_mb"], ".0f"),
-        )
+        ]
+        if compiled:
+            cells.append(f"{_fmt(r.get('train_compile_s'), '.1f')} / {_fmt(r.get('infer_compile_s'), '.1f')}")
+        table.add_row(*cells)
     table.caption = (
         "FLOPs by torch.utils.flop_counter (multiply-add = 2); throughput = median of "
         f"{first.get('steps', '')} steps; memory: {first.get('memory_method', '')}"
+        + ("; compile s = first call minus the median step (torch.compile, not in img/s)" if compiled else "")
     )
     return table

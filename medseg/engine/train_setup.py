@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from medseg.config import Config
 from medseg.data import build_data
+from medseg.engine.compile import compile_training_net
 from medseg.engine.device import resolve_device
 from medseg.engine.distributed import Distributed
 from medseg.engine.progress import console
@@ -206,7 +207,7 @@ def build_parts(cfg: Config, dist: Distributed, device: torch.device) -> TrainPa
     model = model.to(device)
     check_input_size(cfg, model)
     loss_fn = add_auxiliary_loss(cfg, loss_fn, model, data.in_channels, device)
-    model = to_preferred_format(model, cfg.train.channels_last)
+    model = to_preferred_format(model, cfg.train.channels_last, size=cfg.data.size)
     optimizer = build_optimizer(cfg, model)
     state = model_state(cfg, task, data.in_channels)
     return TrainParts(cfg, dist, device, data, task, model, loss_fn, optimizer, state)
@@ -217,6 +218,7 @@ def build_loop(parts: TrainParts) -> TrainLoop:
     cfg, dist, device, model = parts.cfg, parts.dist, parts.device, parts.model
     uses_aux = bool(getattr(parts.loss_fn, "uses_aux", False))
     net = dist.wrap(AuxForward(model) if uses_aux else model, device)
+    net = compile_training_net(net, model, parts.data.train, cfg.train, device) if cfg.train.compile else net
     sampler: EpochSampler | BatchOrderSampler
     if getattr(parts.data.train, "patch_batches", False):  # 3-D patches: batch positions matter
         parts.data.train.set_batch_size(cfg.train.batch_size)
