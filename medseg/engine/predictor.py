@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from medseg.atomic import atomic_write_text
 from medseg.data import open_cases
 from medseg.engine.mask_files import save_png, unique_names, write_mask
 from medseg.engine.overlays import case_overlay
-from medseg.engine.predict import open_checkpoint
+from medseg.engine.predict import LoadedCheckpoint, open_checkpoint
 from medseg.engine.probabilities import class_channels
 from medseg.engine.probabilities import save_probabilities as write_probabilities
 from medseg.engine.progress import console, make_progress
@@ -67,6 +68,22 @@ def write_name_map(out: Path, case_ids: list[str], names: list[str]) -> Path | N
     return atomic_write_text(out / "names.csv", "\n".join(rows) + "\n")
 
 
+def _open_inputs(inputs: Path, loaded: LoadedCheckpoint):
+    """The inputs as cases, streamed: each is decoded when it is predicted, never cached (memory
+    constant in the number of inputs); a bad file is reported when reached, before its mask."""
+    streamed = loaded.cfg.data.model_copy(update={"cache": False, "validate_on_load": False})
+    cases = open_cases(inputs, cfg=streamed, masks=False)
+    if len(cases) == 0:
+        raise MedsegError(f"{inputs}: no images found")
+    return cases
+
+
+def _write_probabilities(path: Path, proba: torch.Tensor, case: dict, loaded: LoadedCheckpoint) -> None:
+    """One case's class probabilities (:mod:`medseg.engine.probabilities`)."""
+    channels = predicted_channels(proba.numpy())
+    write_probabilities(path, channels, case_id=case["id"], channels=loaded.task.class_names)
+
+
 def predict_folder(
     checkpoint: str | Path,
     inputs: str | Path,
@@ -96,21 +113,14 @@ def predict_folder(
     """
     loaded = open_checkpoint(checkpoint, overrides=overrides, device=device)
     plan, line = load_run_plan(checkpoint, postprocess, log=console.print)
-    # streamed: each input is decoded when it is predicted, never cached (memory constant in
-    # the number of inputs); a bad file is reported when reached, before its mask is written
-    streamed = loaded.cfg.data.model_copy(update={"cache": False, "validate_on_load": False})
-    cases = open_cases(Path(inputs), cfg=streamed, masks=False)
-    if len(cases) == 0:
-        raise MedsegError(f"{inputs}: no images found")
+    cases = _open_inputs(Path(inputs), loaded)
     out = Path(out_dir)
     check_output_folder(Path(inputs), out, overwrite=overwrite)
     names = unique_names(cases.ids)
-    mask_dir = out / "masks"
+    mask_dir, overlay_dir = out / "masks", out / "overlays"
     mask_dir.mkdir(parents=True, exist_ok=True)
-    overlay_dir = out / "overlays"
     if overlays:
         overlay_dir.mkdir(exist_ok=True)
-    binary = loaded.task.mode == "binary"
     notes: list[str] = []
     with make_progress() as progress:
         bar = progress.add_task("predicting", total=len(cases))
@@ -120,14 +130,11 @@ def predict_folder(
             labels, proba = loaded.predict(case, tta=tta, crf=crf)
             if plan is not None:
                 labels = plan.apply(labels)
-            write_mask(labels, case, mask_dir, binary=binary, name=names[i], notes=notes)
+            write_mask(
+                labels, case, mask_dir, binary=loaded.task.mode == "binary", name=names[i], notes=notes
+            )
             if save_probabilities:
-                write_probabilities(
-                    out / "probabilities" / f"{names[i]}.npz",
-                    predicted_channels(proba.numpy()),
-                    case_id=case["id"],
-                    channels=loaded.task.class_names,
-                )
+                _write_probabilities(out / "probabilities" / f"{names[i]}.npz", proba, case, loaded)
             if overlays:
                 save_png(overlay_dir / f"{names[i]}.png", case_overlay(case, labels))
             progress.advance(bar)

@@ -218,21 +218,8 @@ def _profile(
     infer_times, infer_first, infer_mem = _time_inference(
         infer_model, x, autocast, device, warmup, steps, compile
     )
-    out: dict[str, Any] = {
-        "model": type(model).__name__,
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "amp": amp,
-        "memory_format": (
-            "channels_last"
-            if resolve_memory_format(model, memory_format) == torch.channels_last
-            else "contiguous"
-        ),
-        "fused": fuse,
-        "compiled": compile,
-        "input_shape": [batch, channels, *size],
+    out = _describe_run(model, device, amp, memory_format, fuse, compile, [batch, channels, *size])
+    out |= {
         "params": params,
         "trainable_params": trainable,
         "gflops_per_image": flops / 1e9,
@@ -247,21 +234,51 @@ def _profile(
         "warmup": warmup,
     }
     if train:
-        train_times, train_first, train_mem = _time_training(
-            model, x, autocast, device, warmup, steps, compile
-        )
-        out.update(
-            {
-                "train_first_call_s": train_first,
-                "train_compile_s": max(0.0, train_first - statistics.median(train_times))
-                if compile
-                else None,
-                "train_ms_per_batch": 1e3 * statistics.median(train_times),
-                "train_images_per_s": batch / statistics.median(train_times),
-                "train_peak_memory_mb": train_mem["mb"],
-            }
-        )
+        out |= _training_columns(model, x, autocast, device, warmup, steps, compile)
     return out
+
+
+def _describe_run(
+    model: nn.Module,
+    device: torch.device,
+    amp: bool,
+    memory_format: bool | str,
+    fuse: bool,
+    compile: bool,
+    input_shape: list[int],
+) -> dict[str, Any]:
+    """The columns that say what was timed: model, device, threads, precision, format, input."""
+    return {
+        "model": type(model).__name__,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "amp": amp,
+        "memory_format": (
+            "channels_last"
+            if resolve_memory_format(model, memory_format) == torch.channels_last
+            else "contiguous"
+        ),
+        "fused": fuse,
+        "compiled": compile,
+        "input_shape": input_shape,
+    }
+
+
+def _training_columns(
+    model, x: torch.Tensor, autocast, device, warmup: int, steps: int, compile: bool
+) -> dict:
+    """Time the training step and return its columns."""
+    times, first, mem = _time_training(model, x, autocast, device, warmup, steps, compile)
+    median = statistics.median(times)
+    return {
+        "train_first_call_s": first,
+        "train_compile_s": max(0.0, first - median) if compile else None,
+        "train_ms_per_batch": 1e3 * median,
+        "train_images_per_s": x.shape[0] / median,
+        "train_peak_memory_mb": mem["mb"],
+    }
 
 
 def _time_inference(

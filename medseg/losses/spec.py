@@ -71,18 +71,7 @@ def build_loss(
     terms = parse_spec(spec)
     names = [n for n, _ in terms]
     canonical = {n: LOSSES.get(n).name for n in names}
-    qualified: dict[str, dict[str, Any]] = {}
-    shared: dict[str, Any] = {}
-    for key, value in options.items():
-        if "." in key:
-            target, _, option = key.partition(".")
-            if target not in names and target not in canonical.values():
-                raise ConfigError(
-                    f"loss option {key!r} names '{target}', which is not in the loss spec {spec!r}"
-                )
-            qualified.setdefault(target, {})[option] = value
-        else:
-            shared[key] = value
+    shared, qualified = _route_options(spec, options, set(names) | set(canonical.values()))
     used: set[str] = set()
     modules = []
     for name, weight in terms:
@@ -102,10 +91,38 @@ def build_loss(
         raise ConfigError(
             f"loss {spec!r} has no option {', '.join(repr(u) for u in unused)}; valid options: {', '.join(valid)}"
         )
-    if len(modules) == 1 and modules[0][1] == 1.0:
-        loss: nn.Module = modules[0][2]
-    else:
-        loss = WeightedSum(modules)
+    loss: nn.Module = modules[0][2] if len(modules) == 1 and modules[0][1] == 1.0 else WeightedSum(modules)
+    return _wrap(loss, mode, aux_weight, deep_supervision, regions, options.get("ignore_index"))
+
+
+def _route_options(
+    spec: str, options: dict[str, Any], known: set[str]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Split ``options`` into those for every term and those for one term (``"name.option"``)."""
+    qualified: dict[str, dict[str, Any]] = {}
+    shared: dict[str, Any] = {}
+    for key, value in options.items():
+        if "." in key:
+            target, _, option = key.partition(".")
+            if target not in known:
+                raise ConfigError(
+                    f"loss option {key!r} names '{target}', which is not in the loss spec {spec!r}"
+                )
+            qualified.setdefault(target, {})[option] = value
+        else:
+            shared[key] = value
+    return shared, qualified
+
+
+def _wrap(
+    loss: nn.Module,
+    mode: str,
+    aux_weight: float | None,
+    deep_supervision: bool,
+    regions: Sequence[Sequence[int]] | None,
+    ignore_index: Any,
+) -> nn.Module:
+    """The auxiliary-head, deep-supervision and region wrappers, as asked."""
     if deep_supervision and aux_weight is not None:
         raise ConfigError("choose either aux_weight (auxiliary head) or deep_supervision, not both")
     if deep_supervision:
@@ -115,7 +132,7 @@ def build_loss(
     if regions is not None:
         if mode != "multilabel":
             raise ConfigError(f"loss regions need mode 'multilabel', not {mode!r}")
-        loss = RegionTargets(loss, tuple(tuple(r) for r in regions), options.get("ignore_index"))
+        loss = RegionTargets(loss, tuple(tuple(r) for r in regions), ignore_index)
     return loss
 
 

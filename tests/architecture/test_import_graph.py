@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("inference", "postprocess"),
     ("engine",),
     ("plan", "benchmark", "export", "export_formats"),
-    ("cli", "cli_parser", "cli_output", "api", "__init__"),
+    ("cli", "cli_parser", "cli_output", "cli_workflow", "api", "__init__"),
 )
 # Same-layer pairs that must stay independent of each other (both directions).
 FORBIDDEN_PAIRS: tuple[tuple[str, str], ...] = (("models", "losses"),)

@@ -47,6 +47,24 @@ def matched_edge_widths(embed_dim: int) -> tuple[int, ...]:
     return tuple(max(1, round(w * embed_dim / 96)) for w in PIDINET_SMALL_WIDTHS)
 
 
+def _build_dlf(
+    dims: tuple[int, ...],
+    num_heads: tuple[int, ...],
+    img_size: int,
+    dlf_depths: tuple[int, int],
+    dlf_heads: tuple[int, int] | None,
+    dlf_mlp_ratio: float,
+) -> DLF:
+    """The DLF over the stride-4 and stride-32 levels (official heads (6, 12) for the tiny model)."""
+    if dlf_heads is None:
+        dlf_heads = (num_heads[0] * 2, num_heads[-1] // 2)
+    if len(dlf_depths) != 2 or len(dlf_heads) != 2:
+        raise ValueError("DLF has 2 levels: give 2 dlf_depths and 2 dlf_heads")
+    grids = ((img_size // 4,) * 2, (img_size // 32,) * 2)
+    depths2, heads2 = (dlf_depths[0], dlf_depths[1]), (dlf_heads[0], dlf_heads[1])
+    return DLF((dims[0], dims[-1]), grids, depths2, heads2, dlf_mlp_ratio)
+
+
 class BEFUnet(SegmentationModel):
     """Body/edge dual-branch encoder with LCAF at every level, DLF and a conv decoder.
 
@@ -107,19 +125,12 @@ class BEFUnet(SegmentationModel):
         if paper:
             if tuple(edge_widths) != dims:
                 raise ValueError(f"LCAF needs edge widths equal to the body widths {dims}, got {edge_widths}")
-            self.lcaf = nn.ModuleList(
+            self.lcaf = fusion = nn.ModuleList(
                 LCAF(d, h, lcaf_window, lcaf_mlp_ratio) for d, h in zip(dims, num_heads)
             )
-            fusion = self.lcaf
         else:
             self.edge_add = fusion = nn.ModuleList(EdgeAdd(e, d) for e, d in zip(edge_widths, dims))
-        if dlf_heads is None:  # the official configuration (6, 12) for the tiny model
-            dlf_heads = (num_heads[0] * 2, num_heads[-1] // 2)
-        if len(dlf_depths) != 2 or len(dlf_heads) != 2:
-            raise ValueError("DLF has 2 levels: give 2 dlf_depths and 2 dlf_heads")
-        grids = ((img_size // 4,) * 2, (img_size // 32,) * 2)
-        depths2, heads2 = (dlf_depths[0], dlf_depths[1]), (dlf_heads[0], dlf_heads[1])
-        self.dlf = DLF((dims[0], dims[-1]), grids, depths2, heads2, dlf_mlp_ratio)
+        self.dlf = _build_dlf(dims, num_heads, img_size, dlf_depths, dlf_heads, dlf_mlp_ratio)
         self.decoder = BEFUnetDecoder(dims[0], dims[-1], num_classes, channels=decoder_channels)
         fusion.apply(_init_weights)
         self.dlf.apply(_init_weights)
