@@ -160,3 +160,31 @@ def write_synthetic_dataset(
         Image.fromarray(m * 255 if kind == "binary" else m).save(out / "masks" / f"case_{k:03d}.png")
     (out / "classes.txt").write_text("\n".join(names) + "\n")
     return out
+
+
+def write_box_volumes(
+    folder: str | Path,
+    n: int = 2,
+    shape: tuple[int, int, int] = (10, 40, 36),
+    seed: int = 0,
+    prefix: str = "case",
+) -> Path:
+    """``n`` tiny HDF5 volumes in the SSL4MIS layout (``image`` float32 in [0, 1], ``label``
+    uint8): two bright boxes, classes 1 and 2, on Gaussian noise — a trivially learnable 3-D
+    data set for tests and smoke runs of 3-D training."""
+    import h5py  # deferred: only the HDF5 writer needs it
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for k in range(n):
+        img = rng.normal(0.2, 0.05, shape).astype(np.float32)
+        lab = np.zeros(shape, np.uint8)
+        lab[3:7, 10:18, 8:14] = 1
+        lab[5:8, 26:31, 22:28] = 2
+        img[lab == 1] += 0.5
+        img[lab == 2] += 0.3
+        with h5py.File(folder / f"{prefix}{k}_frame01.h5", "w") as f:
+            f["image"] = np.clip(img, 0, 1)
+            f["label"] = lab
+    return folder

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import h5py
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -14,29 +13,13 @@ from medseg.data import build_data
 from medseg.data.config import AugmentConfig, DataConfig
 from medseg.data.patch_dataset import PatchDataset
 from medseg.data.patches import forced_count
+from medseg.data.synthetic import write_box_volumes
 from medseg.data.transforms3d import Augment3D, _rotation, mirror_and_rot90, spatial_patch
 
 
-def write_volumes(folder, n=2, shape=(10, 40, 36), seed=0, prefix="case"):
-    """``n`` HDF5 volumes (SSL4MIS layout) with two small, bright structures."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for k in range(n):
-        img = rng.normal(0.2, 0.05, shape).astype(np.float32)
-        lab = np.zeros(shape, np.uint8)
-        lab[3:7, 10:18, 8:14] = 1
-        lab[5:8, 26:31, 22:28] = 2
-        img[lab == 1] += 0.5
-        img[lab == 2] += 0.3
-        with h5py.File(folder / f"{prefix}{k}_frame01.h5", "w") as f:
-            f["image"] = np.clip(img, 0, 1)
-            f["label"] = lab
-    return folder
-
-
 def _bundle(tmp_path, patch=(8, 16, 16), aug=None, **data):
-    write_volumes(tmp_path / "tr", n=3)
-    write_volumes(tmp_path / "va", n=1, seed=1, prefix="val")
+    write_box_volumes(tmp_path / "tr", n=3)
+    write_box_volumes(tmp_path / "va", n=1, seed=1, prefix="val")
     cfg = DataConfig(root=tmp_path / "tr", val_root=tmp_path / "va", format="h5", patch_size=patch, **data)
     return build_data(cfg, aug or AugmentConfig(enabled=False), seed=5)
 

@@ -4,12 +4,12 @@ shape, and a saved checkpoint predicts exactly what the trained model did."""
 
 from __future__ import annotations
 
-import h5py
 import numpy as np
 import pytest
 import torch
 
 from medseg.config import load_config
+from medseg.data.synthetic import write_box_volumes
 from medseg.engine.checkpoint import save_checkpoint
 from medseg.engine.evaluator import evaluate_checkpoint
 from medseg.engine.predict import open_checkpoint, predict_case
@@ -21,25 +21,9 @@ from medseg.errors import ConfigError
 from medseg.models import build_model
 
 
-def write_volumes(folder, n=2, shape=(10, 40, 36), seed=0, prefix="case"):
-    """``n`` HDF5 volumes (SSL4MIS layout): two bright boxes, classes 1 and 2, on noise."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for k in range(n):
-        img = rng.normal(0.2, 0.05, shape).astype(np.float32)
-        lab = np.zeros(shape, np.uint8)
-        lab[3:7, 10:18, 8:14] = 1
-        lab[5:8, 26:31, 22:28] = 2
-        img[lab == 1] += 0.5
-        img[lab == 2] += 0.3
-        with h5py.File(folder / f"{prefix}{k}_frame01.h5", "w") as f:
-            f["image"] = np.clip(img, 0, 1)
-            f["label"] = lab
-
-
 def _config(tmp_path, **train):
-    write_volumes(tmp_path / "tr", n=2)
-    write_volumes(tmp_path / "va", n=1, seed=1, prefix="val")
+    write_box_volumes(tmp_path / "tr", n=2)
+    write_box_volumes(tmp_path / "va", n=1, seed=1, prefix="val")
     return load_config(
         {
             "name": "tiny3d",
