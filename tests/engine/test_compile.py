@@ -40,9 +40,9 @@ def test_compiler_found_names_inductors_choice(monkeypatch):
     monkeypatch.setenv("CXX", "my-cxx")
     monkeypatch.setattr(compile_mod, "cpp_compiler_candidates", lambda: ["my-cxx"])
     monkeypatch.setattr(
-        compile_mod.shutil, "which", lambda name: f"/opt/{name}" if name == "my-cxx" else None
+        compile_mod.shutil, "which", lambda name: f"toolchain/bin/{name}" if name == "my-cxx" else None
     )
-    assert find_cpp_compiler() == "/opt/my-cxx"
+    assert find_cpp_compiler() == "toolchain/bin/my-cxx"
     require_compiler(torch.device("cpu"))  # no error
 
 
