@@ -177,7 +177,30 @@ def _build_layers(
     model.head = nn.Conv2d(widths[0], num_classes, 1)
 
 
-class UNet(SegmentationModel):
+class DecoderStagesUNet(SegmentationModel):
+    """What medseg's U-Nets share once ``_decode`` gives the features of every decoder stage,
+    lowest resolution first: ``forward`` is the 1x1 ``head`` on the last (full-size) stage, and
+    with ``deep_heads`` ``forward_aux`` adds one logit map per other stage under
+    ``"deep_supervision"``, highest resolution first (the ``deep_supervision`` loss's order)."""
+
+    head: nn.Module
+    deep_heads: nn.ModuleList | None
+
+    def _decode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self._decode(x)[-1])
+
+    def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        if self.deep_heads is None:
+            return self.forward(x), {}
+        feats = self._decode(x)
+        deep = [head(f) for head, f in zip(self.deep_heads, feats[:-1])]
+        return self.head(feats[-1]), {"deep_supervision": deep[::-1]}
+
+
+class UNet(DecoderStagesUNet):
     """Encoder of ``depth`` down-sampling stages (max-pool or strided convolution), widths
     ``base_width * 2**i`` (capped at ``max_width``); decoder of 2x2 up-convolutions (or bilinear
     upsampling) and skip concatenation.
@@ -253,16 +276,6 @@ class UNet(SegmentationModel):
             x = dec(torch.cat([skips.pop(), up(x)], dim=1))
             outputs.append(x)
         return outputs
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self._decode(x)[-1])
-
-    def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        if self.deep_heads is None:
-            return self.forward(x), {}
-        feats = self._decode(x)
-        deep = [head(f) for head, f in zip(self.deep_heads, feats[:-1])]
-        return self.head(feats[-1]), {"deep_supervision": deep[::-1]}
 
 
 def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

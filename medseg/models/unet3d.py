@@ -28,11 +28,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from medseg.models.base import SegmentationModel
 from medseg.models.blocks import per_axis, transposed_conv_layer
 from medseg.models.registry import MODELS
 from medseg.models.resenc import ResidualStage, Stem
-from medseg.models.unet import INITS, DoubleConv, conv_norm_act, he_init, stage_widths
+from medseg.models.unet import INITS, DecoderStagesUNet, DoubleConv, conv_norm_act, he_init, stage_widths
 
 ENCODERS = ("plain", "residual")
 # nnU-Net ResEnc presets (M, L, XL alike): residual blocks per encoder stage
@@ -103,7 +102,7 @@ def _check_options(encoder: str, init: str, base_width: int, max_width: int) -> 
         raise ValueError(f"max_width ({max_width}) must be >= base_width ({base_width})")
 
 
-class PlainConvUNet(SegmentationModel):
+class PlainConvUNet(DecoderStagesUNet):
     """nnU-Net's U-Net with per-stage, per-axis kernels and strides, in ``dims`` dimensions.
 
     ``encoder="plain"``: ``n_convs`` conv-norm-act layers per stage, the first strided
@@ -270,16 +269,6 @@ class PlainConvUNet(SegmentationModel):
             x = dec(torch.cat([skips.pop(), up(x)], dim=1))
             outputs.append(x)
         return outputs
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self._decode(x)[-1])
-
-    def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        if self.deep_heads is None:
-            return self.forward(x), {}
-        feats = self._decode(x)
-        deep = [head(f) for head, f in zip(self.deep_heads, feats[:-1])]
-        return self.head(feats[-1]), {"deep_supervision": deep[::-1]}
 
 
 def build_plain_unet(
