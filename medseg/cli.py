@@ -30,7 +30,7 @@ from medseg.cli_output import (
     table_rows,
 )
 from medseg.cli_parser import build_parser
-from medseg.cli_workflow import cmd_cv_report, cmd_ensemble, cmd_plan, cmd_train_folds
+from medseg.cli_workflow import cmd_cv_report, cmd_ensemble, cmd_plan, cmd_train_folds, planned_config
 from medseg.engine.runtime import tune_glibc_malloc
 from medseg.errors import MedsegError
 
@@ -114,7 +114,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg = _config(args)
+    cfg = planned_config(args, _overrides(args)) if args.plan else _config(args)
     _refuse_fp16_on_cpu(cfg)
     _refuse_compile_without_compiler(cfg.train.compile, cfg.train.device)
     if args.fold is not None:
@@ -359,6 +359,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     )
     if result.get("report"):
         console.print(to_rich(result["report"]["board"]))
+        if "oof_board" in result["report"]:
+            console.print("cross-validated (out-of-fold validation cases, each once):")
+            console.print(to_rich(result["report"]["oof_board"]))
         console.print(f"report: {args.out}")
     if result.get("failed"):
         for name, err in result["failed"].items():

@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune from this checkpoint: every tensor that fits is loaded, the rest re-initialised",
     )
     p.add_argument(
+        "--plan",
+        choices=["auto"],
+        help="plan the config from --data first (as `medseg plan DATA --budget B` does; 15 min "
+        "without --budget), print the decisions, then train it; --set overrides any planned value",
+    )
+    p.add_argument(
         "--evaluate", action="store_true", help="evaluate the best checkpoint on the test split after"
     )
     p.add_argument(

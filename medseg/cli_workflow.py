@@ -68,6 +68,25 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def planned_config(args: argparse.Namespace, overrides: list[str]) -> Config:
+    """``medseg train --plan auto --data DATA``: plan DATA for the ``--budget`` (15 min when none
+    is given), print each decision with its reason (stderr: the notes), and return the planned
+    config with the command line's options (``overrides``: --set and the shortcuts) on top. The
+    plan's data options come from ``-c`` and the ``--set data.*`` values, as for ``medseg plan``."""
+    from medseg.plan import plan_dataset, plan_table  # deferred: torch, readers
+
+    if args.data is None:
+        raise MedsegError("--plan auto needs --data DATA: the dataset to plan from")
+    budget = (parse_budget(args.budget) if args.budget else None) or 15.0
+    data_sets = [o for o in args.overrides if o.startswith("data.")]
+    base = medseg.load_config(args.config, [f"data.root={json.dumps(str(args.data))}", *data_sets])
+    plan = plan_dataset(base.data, budget_minutes=budget, dims="auto", root_text=_root_text(args.data))
+    notes = notes_console()
+    notes.print(f"plan for {args.data} ({budget:g} min):")
+    notes.print(plan_table(plan))
+    return medseg.load_config(plan.config, overrides)  # the plan holds train.budget_minutes
+
+
 def _root_text(root: Path) -> str:
     """The data root as the config should say it: under $MEDSEG_DATA as ``${MEDSEG_DATA}/...``."""
     import os

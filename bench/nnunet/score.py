@@ -127,9 +127,9 @@ def paired(a: list[float], b: list[float], higher_is_better: bool) -> dict:
     return {**res, "statistic": float(test.statistic), "p_value": float(test.pvalue)}
 
 
-def compare(scores: dict[str, dict], meta: dict, other: str = "medseg") -> dict:
-    """Paired tests of nnU-Net against the medseg prediction set ``other``."""
-    a, b = scores["nnunet"], scores[other]
+def compare(scores: dict[str, dict], meta: dict, other: str = "medseg", baseline: str = "nnunet") -> dict:
+    """Paired tests of the ``baseline`` prediction set (nnU-Net) against the set ``other``."""
+    a, b = scores[baseline], scores[other]
     ids = meta["test"]
     out = {
         "dice": paired([a[i]["dice"] for i in ids], [b[i]["dice"] for i in ids], True),
@@ -146,8 +146,15 @@ def compare(scores: dict[str, dict], meta: dict, other: str = "medseg") -> dict:
 # ----------------------------------------------------------------------------- report
 
 
-def run_info(work: Path, tool: str) -> dict:
-    path = work / f"run_{tool}.json"
+def run_info(work: Path, tool: str, folder: Path | None = None) -> dict:
+    """The ``run_TOOL.json`` that run.py wrote for a prediction set: the one in WORK, or for a
+    variant folder outside WORK (another WORK's predictions), the one of that WORK."""
+    base = tool.split("+")[0]
+    if folder is not None:
+        for parent in (work / folder).resolve().parents:
+            if (parent / "split.json").is_file() and (parent / f"run_{base}.json").is_file():
+                return json.loads((parent / f"run_{base}.json").read_text())
+    path = work / f"run_{base}.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -168,7 +175,14 @@ def training_cell(info: dict) -> str:
     )
 
 
-def markdown(work: Path, meta: dict, summaries: dict, tests: dict[str, dict]) -> str:
+def markdown(
+    work: Path,
+    meta: dict,
+    summaries: dict,
+    tests: dict[str, dict],
+    folders: dict[str, Path] | None = None,
+    baseline: str = "nnunet",
+) -> str:
     names = meta["class_names"][1:]
     multi = len(names) > 1
     head = ["tool", "mean Dice", "median Dice", "HD95 median (px)"]
@@ -176,7 +190,7 @@ def markdown(work: Path, meta: dict, summaries: dict, tests: dict[str, dict]) ->
     head += ["predict (s)", "training done"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for tool, s in summaries.items():
-        info = run_info(work, tool.split("+")[0])
+        info = run_info(work, tool, (folders or {}).get(tool))
         tta = "" if not info or "+" in tool else (" (TTA)" if info.get("tta") else " (no TTA)")
         row = [
             f"{tool}{tta}",
@@ -194,9 +208,9 @@ def markdown(work: Path, meta: dict, summaries: dict, tests: dict[str, dict]) ->
         f"(+{len(meta['val'])} validation); scored with medseg.metrics\n",
     )
     if tests:
-        lines += ["", "Paired Wilcoxon signed-rank (two-sided), nnU-Net vs each medseg set, per case:", ""]
+        lines += ["", f"Paired Wilcoxon signed-rank (two-sided), {baseline} vs each other set, per case:", ""]
         lines += [
-            "| medseg set | metric | n | nnU-Net better | worse | ties | p |",
+            f"| other set | metric | n | {baseline} better | worse | ties | p |",
             "|---|---|---:|---:|---:|---:|---:|",
         ]
         for other, by_metric in tests.items():
@@ -216,16 +230,22 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME=FOLDER",
-        help="another medseg prediction folder (relative to WORK) to score and pair with nnU-Net, "
-        "e.g. medseg+tta=predictions/medseg_tta/masks; NAME must start with 'medseg+'",
+        help="another prediction folder (relative to WORK; it may be another WORK's) to score and pair "
+        "with the baseline, e.g. medseg+tta=predictions/medseg_tta/masks; NAME starts with 'medseg+' "
+        "or 'nnunet+'",
+    )
+    ap.add_argument(
+        "--baseline", default="nnunet", help="the set every other set is paired with (default nnunet)"
     )
     args = ap.parse_args(argv)
     folders = dict(TOOLS)
     for spec in args.variant:
         name, sep, rel = spec.partition("=")
-        if not sep or not name.startswith("medseg+"):
-            fail(f"--variant {spec!r}: expected medseg+NAME=FOLDER")
+        if not sep or not name.startswith(("medseg+", "nnunet+")):
+            fail(f"--variant {spec!r}: expected medseg+NAME=FOLDER or nnunet+NAME=FOLDER")
         folders[name] = Path(rel)
+    if args.baseline not in folders:
+        fail(f"--baseline {args.baseline!r}: not one of {', '.join(folders)}")
     if not (args.work / "split.json").is_file():
         fail(f"{args.work}: no split.json (run bench/nnunet/prepare.py first)")
     meta = json.loads((args.work / "split.json").read_text())
@@ -233,9 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     if not scores:
         fail(f"{args.work}: no predictions under {', '.join(str(p) for p in folders.values())}")
     summaries = {t: summarize(s, meta["class_names"]) for t, s in scores.items()}
-    others = [t for t in scores if t != "nnunet"] if "nnunet" in scores else []
-    tests = {t: compare(scores, meta, t) for t in others}
-    text = markdown(args.work, meta, summaries, tests)
+    others = [t for t in scores if t != args.baseline] if args.baseline in scores else []
+    tests = {t: compare(scores, meta, t, args.baseline) for t in others}
+    text = markdown(args.work, meta, summaries, tests, folders, args.baseline)
     print(text)
     (args.work / "scores.md").write_text(text)
     result = {"empty_policy": EMPTY, "summaries": summaries, "wilcoxon": tests, "cases": scores}

@@ -18,6 +18,7 @@ from scipy import ndimage, stats
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import prepare  # noqa: E402
+import run  # noqa: E402
 import score  # noqa: E402
 
 
@@ -146,3 +147,19 @@ def test_score_main_end_to_end(tmp_path, capsys):
     with pytest.raises(SystemExit):
         score.main([str(work), "--variant", "pp=pp"])  # a variant's name must start with medseg+
     assert "| nnunet |" in capsys.readouterr().out
+
+
+def test_set_plan_batch_size_edits_only_the_2d_batch(tmp_path):
+    plans = {
+        "configurations": {
+            "2d": {"batch_size": 48, "patch_size": [256, 224]},
+            "3d_fullres": {"batch_size": 2},
+        }
+    }
+    f = tmp_path / "nnUNetPlans.json"
+    f.write_text(json.dumps(plans))
+    run.set_plan_batch_size(f, 8)
+    run.set_plan_batch_size(f, 4)  # twice: the planned value is the first one
+    got = json.loads(f.read_text())["configurations"]
+    assert got["2d"] == {"batch_size": 4, "batch_size_planned": 48, "patch_size": [256, 224]}
+    assert got["3d_fullres"] == {"batch_size": 2}

@@ -34,11 +34,11 @@ def render_html(
     title: str = "medseg benchmark",
     meta: dict[str, Any] | None = None,
     figures: dict[str, Path] | None = None,
+    more_boards: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     """The page as a string. ``meta`` (command, data, budget, machine...) is shown as a
-    definition list; ``figures`` maps captions to PNG files to embed."""
-    header, rows = display_rows(board)
-    left = {"model", "loss"}
+    definition list; ``figures`` maps captions to PNG files to embed; ``more_boards`` maps
+    captions to further leaderboards (the cross-validated one of a K-fold benchmark)."""
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
@@ -51,17 +51,8 @@ def render_html(
                 f"<td class='l'><code>{html.escape(str(v))}</code></td></tr>"
             )
         parts.append("</table>")
-    parts.append("<h2>Leaderboard</h2><table><tr>")
-    parts += [f"<th class='{'l' if h in left else ''}'>{html.escape(h)}</th>" for h in header]
-    parts.append("</tr>")
-    for r, row in zip(board["rows"], rows):
-        cls = {"best": "best", "n.s.": "ns"}.get(r.get("verdict"), "")
-        parts.append(f"<tr class='{cls}'>")
-        parts += [
-            f"<td class='{'l' if h in left else ''}'>{html.escape(c)}</td>" for h, c in zip(header, row)
-        ]
-        parts.append("</tr>")
-    parts.append("</table>")
+    parts.append("<h2>Leaderboard</h2>")
+    parts += _board_table(board)
     level = int(round(100 * board.get("level", 0.95)))
     parts.append(
         "<p class='note'>Each case's score is the mean over its foreground classes; a cell's score is the "
@@ -73,8 +64,29 @@ def render_html(
         "every case, averaged. Throughput and memory were measured on the machine below, which may be "
         "shared: compare them within one run only.</p>"
     )
+    for caption, extra in (more_boards or {}).items():
+        parts.append(f"<h2>{html.escape(caption)}</h2>")
+        parts += _board_table(extra)
     for caption, path in (figures or {}).items():
         if path is not None and Path(path).is_file():
             parts.append(f"<h2>{html.escape(caption)}</h2>{_img(Path(path), caption)}")
     parts.append("</body></html>\n")
     return "".join(parts)
+
+
+def _board_table(board: dict[str, Any]) -> list[str]:
+    """One leaderboard as HTML table rows (best row green, rows not separable from it blue)."""
+    header, rows = display_rows(board)
+    left = {"model", "loss"}
+    parts = ["<table><tr>"]
+    parts += [f"<th class='{'l' if h in left else ''}'>{html.escape(h)}</th>" for h in header]
+    parts.append("</tr>")
+    for r, row in zip(board["rows"], rows):
+        cls = {"best": "best", "n.s.": "ns"}.get(r.get("verdict"), "")
+        parts.append(f"<tr class='{cls}'>")
+        parts += [
+            f"<td class='{'l' if h in left else ''}'>{html.escape(c)}</td>" for h, c in zip(header, row)
+        ]
+        parts.append("</tr>")
+    parts.append("</table>")
+    return parts

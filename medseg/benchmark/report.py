@@ -56,11 +56,16 @@ def _group_info(infos: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
+OOF_FILES = ("leaderboard_oof.md", "leaderboard_oof.csv", "leaderboard_oof.json")
+OOF_CAPTION = "Cross-validated leaderboard (out-of-fold validation cases, each scored once, last checkpoints)"
+
+
 def collect(
-    cells: list[dict[str, Any]],
+    cells: list[dict[str, Any]], key_records: str = "records"
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """Per-case records keyed by ``model__loss`` (folds pooled, cases keyed by fold),
-    per-row facts and per-cell training histories."""
+    per-row facts and per-cell training histories. ``key_records``: ``"records"`` (the test
+    cases) or ``"oof_records"`` (a K-fold cell's out-of-fold validation cases)."""
     records: list[dict[str, Any]] = []
     groups: dict[str, list[dict[str, Any]]] = {}
     histories: dict[str, list[dict[str, Any]]] = {}
@@ -72,7 +77,7 @@ def collect(
         key = cell["cell"].split("__fold")[0]
         groups.setdefault(key, []).append(info)
         histories[cell["cell"]] = cell.get("history", [])
-        for r in cell["records"]:
+        for r in cell.get(key_records, []):
             records.append({**r, "cell": key, "fold": info.get("fold")})
     return records, {k: _group_info(v) for k, v in groups.items()}, histories
 
@@ -109,6 +114,9 @@ def build_report(
     atomic_write_text(paths["leaderboard.md"], to_markdown(board))
     atomic_write_text(paths["leaderboard.csv"], to_csv(board))
     atomic_write_text(paths["leaderboard.json"], json.dumps(board, indent=1, default=str))
+    oof_board = _write_oof_board(out_dir, cells, present or [primary], primary)
+    if oof_board is not None:
+        paths.update({name: out_dir / name for name in OOF_FILES})
     bar_chart(board, paths["bars.png"])
     pareto_chart(board, paths["pareto.png"])
     training_curves(histories, paths["curves.png"])
@@ -135,6 +143,31 @@ def build_report(
     }
     atomic_write_text(
         paths["leaderboard.html"],
-        render_html(board, title=title or f"medseg benchmark: {out_dir.name}", meta=meta, figures=figures),
+        render_html(
+            board,
+            title=title or f"medseg benchmark: {out_dir.name}",
+            meta=meta,
+            figures=figures,
+            more_boards=None if oof_board is None else {OOF_CAPTION: oof_board},
+        ),
     )
-    return {"board": board, "paths": {k: str(v) for k, v in paths.items()}, "meta": meta}
+    out: dict[str, Any] = {"board": board, "paths": {k: str(v) for k, v in paths.items()}, "meta": meta}
+    if oof_board is not None:
+        out["oof_board"] = oof_board
+    return out
+
+
+def _write_oof_board(
+    out_dir: Path, cells: list[dict[str, Any]], metrics: list[str], primary: str
+) -> dict[str, Any] | None:
+    """The cross-validated leaderboard of a K-fold benchmark (``leaderboard_oof.*``): every
+    model x loss row scored on the out-of-fold validation cases, each case exactly once; None
+    when the cells hold no out-of-fold records (a single split, or repeated hold-out)."""
+    records, infos, _ = collect(cells, "oof_records")
+    if not records:
+        return None
+    board = build_leaderboard(records, infos, metrics=metrics, primary=primary)
+    atomic_write_text(out_dir / OOF_FILES[0], to_markdown(board))
+    atomic_write_text(out_dir / OOF_FILES[1], to_csv(board))
+    atomic_write_text(out_dir / OOF_FILES[2], json.dumps(board, indent=1, default=str))
+    return board

@@ -156,8 +156,26 @@ def run_cell(
             cost_columns(profile_cell(out_dir, model, state, image_size(cfg), cfg.train.batch_size, dev))
         )
     result = {"cell": cell.name, "info": info, "history": history, "records": records}
+    if cell.fold is not None and plan.get("fold_method") == "kfold":
+        result["oof_records"] = _out_of_fold_records(trained["checkpoint"], cdir, dev)
     write_json(done, result)
     return result
+
+
+def _out_of_fold_records(checkpoint: str | Path, cdir: Path, device: str) -> list[dict[str, Any]]:
+    """Per-case records of a K-fold cell's validation cases, scored with the fold's *last*
+    checkpoint (the best one was chosen on these very cases) and without post-processing: every
+    non-test case is scored exactly once over the K folds, so the cross-validated leaderboard
+    compares models on all of them, not only on the fixed test cases."""
+    last = Path(checkpoint).parent / "last.safetensors"
+    ev = evaluate_checkpoint(
+        last if last.is_file() else checkpoint,
+        split="val",
+        out_dir=cdir / "eval" / "oof",
+        device=device,
+        postprocess=False,
+    )
+    return normalise_records(ev["records"])
 
 
 def update_costs(out_dir: str | Path, device: str | None = None) -> int:

@@ -109,11 +109,14 @@ def save_npz(path: Path, **arrays: np.ndarray) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def predict_oof(checkpoint: str | Path, out: Path, *, allow_empty: bool = False) -> list[dict]:
+def predict_oof(
+    checkpoint: str | Path, out: Path, *, allow_empty: bool = False, what: str = "out-of-fold"
+) -> list[dict]:
     """Predict the validation cases of the checkpoint's fold; save labels (with the reference)
     and probabilities per case, and the evaluation report; returns its records. ``out`` is
     emptied first, so no case of an earlier split lingers in it. No validation cases: an error,
-    or with ``allow_empty`` no records."""
+    or with ``allow_empty`` no records. ``what`` names the cases in the progress bar and the
+    report ("out-of-fold" in a cross-validation, "validation" after a plain run)."""
     shutil.rmtree(out, ignore_errors=True)
     loaded = open_checkpoint(checkpoint)
     cfg, task = loaded.cfg, loaded.task
@@ -127,7 +130,7 @@ def predict_oof(checkpoint: str | Path, out: Path, *, allow_empty: bool = False)
     (out / "probabilities").mkdir(exist_ok=True)
     records: list[dict] = []
     with make_progress() as progress:
-        bar = progress.add_task("out-of-fold predictions", total=len(cases))
+        bar = progress.add_task(f"{what} predictions", total=len(cases))
         for i in range(len(cases)):
             case = cases[i]
             labels, proba = loaded.predict(case)
@@ -148,7 +151,7 @@ def predict_oof(checkpoint: str | Path, out: Path, *, allow_empty: bool = False)
             progress.advance(bar)
     meta = {
         "checkpoint": str(checkpoint),
-        "split": "out-of-fold (the fold's validation cases)",
+        "split": f"{what} (the fold's validation cases)",
         "empty_policy": cfg.eval.empty,
         "hd_combine": cfg.eval.hd_combine,
         "postprocessing": "none",
@@ -171,9 +174,12 @@ def load_oof_pairs(folds: list[Path]) -> tuple[list[tuple[np.ndarray, np.ndarray
     return pairs, k
 
 
-def decide_run_postprocessing(folds: list[Path], out_file: Path, log: Log) -> PostprocessPlan:
+def decide_run_postprocessing(
+    folds: list[Path], out_file: Path, log: Log, what: str = "out-of-fold"
+) -> PostprocessPlan:
     """Decide the post-processing on the OOF predictions of ``folds`` (nnU-Net's rule,
-    :func:`medseg.postprocess.decide_postprocessing`) and save it to ``out_file``."""
+    :func:`medseg.postprocess.decide_postprocessing`) and save it to ``out_file``; ``what``
+    names those cases in the log."""
     pairs, k = load_oof_pairs(folds)
     plan = decide_postprocessing(pairs, k)
     plan.save(out_file)
@@ -182,7 +188,7 @@ def decide_run_postprocessing(folds: list[Path], out_file: Path, log: Log) -> Po
             f"  {rec['step']}{rec['classes']}{'' if rec['min_size'] is None else ' >= ' + str(rec['min_size'])}: "
             f"mean Dice {rec['mean_before']:.4f} -> {rec['mean_after']:.4f} ({'kept' if rec['kept'] else 'rejected'})"
         )
-    log(f"post-processing decided on {len(pairs)} out-of-fold cases: {plan.describe()}; saved to {out_file}")
+    log(f"post-processing decided on {len(pairs)} {what} cases: {plan.describe()}; saved to {out_file}")
     return plan
 
 
@@ -244,7 +250,7 @@ def decide_on_validation(
     ``predict`` and ``evaluate`` then apply); None when the run has no validation cases."""
     log = log or console.print
     run = Path(run)
-    if not predict_oof(checkpoint, run / OOF_DIR, allow_empty=True):
+    if not predict_oof(checkpoint, run / OOF_DIR, allow_empty=True, what="validation"):
         log("post-processing: not decided (the run has no validation cases)")
         return None
-    return decide_run_postprocessing([run], run / PLAN_FILE, log)
+    return decide_run_postprocessing([run], run / PLAN_FILE, log, what="validation")

@@ -147,6 +147,62 @@ def test_report_from_saved_cells_pools_folds(tmp_path):
     assert board["rows"][0]["train_seconds"] == 7.5  # from the epoch times of the log
 
 
+def test_kfold_report_adds_the_cross_validated_board_with_every_case_once(tmp_path):
+    """Out-of-fold records (each non-test case in exactly one fold) give a second leaderboard
+    over all of them; the fixed test cases, scored by every fold, count once per case."""
+    plan = make_plan(
+        models="unet,segnet", losses="dice", config=TINY_CONFIG, epochs=1, folds=2, profile=False
+    )
+    (tmp_path / STATE_FILE).write_text(json.dumps({"plan": plan, "cells": []}))
+    oof = {0: [0.9, 0.8, 0.7], 1: [0.95, 0.85]}  # fold k validates its own cases
+    for model, shift in (("unet", 0.0), ("segnet", -0.2)):
+        for fold in (0, 1):
+            name = f"{model}__dice__fold{fold}"
+            _fake_cell(tmp_path, name, model, "dice", fold, [0.9, 0.8], 1_000_000)
+            path = tmp_path / "cells" / name / CELL_FILE
+            cell = json.loads(path.read_text())
+            cell["records"] = [{**r, "case": f"test{i}"} for i, r in enumerate(cell["records"])]
+            cell["oof_records"] = [
+                {
+                    "case": f"f{fold}_{i}",
+                    "class": "lesion",
+                    "dice": d + shift,
+                    "iou": 0.5,
+                    "hd95": 1.0,
+                    "assd": 1.0,
+                }
+                for i, d in enumerate(oof[fold])
+            ]
+            path.write_text(json.dumps(cell))
+    rep = build_report(tmp_path)
+    assert rep["board"]["rows"][0]["n_cases"] == 2  # the 2 test cases, each once over the folds
+    board = rep["oof_board"]
+    assert [r["cell"] for r in board["rows"]] == ["unet__dice", "segnet__dice"]
+    assert board["rows"][0]["n_cases"] == 5  # every out-of-fold case once
+    assert board["rows"][0]["dice"] == pytest.approx(sum(oof[0] + oof[1]) / 5)
+    assert board["rows"][1]["p"] == pytest.approx(2 / 2**5)  # worse on all 5 paired cases
+    assert (tmp_path / "leaderboard_oof.md").is_file() and (tmp_path / "leaderboard_oof.csv").is_file()
+    assert "Cross-validated leaderboard" in (tmp_path / "leaderboard.html").read_text()
+
+
+@pytest.mark.slow
+def test_kfold_cells_score_their_out_of_fold_cases(tmp_path):
+    """A real 2-fold run on phantoms: the folds' validation cases partition the non-test cases."""
+    res = run_benchmark(tmp_path / "kf", folds=2, **{**_tiny_args(), "losses": "dice_ce"})
+    assert not res["failed"]
+    cells = [
+        json.loads((tmp_path / "kf" / "cells" / f"unet__dice_ce__fold{k}" / CELL_FILE).read_text())
+        for k in (0, 1)
+    ]
+    plan = json.loads((tmp_path / "kf" / STATE_FILE).read_text())["plan"]
+    assert plan["fold_method"] == "kfold"
+    oof = [{r["case"] for r in c["oof_records"]} for c in cells]
+    test = {r["case"] for r in cells[0]["records"]}
+    assert oof[0] and oof[1] and not oof[0] & oof[1] and not (oof[0] | oof[1]) & test
+    assert len(oof[0] | oof[1]) + len(test) == 10  # 10 phantoms: every case in one place
+    assert res["report"]["oof_board"]["rows"][0]["n_cases"] == len(oof[0] | oof[1])
+
+
 def test_report_without_cells_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no finished benchmark cells"):
         build_report(tmp_path)

@@ -28,6 +28,30 @@ def test_plan_then_train_runs_as_written(tmp_path, capsys):
     assert (out / "checkpoints" / "last.safetensors").is_file()
 
 
+def test_train_plan_auto_plans_then_trains_with_overrides_on_top(tmp_path, capsys):
+    """`medseg train --plan auto --data D`: the run's config is the plan (as `medseg plan` writes
+    it) with the command line's options on top; the decisions go to stderr."""
+    root = write_synthetic_dataset(tmp_path / "d", "binary", n=8, size=32, seed=0)
+    plan_file = tmp_path / "plan.yaml"
+    assert main(["plan", str(root), "--out", str(plan_file), "--budget", "2m"]) == 0
+    planned = yaml.safe_load(plan_file.read_text())
+    capsys.readouterr()
+    out = tmp_path / "run"
+    args = ["train", "--plan", "auto", "--data", str(root), "--budget", "2m", "--out", str(out)]
+    assert main([*args, "--epochs", "1", "--set", "train.log_tensorboard=false", "--no-postprocess"]) == 0
+    said = capsys.readouterr()
+    assert "batch size" in said.err and "patch size" in said.err and "batch size" not in said.out
+    run_cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert {k: run_cfg["model"][k] for k in planned["model"]} == planned["model"]
+    assert run_cfg["data"]["size"] == planned["data"]["size"]
+    assert run_cfg["train"]["batch_size"] == planned["train"]["batch_size"]
+    assert (
+        run_cfg["train"]["epochs"] == 1 and run_cfg["train"]["budget_minutes"] == 2
+    )  # the command line wins
+    assert main(["train", "--plan", "auto", "--out", str(tmp_path / "r2")]) == 2
+    assert "--plan auto needs --data" in capsys.readouterr().err
+
+
 def test_plan_json_goes_to_stdout(tmp_path, capsys):
     root = write_synthetic_dataset(tmp_path / "d", "multiclass", n=6, size=32, seed=0)
     assert main(["plan", str(root), "--out", str(tmp_path / "p.yaml"), "--json"]) == 0

@@ -161,6 +161,9 @@ def test_plain_train_decides_postprocessing_on_validation_and_predict_applies_it
     tried = plan.decision[0]
     assert tried["step"] == "largest_foreground" and len(tried["dice_before"]) == 1
     assert len(list((run / "oof" / "labels").glob("*.npz"))) == 4  # the 4 validation cases
+    said = capsys.readouterr()
+    assert "decided on 4 validation cases" in said.out + said.err  # a plain run has no folds
+    assert "out-of-fold" not in said.out + said.err
     ckpt = run / "checkpoints" / "best.safetensors"
     assert run_plan_path(ckpt) == run / PLAN_FILE
     assert main(["predict", str(ckpt), str(tmp_path / "in"), "--out", str(tmp_path / "p")]) != 0  # no input
