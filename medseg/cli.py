@@ -254,6 +254,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         args.out or Path(args.pred) / "score",
         num_classes=args.num_classes,
         class_names=args.class_names.split(",") if args.class_names else None,
+        regions=args.regions,
         spacing=[float(v) for v in args.spacing.split(",")] if args.spacing else None,
         empty=args.empty,
         hd_combine=args.hd_combine,
@@ -266,6 +267,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     # the scores are the answer: stdout, plain rows when piped; the report's place goes to stderr
     print_table(summary_table(result["summary"], metrics=["dice", "iou", "hd95", "assd", "nsd"]))
+    meta = result["meta"]
+    if "regions" in meta:  # which definition the numbers belong to
+        shown = "; ".join(f"{n}=" + ",".join(map(str, v)) for n, v in meta["regions"].items())
+        notes_console().print(f"regions {shown} (from {meta['regions_from']})", markup=False)
     notes_console().print(f"report: {args.out or Path(args.pred) / 'score'}")
     return 0
 

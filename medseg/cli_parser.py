@@ -274,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="report folder (default: PRED/score)")
     p.add_argument("--num-classes", type=int, help="number of classes incl. background")
     p.add_argument("--class-names", help="comma-separated class names incl. background")
+    p.add_argument(
+        "--regions",
+        help="score overlapping regions (label in region), as data.regions: inline "
+        "'{wt: [1,2,3], tc: [2,3], et: [3]}' or 'wt=1,2,3;tc=2,3;et=3', a YAML/JSON file, a run "
+        "folder or its config.yaml, an nnU-Net dataset.json; default: a region-based dataset.json "
+        "beside GT; 'none' scores per class",
+    )
     p.add_argument("--spacing", help="voxel size per array axis, comma-separated (overrides the files)")
     p.add_argument("--empty", default="nan", help="empty-case policy for distances (as evaluate)")
     p.add_argument(

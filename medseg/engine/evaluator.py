@@ -44,6 +44,7 @@ def score_case(labels: np.ndarray, case: dict, task: Task, cfg: Config) -> list[
             roi=_np(case.get("roi")),
             ignore_index=IGNORE_INDEX,
             empty=cfg.eval.empty,
+            hd_combine=cfg.eval.hd_combine,
             surface=cfg.eval.surface,
             nsd_tolerance=cfg.eval.nsd_tolerance,
         )

@@ -6,6 +6,11 @@ saved :class:`~medseg.postprocess.PostprocessPlan`, and evaluated with the same 
 files, plots and empty-case policies as ``medseg evaluate`` (:func:`medseg.metrics.evaluate_case`,
 :func:`medseg.metrics.report.write_report`). The spacing comes from the files (NIfTI header,
 HDF5/npz ``spacing``), or from ``spacing`` when the files have none (2D images: pixels).
+
+Region-based tasks (overlapping regions such as BraTS whole tumour / tumour core / enhancing
+tumour) are scored per region, ``label in region`` on both sides, as ``medseg evaluate`` scores a
+region-based run (:func:`medseg.metrics.evaluate_regions`); the regions come from ``regions`` or
+from an nnU-Net ``dataset.json`` beside the references (:mod:`medseg.engine.score_regions`).
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ import numpy as np
 from medseg.constants import IGNORE_INDEX
 from medseg.data.labels import auto_mapping, class_names_from_root, map_mask, values_present
 from medseg.engine.label_files import LabelFile, check_same_grid, index_folder, pair_names, read_label_file
+from medseg.engine.score_regions import RegionSpec, ScoreRegions, resolve_regions
 from medseg.errors import DataError
-from medseg.metrics import evaluate_case
+from medseg.metrics import evaluate_case, evaluate_regions
 from medseg.metrics import report as rep
 from medseg.metrics.empty import resolve_empty
 from medseg.metrics.surface import HDCombine
@@ -82,17 +88,25 @@ def _check_pair(pred: LabelFile, ref: LabelFile, spacing: Sequence[float] | None
 
 
 def _load_pairs(
-    pairs: list[tuple[str, Path, Path]], mapping: Mapping[int, int] | None, num_classes: int | None, spacing
+    pairs: list[tuple[str, Path, Path]],
+    mapping: Mapping[int, int] | None,
+    num_classes: int | None,
+    spacing,
+    ignore_label: int | None = None,
 ):
+    """``(case, prediction classes, reference classes, spacing)`` per pair, read one at a time;
+    reference voxels holding ``ignore_label`` (nnU-Net's ignore label) become ``IGNORE``."""
     for case, p, r in pairs:
         pred, ref = read_label_file(p), read_label_file(r)
         sp = _check_pair(pred, ref, spacing)
-        yield (
-            case,
-            _classes(pred.values, mapping, p, num_classes),
-            _classes(ref.values, mapping, r, num_classes),
-            sp,
-        )
+        ref_values, ignored = ref.values, None
+        if ignore_label is not None:
+            ignored = ref_values == ignore_label
+            ref_values = np.where(ignored, 0, ref_values)
+        ref_classes = _classes(ref_values, mapping, r, num_classes)
+        if ignored is not None:
+            ref_classes[ignored] = IGNORE
+        yield case, _classes(pred.values, mapping, p, num_classes), ref_classes, sp
 
 
 def _class_names(ref_dir: Path, names: Sequence[str] | None, num_classes: int | None) -> list[str] | None:
@@ -139,12 +153,20 @@ def _meta(
     spacing: Sequence[float] | None,
     plan: PostprocessPlan | None,
     unpaired: Mapping[str, list[str]],
+    regions: ScoreRegions | None = None,
 ) -> dict[str, Any]:
     """What the report records about how it was scored."""
+    by_region: dict[str, Any] = {"scored": "per class"}
+    if regions is not None:
+        by_region = {"scored": "per region (label in region)", "regions": regions.as_dict()}
+        by_region["regions_from"] = regions.source
+        if regions.ignore_label is not None:
+            by_region["ignore_label"] = regions.ignore_label
     return {
         "predictions": str(pred_dir),
         "references": str(ref_dir),
         "cases": n,
+        **by_region,
         "empty_policy": resolve_empty(empty).describe(),
         "hd_combine": hd_combine,
         "nsd_tolerance": nsd_tolerance,
@@ -156,6 +178,22 @@ def _meta(
     }
 
 
+def _records(
+    loaded, k: int | None, names: list[str], scored: ScoreRegions | None, plan, options: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Report records of every loaded pair: per class, or per region when ``scored``."""
+    records: list[dict[str, Any]] = []
+    for case, pred, ref, sp in loaded:
+        if plan is not None:
+            pred = plan.apply(pred)
+        if scored is None:
+            per = evaluate_case(pred, ref, k or 2, spacing=sp, ignore_index=IGNORE, **options)
+        else:
+            per = evaluate_regions(pred, ref, scored.sets, sp, ignore_index=IGNORE, **options)
+        records.extend(rep.case_records(case, per, names))
+    return records
+
+
 def score_folders(
     pred_dir: str | Path,
     ref_dir: str | Path,
@@ -164,6 +202,7 @@ def score_folders(
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
     label_values: Mapping[int, int] | None = None,
+    regions: RegionSpec | None = None,
     spacing: Sequence[float] | None = None,
     empty: str = "nan",
     hd_combine: HDCombine = "max",
@@ -178,35 +217,33 @@ def score_folders(
     ``num_classes`` / ``class_names``: the label set (default: the names of a ``dataset.json`` or
     ``classes.txt`` beside the references, else the largest class found + 1). ``label_values``:
     raw value -> class for both folders (default per file: 0/255 -> 0/1, small integers as is).
-    ``spacing``: voxel size per array axis, overriding the files'. ``empty``, ``hd_combine``,
-    ``nsd_tolerance``, ``surface``: as for ``medseg evaluate``. ``postprocess``: a plan (or its
-    JSON file) applied to each prediction first. Writes the evaluation report into ``out_dir``
-    when given. Returns ``{"records", "summary", "meta", "paths"}``.
+    ``regions``: score overlapping regions instead of classes (``{name: [labels]}``, a file, a
+    run folder or an inline spec, :func:`~medseg.engine.score_regions.resolve_regions`; ``"none"``
+    scores per class); without it, a region-based nnU-Net ``dataset.json`` beside the references
+    is used unless ``class_names`` is given. ``spacing``: voxel size per array axis, overriding
+    the files'. ``empty``, ``hd_combine``, ``nsd_tolerance``, ``surface``: as for ``medseg
+    evaluate``. ``postprocess``: a plan (or its JSON file) applied to each prediction first.
+    Writes the evaluation report into ``out_dir`` when given. Returns ``{"records", "summary",
+    "meta", "paths"}``.
     """
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
     resolve_empty(empty)  # a bad policy fails before any file is read
     if hd_combine not in ("max", "pooled"):
         raise ValueError(f"hd_combine must be 'max' or 'pooled', got {hd_combine!r}")
     plan = PostprocessPlan.load(postprocess) if isinstance(postprocess, str | Path) else postprocess
+    scored = resolve_regions(regions, ref_dir, num_classes, auto=class_names is None)
     pairs, unpaired = pair_folders(pred_dir, ref_dir, allow_missing)
-    k, names = _label_set(pairs, ref_dir, class_names, num_classes, label_values, spacing)
-    records: list[dict[str, Any]] = []
-    for case, pred, ref, sp in _load_pairs(pairs, label_values, k, spacing):
-        if plan is not None:
-            pred = plan.apply(pred)
-        per_class = evaluate_case(
-            pred,
-            ref,
-            k,
-            spacing=sp,
-            ignore_index=IGNORE,
-            empty=empty,
-            hd_combine=hd_combine,
-            nsd_tolerance=nsd_tolerance,
-            surface=surface,
-        )
-        records.extend(rep.case_records(case, per_class, names))
-    meta = _meta(pred_dir, ref_dir, len(pairs), empty, hd_combine, nsd_tolerance, spacing, plan, unpaired)
+    k: int | None
+    if scored is None:
+        k, names = _label_set(pairs, ref_dir, class_names, num_classes, label_values, spacing)
+    else:  # region labels are the files' labels: no class count needed beyond a given one
+        k, names = num_classes, ["background", *scored.names]
+    options = {"empty": empty, "hd_combine": hd_combine, "nsd_tolerance": nsd_tolerance, "surface": surface}
+    loaded = _load_pairs(pairs, label_values, k, spacing, scored.ignore_label if scored else None)
+    records = _records(loaded, k, names, scored, plan, options)
+    meta = _meta(
+        pred_dir, ref_dir, len(pairs), empty, hd_combine, nsd_tolerance, spacing, plan, unpaired, scored
+    )
     result: dict[str, Any] = {
         "records": records,
         "summary": rep.summarize(records),
