@@ -209,8 +209,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     cfg = _config(argparse.Namespace(**{**vars(args), "data": args.data_root}))
     fp = fingerprint(cfg.data)
-    print_table(fingerprint_table(fp))
-    if args.json:  # written only when asked: never into the current or the dataset folder
+    if args.json is not None and str(args.json) == "-":  # the fingerprint itself is the answer
+        print(json.dumps(fp, indent=2))
+    else:
+        print_table(fingerprint_table(fp))
+    if args.json is not None and str(args.json) != "-":  # written only when asked, never by default
         save_fingerprint(fp, args.json)
         print(f"fingerprint saved to {args.json}", file=sys.stderr)
     if fp["problems"]:  # a non-zero exit, so that `medseg info` can gate a pipeline

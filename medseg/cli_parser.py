@@ -218,9 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
         "info",
         formatter_class=_formatter,
         help="dataset fingerprint",
-        description="Counts, sizes, channels, intensity statistics, class frequencies, empty masks "
-        "and spacing of a dataset, printed on stdout (saved as JSON with --json PATH). Exits 1 when "
-        "problems are listed (e.g. a mask whose size does not match its image).",
+        description="Counts, sizes, channels, intensity statistics, class frequencies, empty masks, "
+        "spacing and, per volume, the slice axis 2D models use (data.slice_axis overrides it) of a "
+        "dataset, printed on stdout (saved as JSON with --json PATH). Exits 1 when problems are "
+        "listed (e.g. a mask whose size does not match its image).",
     )
     p.add_argument("data_root", type=Path, help="dataset folder")
     p.add_argument("--config", "-c", type=Path, help="YAML preset whose data section describes the dataset")
@@ -232,7 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override data fields, e.g. data.mask_threshold=128",
     )
-    p.add_argument("--json", type=Path, metavar="PATH", help="also save the fingerprint as JSON to PATH")
+    p.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="also save the fingerprint as JSON to PATH; '-' prints it on stdout instead of the table",
+    )
     p.set_defaults(command="info")
 
     p = sub.add_parser(

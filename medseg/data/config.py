@@ -109,7 +109,8 @@ class DataConfig(BaseModel):
     mask_suffix: str = Field(
         "",
         description="Suffix of mask file stems, e.g. '_segmentation' when masks/ISIC_1_segmentation.png "
-        "belongs to images/ISIC_1.jpg.",
+        "belongs to images/ISIC_1.jpg. Volumes without a labelsTr/ folder: the suffix of a label "
+        "stored next to its image ('' means '_gt', ACDC's patient001_frame01_gt.nii.gz).",
     )
     roi_dir: str | None = Field(
         "auto",

@@ -4,13 +4,15 @@ Three on-disk layouts are recognised (:func:`detect_format`): a folder of 2D ima
 ``images/`` + ``masks/`` (+ an optional region-of-interest folder, DRIVE ``fov/``); HDF5 / npz
 arrays (SSL4MIS ACDC slices and volumes, TransUNet Synapse); volumes with a geometry: NIfTI, and
 with SimpleITK NRRD, MHA/MHD and DICOM series folders (MSD / nnU-Net ``imagesTr/`` +
-``labelsTr/``, multi-channel as ``_0000``, ``_0001``..., or one file / series). Discovery only
-lists files and reads headers; decoding is the case store's job.
+``labelsTr/``, multi-channel as ``_0000``, ``_0001``..., or one file / series; the original
+ACDC layout of per-patient subfolders with each label next to its image as ``IMAGE_gt.nii.gz``).
+Discovery only lists files and reads headers; decoding is the case store's job.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,9 @@ ARRAY_SUBDIRS = (
     "data",
     "data/slices",
 )  # ACDC, Synapse, SSL4MIS
+LABEL_SUFFIX = (
+    "_gt"  # ACDC (Bernard et al., IEEE TMI 2018): patient001_frame01_gt.nii.gz labels patient001_frame01
+)
 
 
 @dataclass
@@ -101,11 +106,14 @@ def detect_format(root: Path, cfg: DataConfig | None = None) -> str:
         return "h5"
     if _files(root, VOLUME_EXTS) or any(p.is_dir() and is_itk_path(p) for p in root.iterdir()):
         return "itk"
+    in_case_folders = [f for d in _case_folders(root) for f in _files(d, VOLUME_EXTS)]
+    if in_case_folders:  # one subfolder per patient (ACDC's patient001/ ...)
+        return "nifti" if any(f.name.lower().endswith(NIFTI_EXTS) for f in in_case_folders) else "itk"
     if _files(root, IMAGE_EXTS):
         return "folder"
     raise DataError(
         f"{root}: cannot tell the dataset format (expected images/ + masks/, imagesTr/ + "
-        f"labelsTr/, or .h5/.npz files); set data.format"
+        f"labelsTr/, .h5/.npz files, or volumes in per-case subfolders); set data.format"
     )
 
 
@@ -195,49 +203,115 @@ def _volume_files(folder: Path) -> list[Path]:
     return files + series
 
 
+def _case_folders(root: Path) -> list[Path]:
+    """Subfolders of ``root`` that may hold one case each (not hidden, not a DICOM series)."""
+    return sorted(
+        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and not is_itk_path(p)
+    )
+
+
 def _volume_layout(root: Path) -> tuple[list[Path], Path | None]:
-    """Image volumes of ``root`` and the folder of their labels (None: none expected)."""
+    """Image volumes of ``root`` and the folder of their labels (None: none, or next to the images).
+
+    A folder without volumes of its own is searched one level down: one subfolder per patient."""
     if root.is_file() or (root.is_dir() and is_itk_path(root)):  # one file or one DICOM series
         return [root], None
     img_dir = next((root / d for d in ("imagesTr", "imagesTs") if (root / d).is_dir()), root)
     img_files = _volume_files(img_dir)
+    if not img_files and img_dir == root:
+        img_files = [f for d in _case_folders(root) for f in _volume_files(d)]
     lab_dir = (
         root / "labelsTr"
         if img_dir.name == "imagesTr"
         else (root / "labelsTs" if (root / "labelsTs").is_dir() else None)
     )
     if not img_files:
-        raise DataError(f"{img_dir}: no volumes found ({', '.join(VOLUME_EXTS)} or DICOM series folders)")
+        raise DataError(
+            f"{img_dir}: no volumes found ({', '.join(VOLUME_EXTS)} or DICOM series folders, "
+            f"here or in per-case subfolders)"
+        )
     return img_files, lab_dir
 
 
-def _volume_depth(path: Path, plane: str) -> int:
-    """Slices of a volume along its slice axis in the case layout, from its header."""
-    info = header_info(path)
-    if info.get("ndim", 3) > 4:
-        raise DataError(f"{path}: expected a 3D (or 4D multi-channel) volume, got {info['ndim']} dimensions")
-    return case_depth(info, plane)
+def _labels_beside(files: list[Path], suffix: str) -> tuple[list[Path], list[Path]]:
+    """Split volume files into images and the labels stored next to them as ``IMAGE{suffix}``."""
+    labels = [p for p in files if file_id(p).endswith(suffix) and len(file_id(p)) > len(suffix)]
+    chosen = set(labels)
+    return [p for p in files if p not in chosen], labels
 
 
-def discover_volumes(root: Path, require_masks: bool, plane: str = "auto") -> list[Record]:
-    """Cases of NIfTI / NRRD / MHA / DICOM volumes; nnU-Net ``CASE_0000``, ``CASE_0001``... files
-    are channels of one case. Each record's depth counts slices along the case's slice axis."""
-    img_files, lab_dir = _volume_layout(root)
+def _group_channels(img_files: list[Path]) -> dict[str, list[Path]]:
+    """Case id -> its image files (nnU-Net ``CASE_0000``, ``CASE_0001``... are channels of one case)."""
     groups: dict[str, list[Path]] = {}
     ids = [file_id(p) for p in img_files]
     nnunet = all(re.search(r"_\d{4}$", i) for i in ids)
     for p, i in zip(img_files, ids):
         groups.setdefault(i[:-5] if nnunet else i, []).append(p)
-    labels = _by_id(_volume_files(lab_dir)) if lab_dir is not None and lab_dir.is_dir() else {}
-    if require_masks and lab_dir is not None and not lab_dir.is_dir():
-        raise DataError(f"{root}: no labelsTr/ folder next to imagesTr/")
-    records = []
+    return groups
+
+
+def _volume_labels(
+    root: Path, img_files: list[Path], lab_dir: Path | None, suffix: str, require_masks: bool
+) -> tuple[dict[str, list[Path]], dict[str, Path], bool]:
+    """Image groups, labels by case id, and whether the labels lie next to their images."""
+    if lab_dir is not None:
+        if require_masks and not lab_dir.is_dir():
+            raise DataError(f"{root}: no labelsTr/ folder next to imagesTr/")
+        labels = _by_id(_volume_files(lab_dir)) if lab_dir.is_dir() else {}
+        return _group_channels(img_files), labels, False
+    images, beside = _labels_beside(img_files, suffix)
+    groups = _group_channels(images)
+    labels = _by_id(beside, suffix)
+    if not images or not set(labels) & set(groups):  # no image has a label next to it: all are images
+        return _group_channels(img_files), {}, False
+    orphans = sorted(set(labels) - set(groups))
+    if orphans and require_masks:
+        raise DataError(
+            f"{labels[orphans[0]]}: label has no image {orphans[0]}.* next to it ({len(orphans)} such labels)"
+        )
+    return groups, {k: v for k, v in labels.items() if k in groups}, True
+
+
+def _volume_header(path: Path) -> dict:
+    info = header_info(path)
+    if info.get("ndim", 3) > 4:
+        raise DataError(f"{path}: expected a 3D (or 4D multi-channel) volume, got {info['ndim']} dimensions")
+    return info
+
+
+def discover_volumes(
+    root: Path, require_masks: bool, plane: str = "auto", label_suffix: str = ""
+) -> list[Record]:
+    """Cases of NIfTI / NRRD / MHA / DICOM volumes; nnU-Net ``CASE_0000``, ``CASE_0001``... files
+    are channels of one case. Labels come from ``labelsTr/`` (``labelsTs/``) or, without such a
+    folder, lie next to their image as ``IMAGE{label_suffix}`` (default ``_gt``, ACDC's). In that
+    layout a 4-D volume without a label (ACDC's ``patient001_4d.nii.gz`` cine) is no case: such
+    files are skipped, said in one warning. Each record's depth counts slices along the case's
+    slice axis."""
+    img_files, lab_dir = _volume_layout(root)
+    suffix = label_suffix or LABEL_SUFFIX
+    groups, labels, beside = _volume_labels(root, img_files, lab_dir, suffix, require_masks)
+    records: list[Record] = []
+    skipped: list[Path] = []
     for cid, paths in groups.items():
         lab = labels.get(cid)
+        info = _volume_header(paths[0])
+        if lab is None and beside and info.get("ndim", 3) == 4:
+            skipped.append(paths[0])
+            continue
         if lab is None and require_masks:
-            raise DataError(f"{paths[0]}: missing label volume (no labelsTr/{cid}.nii.gz)")
+            where = f"{cid}{suffix}.* next to it" if beside else f"labelsTr/{cid}.nii.gz"
+            raise DataError(f"{paths[0]}: missing label volume (no {where})")
         kind = "nifti" if paths[0].name.lower().endswith(NIFTI_EXTS) else "itk"
-        records.append(Record(cid, kind, tuple(sorted(paths)), lab, None, _volume_depth(paths[0], plane)))
+        records.append(Record(cid, kind, tuple(sorted(paths)), lab, None, case_depth(info, plane)))
+    if skipped:
+        warnings.warn(
+            f"{root}: skipped {len(skipped)} 4-D volume(s) without a {suffix} label, e.g. {skipped[0].name} "
+            f"(a time series such as ACDC's cine, not a case)",
+            stacklevel=2,
+        )
+    if not records:
+        raise DataError(f"{root}: no image volumes found (only 4-D files without labels)")
     return records
 
 
@@ -261,4 +335,4 @@ def discover(cfg: DataConfig, require_masks: bool) -> tuple[list[Record], dict |
         return discover_folder(root, cfg, require_masks), None, fmt
     if fmt in ("h5", "npz"):
         return discover_arrays(root, require_masks), None, "h5"
-    return discover_volumes(root, require_masks, cfg.slice_axis), None, fmt
+    return discover_volumes(root, require_masks, cfg.slice_axis, cfg.mask_suffix), None, fmt

@@ -22,6 +22,7 @@ from medseg.constants import IGNORE_INDEX
 from medseg.data.case_store import CaseStore, RawCase
 from medseg.data.config import DataConfig
 from medseg.data.discovery import Record, discover
+from medseg.data.geometry.orientation import TIE_RTOL
 from medseg.data.labels import auto_mapping, class_names_from_root, memory_names, resolve_class_names
 from medseg.data.splits import read_split_files, split_ids
 from medseg.errors import DataError
@@ -58,6 +59,43 @@ def _boundary_counts(raw: np.ndarray) -> dict[int, int]:
     return _counts(raw[edge]) if edge.any() else {}
 
 
+PLANES = {"R": "sagittal", "A": "coronal", "S": "axial"}  # the plane cut by slices along each RAS axis
+
+
+def slice_axis_entry(case_id: str, raw: RawCase, configured: str = "auto") -> dict[str, Any] | None:
+    """How a volume case is sliced for 2D models: the RAS axis, its plane, the RAS spacing it was
+    chosen from (mm, before any resampling) and why; None for a 2D case. Volumes without an
+    affine (HDF5 / npz) are sliced along their first array axis."""
+    if raw.image.ndim != 4:
+        return None
+    g = raw.geometry
+    if g is None:
+        spacing = None if raw.spacing is None else [float(v) for v in raw.spacing]
+        return {
+            "case": case_id,
+            "slice_axis": "0",
+            "plane": None,
+            "spacing": spacing,
+            "spacing_axes": "array",
+            "chosen_by": "first array axis (no orientation in the file)",
+        }
+    ras = [float(v) for v in g.grid.ras_spacing]
+    if configured != "auto":
+        why = f"data.slice_axis={configured}"
+    elif sum(v >= max(ras) * (1 - TIE_RTOL) for v in ras) > 1:
+        why = "tie in spacing: the first RAS axis"
+    else:
+        why = "largest spacing"
+    return {
+        "case": case_id,
+        "slice_axis": g.slice_axis,
+        "plane": PLANES[g.slice_axis],
+        "spacing": ras,
+        "spacing_axes": "RAS",
+        "chosen_by": why,
+    }
+
+
 @dataclass
 class _Scan:
     """What one pass over the cases collects."""
@@ -75,7 +113,9 @@ class _Scan:
     mask_counts: dict[str, dict[int, int]] = field(default_factory=dict)
     boundary_counts: dict[str, dict[int, int]] = field(default_factory=dict)
     first_seen: dict[int, str] = field(default_factory=dict)
+    slice_axes: list[dict[str, Any]] = field(default_factory=list)
     n_slices: int = 0
+    plane: str = "auto"  # data.slice_axis
 
     def add(self, rec: Record, raw: RawCase) -> None:
         img = raw.image
@@ -91,6 +131,9 @@ class _Scan:
         self.widths.append(img.shape[-2])
         if raw.spacing is not None:
             self.spacings.append(raw.spacing)
+        entry = slice_axis_entry(rec.id, raw, self.plane)
+        if entry is not None:
+            self.slice_axes.append(entry)
         flat = img.reshape(-1, img.shape[-1])
         step = max(1, flat.shape[0] // 20000)
         self.pooled.append(flat[::step].astype(np.float64).ravel())
@@ -103,7 +146,7 @@ class _Scan:
 
 
 def _scan(store: CaseStore, records: list[Record]) -> _Scan:
-    scan = _Scan()
+    scan = _Scan(plane=store.cfg.slice_axis)
     for i, rec in enumerate(records):
         try:
             raw = store.read_raw(i)
@@ -290,6 +333,8 @@ def fingerprint(source: DataConfig | str | Path, *, max_cases: int | None = None
         # per case, in array-axis order ([D,] H, W): what the planner's median rules need
         "case_shapes": [list(s) for s in scan.shapes],
         "case_spacings": [list(s) for s in scan.spacings] if len(scan.spacings) == len(scan.shapes) else None,
+        # per volume case: the axis 2D models slice along, and the spacing it was chosen from
+        "slice_axes": scan.slice_axes,
         "problems": scan.problems,
     }
 
@@ -304,6 +349,16 @@ def _rng(s: dict | None, fmt: str = "{:g}") -> str:
     if s["min"] == s["max"]:
         return fmt.format(s["min"])
     return f"{fmt.format(s['min'])} .. {fmt.format(s['max'])} (median {fmt.format(s['median'])})"
+
+
+def slice_axis_text(entry: dict[str, Any]) -> str:
+    """One line for a :func:`slice_axis_entry`: ``S (axial), spacing R 1.64 x A 1.64 x S 10 mm: largest spacing``."""
+    sp = entry["spacing"]
+    if entry["spacing_axes"] == "RAS":
+        shown = " x ".join(f"{a} {v:.4g}" for a, v in zip("RAS", sp)) + " mm"
+        return f"{entry['slice_axis']} ({entry['plane']}), spacing {shown}: {entry['chosen_by']}"
+    shown = "unknown" if sp is None else " x ".join(f"{v:.4g}" for v in sp)
+    return f"array axis {entry['slice_axis']}, spacing {shown}: {entry['chosen_by']}"
 
 
 def fingerprint_table(fp: dict[str, Any]):
@@ -322,6 +377,8 @@ def fingerprint_table(fp: dict[str, Any]):
     t.add_row("size H x W", f"{_rng(fp['size']['height'])} x {_rng(fp['size']['width'])}")
     if fp["size"]["depth"]:
         t.add_row("depth (slices)", _rng(fp["size"]["depth"]))
+    for e in fp.get("slice_axes") or []:
+        t.add_row(f"slice axis {e['case']}", slice_axis_text(e))
     t.add_row("channels", ", ".join(f"{k}: {v} cases" for k, v in fp["channels"].items()) or "-")
     t.add_row("dtype", ", ".join(f"{k}: {v}" for k, v in fp["dtypes"].items()) or "-")
     if fp["intensity"]:

@@ -145,7 +145,14 @@ def build_config(
         out["eval"] = {"window": fitted.patch[-2:]}
     plan.add("loss", "dice_ce", "Dice + cross-entropy, nnU-Net's loss")
     plan.add("optimiser", "AdamW 1e-3, poly", "medseg's CPU-budget recipe (docs/bench/recipe.md)")
-    plan.add("augmentation", "nnunet preset", "nnU-Net's default 2-D augmentation (medseg.data.transforms)")
+    if plan.dims == "2d":
+        plan.add(
+            "augmentation", "nnunet preset", "nnU-Net's default 2-D augmentation (medseg.data.transforms)"
+        )
+    else:
+        plan.add(
+            "augmentation", "augment defaults", "medseg's 3-D patch augmentation (medseg.data.transforms3d)"
+        )
     plan.add(
         "training length", f"{budget:g} min", f"stopped by the budget; validation every {val_every} epoch(s)"
     )

@@ -19,11 +19,11 @@ import numpy as np
 
 from medseg.data.config import DataConfig
 from medseg.data.fingerprint import fingerprint
-from medseg.errors import DataError
+from medseg.errors import ConfigError, DataError
 from medseg.plan.config import UNET2D, UNET3D, build_config, three_d_trainable
 from medseg.plan.cost import MIN_STEPS, forward_flops_per_voxel, max_step_seconds
 from medseg.plan.patch import PatchPlan, fit_patch
-from medseg.plan.rules import choose_dims, downsample_limit, normalisation, uniform_sizes
+from medseg.plan.rules import DIMS, choose_dims, downsample_limit, normalisation, uniform_sizes
 from medseg.plan.spacing import target_spacing
 
 
@@ -158,8 +158,8 @@ def plan_dataset(
 
     ``root_text``: how the data root is written in the config (e.g. ``${MEDSEG_DATA}/ph2``).
     """
-    if dims not in ("auto", "2d", "3d"):
-        raise ValueError(f"dims must be auto, 2d or 3d, got {dims!r}")
+    if dims not in DIMS:
+        raise ConfigError(f"--dims must be one of {', '.join(DIMS)}, got {dims!r}")
     cfg = data if isinstance(data, DataConfig) else DataConfig(root=Path(data))
     fp = fingerprint(cfg, max_cases=max_cases)
     if fp["num_labelled"] == 0:
@@ -171,7 +171,7 @@ def plan_dataset(
     median_sp = None if geo.spacings is None else np.median(geo.spacings, 0).tolist()
     chosen, why = choose_dims(dims, geo.volumes, median_sp, np.median(geo.shapes, 0), three_d_trainable())
     if chosen == "3d" and not three_d_trainable():
-        raise DataError("--dims 3d: this medseg build's config has no 3-D patch training (data.patch_size)")
+        raise ConfigError("--dims 3d: this medseg build's config has no 3-D patch training (data.patch_size)")
     plan.dims = chosen
     plan.add("dimensions", chosen, why)
     spacing, shapes = _spacing_plan(geo, plan)

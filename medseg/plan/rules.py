@@ -10,7 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from medseg.errors import ConfigError
 from medseg.plan.spacing import ANISOTROPY_THRESHOLD, anisotropy
+
+DIMS = ("auto", "2d", "3d")  # medseg plan --dims
 
 MIN_THICKNESS_PX = 4.0  # a structure must stay this many pixels thick after downsampling
 UNIFORM_SHAPES = 1.25  # images whose sizes differ by less than this ratio per axis are "same size"
@@ -25,11 +28,16 @@ def choose_dims(
     median_shape: Sequence[float],
     three_d_trainable: bool,
 ) -> tuple[str, str]:
-    """``"2d"`` or ``"3d"`` and why (nnU-Net: 3-D for volumes unless their slices are thick)."""
+    """``"2d"`` or ``"3d"`` and why (nnU-Net: 3-D for volumes unless their slices are thick).
+
+    ``requested`` ("auto", "2d", "3d": ``medseg plan --dims``) other than "auto" forces the
+    answer; the reason then says so, followed by what the data rule alone would have chosen."""
+    if requested not in DIMS:
+        raise ConfigError(f"--dims must be one of {', '.join(DIMS)}, got {requested!r}")
     if not volumes:
         if requested == "3d":
-            raise ValueError("--dims 3d: the data are 2-D images")
-        return "2d", "the data are 2-D images"
+            raise ConfigError("--dims 3d: the data are 2-D images; a 3-D network needs volumes")
+        return "2d", _forced(requested, "2d", "the data are 2-D images")
     if median_spacing is not None:
         ratio = anisotropy(median_spacing)
         thick = ratio > ANISOTROPY_THRESHOLD
@@ -42,13 +50,21 @@ def choose_dims(
         why = f"no spacing in the files; median shape {_fmt(median_shape)}: " + (
             "few slices (a thick-slice stack)" if thick else "as many slices as in-plane voxels"
         )
-    if requested != "auto":
-        return requested, f"--dims {requested} ({why})"
     if thick:
-        return "2d", why + " -> 2-D slice-wise, as nnU-Net prefers for anisotropic data"
-    if not three_d_trainable:
-        return "2d", why + " -> 3-D preferred, but this medseg build trains volumes slice-wise only"
-    return "3d", why + " -> 3-D"
+        ruled, why = "2d", why + " -> 2-D slice-wise, as nnU-Net prefers for anisotropic data"
+    elif not three_d_trainable:
+        ruled, why = "2d", why + " -> 3-D preferred, but this medseg build trains volumes slice-wise only"
+    else:
+        ruled, why = "3d", why + " -> 3-D"
+    return (ruled if requested == "auto" else requested), _forced(requested, ruled, why)
+
+
+def _forced(requested: str, ruled: str, why: str) -> str:
+    """The reason of a dims decision: the data rule's, or ``forced by --dims`` and the rule's."""
+    if requested == "auto":
+        return why
+    agree = "agrees" if requested == ruled else f"would choose {ruled}"
+    return f"forced by --dims {requested} (the data rule {agree}: {why})"
 
 
 def normalisation(intensity: dict[str, Any] | None, channels: int) -> tuple[str, list[float] | None, str]:

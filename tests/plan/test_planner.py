@@ -9,10 +9,12 @@ import pytest
 import torch
 
 import medseg.plan.planner as planner_module
+from medseg.cli import main
+from medseg.cli_output import table_rows
 from medseg.config import load_config
 from medseg.data import write_synthetic_dataset
 from medseg.models import build_model
-from medseg.plan import plan_dataset, plan_json, plan_yaml, write_plan
+from medseg.plan import plan_dataset, plan_json, plan_table, plan_yaml, write_plan
 from medseg.plan.cost import MIN_STEPS
 
 
@@ -100,3 +102,34 @@ def test_plan_refuses_data_without_masks(tmp_path):
         p.unlink()
     with pytest.raises(Exception, match="no masks"):
         plan_dataset(root)
+
+
+def test_dims_3d_forces_a_3d_plan_of_thick_slices_and_the_table_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(planner_module, "three_d_trainable", lambda: True)
+    root = _volumes(tmp_path / "v", [(1, 1, 8), (1, 1, 8), (1, 1, 6)], (40, 32, 4))  # the rule: 2-D
+    plan = plan_dataset(root, budget_minutes=15, dims="3d")
+    assert plan.dims == "3d" and plan.config["model"]["name"] == "unet3d"
+    assert len(plan.config["data"]["patch_size"]) == 3 and "size" not in plan.config["data"]
+    rows = {r[0]: r for r in table_rows(plan_table(plan))}
+    assert rows["dimensions"][1] == "3d" and rows["dimensions"][2].startswith("forced by --dims 3d")
+    assert "would choose 2d" in rows["dimensions"][2] and rows["augmentation"][1] == "augment defaults"
+    assert "# dimensions: 3d -- forced by --dims 3d" in plan_yaml(plan)
+    cfg = load_config(plan.config)
+    assert cfg.data.patch_size is not None and len(cfg.data.patch_size) == 3
+
+
+def test_dims_2d_forces_a_slice_wise_plan_of_isotropic_volumes(tmp_path):
+    root = _volumes(tmp_path / "v", [(1, 1, 1), (1, 1, 1)], (32, 32, 32))
+    plan = plan_dataset(root, budget_minutes=15, dims="2d")
+    reasons = {d.name: d.reason for d in plan.decisions}
+    assert plan.dims == "2d" and plan.config["model"]["name"] == "unet"
+    assert reasons["dimensions"].startswith("forced by --dims 2d")
+    assert load_config(plan.config).data.size is not None
+
+
+def test_dims_3d_on_2d_images_is_one_error_line(tmp_path, capsys):
+    root = write_synthetic_dataset(tmp_path / "d", "binary", n=3, size=32, seed=0)
+    assert main(["plan", str(root), "--dims", "3d", "--out", str(tmp_path / "p.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "medseg: error: --dims 3d: the data are 2-D images; a 3-D network needs volumes"
+    assert not (tmp_path / "p.yaml").exists()

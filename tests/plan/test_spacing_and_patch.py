@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from medseg.errors import ConfigError
 from medseg.plan.cost import CPU_TRAIN_FWD_FLOPS, max_step_seconds
 from medseg.plan.patch import fit_batch, fit_patch
 from medseg.plan.rules import choose_dims, downsample_limit, normalisation
@@ -70,8 +71,27 @@ def test_dims_rules():
     assert choose_dims("auto", True, None, [9, 256, 216], True)[0] == "2d"  # few slices, no spacing
     dims, why = choose_dims("auto", True, [1.0, 1.0, 1.0], [100, 100, 100], False)
     assert dims == "2d" and "slice-wise" in why
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="--dims 3d: the data are 2-D images"):
         choose_dims("3d", False, None, [100, 100], True)
+
+
+def test_dims_flag_forces_the_choice_and_the_reason_says_so():
+    thick = ([10.0, 1.5, 1.5], [10, 200, 200])  # anisotropy 6.7 > 3: the rule says 2-D
+    dims, why = choose_dims("3d", True, *thick, True)
+    assert dims == "3d" and why.startswith("forced by --dims 3d (the data rule would choose 2d: median")
+    assert "thick slices" in why
+    iso = ([1.0, 1.0, 1.0], [100, 100, 100])  # the rule says 3-D
+    dims, why = choose_dims("2d", True, *iso, True)
+    assert dims == "2d" and why.startswith("forced by --dims 2d (the data rule would choose 3d")
+    dims, why = choose_dims("3d", True, *iso, True)
+    assert dims == "3d" and why.startswith("forced by --dims 3d (the data rule agrees")
+    assert choose_dims("2d", False, None, [100, 100], True) == (
+        "2d",
+        "forced by --dims 2d (the data rule agrees: the data are 2-D images)",
+    )
+    assert "forced" not in choose_dims("auto", True, *thick, True)[1]
+    with pytest.raises(ConfigError, match="--dims must be one of auto, 2d, 3d"):
+        choose_dims("4d", True, *iso, True)
 
 
 def test_normalisation_recognises_hounsfield_units():
