@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,7 +65,8 @@ def main() -> None:
     ap.add_argument("--workers", default="0,1,2")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    cfg = load_config(CONFIG, [f"output_dir=/tmp/medseg-bench-patch-loader-{os.getpid()}"])
+    out_dir = Path(tempfile.gettempdir()) / f"medseg-bench-patch-loader-{os.getpid()}"
+    cfg = load_config(CONFIG, [f"output_dir={out_dir}"])
     parts = build_parts(cfg, Distributed(), resolve_device("cpu"))
     loop = build_loop(parts)
     batch = next(iter(DataLoader(parts.data.train, batch_size=cfg.train.batch_size, shuffle=False)))
