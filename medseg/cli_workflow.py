@@ -15,6 +15,7 @@ from medseg.errors import MedsegError
 
 if TYPE_CHECKING:
     from medseg.config import Config
+    from medseg.plan import Plan
 
 
 def _fold_arg(value: str | None) -> int | None:
@@ -54,11 +55,9 @@ def cmd_cv_report(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from medseg.plan import plan_dataset, plan_json, plan_table, write_plan  # deferred: torch, readers
+    from medseg.plan import plan_json, plan_table, write_plan  # deferred: torch, readers
 
-    budget = parse_budget(args.budget) or 15.0
-    cfg = medseg.load_config(args.config, [f"data.root={json.dumps(str(args.data_root))}", *args.overrides])
-    plan = plan_dataset(cfg.data, budget_minutes=budget, dims=args.dims, root_text=_root_text(args.data_root))
+    plan = _plan_data(args.data_root, args.config, args.overrides, args.budget, args.dims)
     write_plan(plan, args.out)
     if args.json:
         print(json.dumps(plan_json(plan), indent=2))
@@ -73,18 +72,26 @@ def planned_config(args: argparse.Namespace, overrides: list[str]) -> Config:
     is given), print each decision with its reason (stderr: the notes), and return the planned
     config with the command line's options (``overrides``: --set and the shortcuts) on top. The
     plan's data options come from ``-c`` and the ``--set data.*`` values, as for ``medseg plan``."""
-    from medseg.plan import plan_dataset, plan_table  # deferred: torch, readers
+    from medseg.plan import plan_table  # deferred: torch, readers
 
     if args.data is None:
         raise MedsegError("--plan auto needs --data DATA: the dataset to plan from")
-    budget = (parse_budget(args.budget) if args.budget else None) or 15.0
     data_sets = [o for o in args.overrides if o.startswith("data.")]
-    base = medseg.load_config(args.config, [f"data.root={json.dumps(str(args.data))}", *data_sets])
-    plan = plan_dataset(base.data, budget_minutes=budget, dims="auto", root_text=_root_text(args.data))
+    plan = _plan_data(args.data, args.config, data_sets, args.budget, "auto")
     notes = notes_console()
-    notes.print(f"plan for {args.data} ({budget:g} min):")
+    notes.print(f"plan for {args.data} ({plan.config['train']['budget_minutes']:g} min):")
     notes.print(plan_table(plan))
     return medseg.load_config(plan.config, overrides)  # the plan holds train.budget_minutes
+
+
+def _plan_data(root: Path, config: Path | None, data_sets: list[str], budget: str | None, dims: str) -> Plan:
+    """The plan of the dataset ``root`` (data options from ``config`` and ``data_sets``) for a
+    training budget (``--budget``; 15 min when none is given): ``medseg plan`` and ``train --plan``."""
+    from medseg.plan import plan_dataset  # deferred: torch, readers
+
+    minutes = (parse_budget(budget) if budget else None) or 15.0
+    cfg = medseg.load_config(config, [f"data.root={json.dumps(str(root))}", *data_sets])
+    return plan_dataset(cfg.data, budget_minutes=minutes, dims=dims, root_text=_root_text(root))
 
 
 def _root_text(root: Path) -> str:

@@ -111,9 +111,7 @@ def build_report(
     present = [m for m in metrics if any(m in r for r in records)]
     board = build_leaderboard(records, infos, metrics=present or [primary], primary=primary)
     paths = {name: out_dir / name for name in REPORT_FILES}
-    atomic_write_text(paths["leaderboard.md"], to_markdown(board))
-    atomic_write_text(paths["leaderboard.csv"], to_csv(board))
-    atomic_write_text(paths["leaderboard.json"], json.dumps(board, indent=1, default=str))
+    _write_board(out_dir, "leaderboard", board)
     oof_board = _write_oof_board(out_dir, cells, present or [primary], primary)
     if oof_board is not None:
         paths.update({name: out_dir / name for name in OOF_FILES})
@@ -167,7 +165,12 @@ def _write_oof_board(
     if not records:
         return None
     board = build_leaderboard(records, infos, metrics=metrics, primary=primary)
-    atomic_write_text(out_dir / OOF_FILES[0], to_markdown(board))
-    atomic_write_text(out_dir / OOF_FILES[1], to_csv(board))
-    atomic_write_text(out_dir / OOF_FILES[2], json.dumps(board, indent=1, default=str))
+    _write_board(out_dir, "leaderboard_oof", board)
     return board
+
+
+def _write_board(out_dir: Path, stem: str, board: dict[str, Any]) -> None:
+    """``STEM.md``, ``STEM.csv`` and ``STEM.json`` of one leaderboard, each written atomically."""
+    atomic_write_text(out_dir / f"{stem}.md", to_markdown(board))
+    atomic_write_text(out_dir / f"{stem}.csv", to_csv(board))
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(board, indent=1, default=str))

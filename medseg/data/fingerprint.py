@@ -180,11 +180,8 @@ def _class_pixels(
     for cid, counts in scan.mask_counts.items():
         per = np.zeros(n_classes, np.int64)
         for v, c in counts.items():
-            if cfg.mask_threshold is not None:
-                k = int(v >= cfg.mask_threshold)
-            elif mapping is not None and v in mapping:
-                k = mapping[v]
-            else:
+            k = _class_of(v, cfg, mapping)
+            if k is None:
                 if mapping is not None:
                     scan.problems.append(f"{mask_path[cid]}: mask value {v} is not in the class mapping")
                 continue
@@ -197,6 +194,15 @@ def _class_pixels(
     return class_pixels, presence, empty
 
 
+def _class_of(value: int, cfg: DataConfig, mapping: dict[int, int] | None) -> int | None:
+    """The class of a stored mask value (threshold, else the class mapping); None if unmapped."""
+    if cfg.mask_threshold is not None:
+        return int(value >= cfg.mask_threshold)
+    if mapping is not None and value in mapping:
+        return mapping[value]
+    return None
+
+
 def _class_thickness(
     cfg: DataConfig, scan: _Scan, mapping: dict[int, int] | None, n_classes: int, pixels: np.ndarray
 ) -> list[float | None]:
@@ -206,13 +212,8 @@ def _class_thickness(
     contour = np.zeros(n_classes, np.int64)
     for counts in scan.boundary_counts.values():
         for v, c in counts.items():
-            if cfg.mask_threshold is not None:
-                k = int(v >= cfg.mask_threshold)
-            elif mapping is not None and v in mapping:
-                k = mapping[v]
-            else:
-                continue
-            if 0 <= k < n_classes:
+            k = _class_of(v, cfg, mapping)
+            if k is not None and 0 <= k < n_classes:
                 contour[k] += c
     # a class without contour fills whole images: its "thickness" is then capped at 2 x its area
     return [None if pixels[k] == 0 else 2.0 * pixels[k] / max(1, contour[k]) for k in range(n_classes)]
