@@ -9,6 +9,10 @@ stem (stride 2) and ``layer1..layer3`` (strides 4, 8, 16) provide the skips and 
 has none) and applies two 3x3 conv-norm-ReLU; a 3x3 convolution gives the class
 scores at the input size. With ResNet-34 and decoder widths (256, 128, 64, 32, 16) this
 is the layout of segmentation_models_pytorch's ``Unet`` (24.44 M parameters, 2 classes).
+
+``deep_supervision=True`` adds a 1x1 head on each of the first four decoder blocks (strides 16,
+8, 4, 2): ``forward_aux`` then returns their logits under ``"deep_supervision"``, highest
+resolution first, for the ``deep_supervision`` loss (nnU-Net's weighting).
 """
 
 from __future__ import annotations
@@ -20,9 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from medseg.models.backbones import RESNET_LAYERS, build_backbone, scaled
-from medseg.models.base import SegmentationModel
 from medseg.models.registry import MODELS
-from medseg.models.unet import DoubleConv
+from medseg.models.unet import DecoderStagesUNet, DoubleConv
 
 _SKIPS = ("layer3", "layer2", "layer1", "stem", None)  # skip of each decoder block, coarse to fine
 
@@ -41,7 +44,7 @@ class DecoderBlock(nn.Module):
         return self.convs(x)
 
 
-class UNetResNet(SegmentationModel):
+class UNetResNet(DecoderStagesUNet):
     """ResNet-18/34/50/101 encoder + five-block U-Net decoder (see the module docstring)."""
 
     input_multiple = 32
@@ -56,6 +59,7 @@ class UNetResNet(SegmentationModel):
         norm: str = "batch",
         width_mult: float = 1.0,
         backbone_weights: str | None = None,
+        deep_supervision: bool = False,
     ) -> None:
         super().__init__()
         if backbone not in RESNET_LAYERS:
@@ -77,14 +81,20 @@ class UNetResNet(SegmentationModel):
             self.blocks.append(DecoderBlock(prev, ch[skip] if skip else 0, w, norm))
             prev = w
         self.head = nn.Conv2d(prev, num_classes, 3, padding=1)
+        self.deep_heads = (
+            nn.ModuleList(nn.Conv2d(w, num_classes, 1) for w in widths[:-1]) if deep_supervision else None
+        )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _decode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every decoder block, coarsest (stride 16) first, the last at full size."""
         self.check_input(x)
         feats = self.backbone.forward_features(x)
         h = feats["layer4"]
+        outputs = []
         for skip, block in zip(_SKIPS, self.blocks):
             h = block(h, feats[skip] if skip else None)
-        return self.head(h)
+            outputs.append(h)
+        return outputs
 
 
 MODELS.add(
