@@ -10,7 +10,7 @@ and :mod:`medseg.engine`, and the tests check that the signatures here match the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,6 +119,7 @@ def train(
     resume: bool | str | Path = False,
     overwrite: bool = False,
     evaluate_split: str | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> dict:
     """Train the run ``cfg`` (see :func:`load_config`) into ``cfg.output_dir``: checkpoints
     written atomically every epoch, the training log, curves and the configuration.
@@ -127,10 +128,11 @@ def train(
     ``stop_reason`` and ``rank``. Under ``torchrun`` each process calls it (DDP). A folder
     holding a previous run is refused unless ``resume`` or ``overwrite``; one training at a time
     writes into a folder (it is locked). ``evaluate_split``: the split evaluated afterwards,
-    refused before training when it is empty."""
+    refused before training when it is empty. ``on_ready``: called once the data were read and
+    checked, before anything is written."""
     from medseg.engine.trainer import train as run  # deferred: torch
 
-    return run(cfg, resume=resume, overwrite=overwrite, evaluate_split=evaluate_split)
+    return run(cfg, resume=resume, overwrite=overwrite, evaluate_split=evaluate_split, on_ready=on_ready)
 
 
 def evaluate(

@@ -113,17 +113,28 @@ def _config(args: argparse.Namespace) -> Config:
     return medseg.load_config(args.config, _overrides(args))
 
 
+def _plans(args: argparse.Namespace) -> bool:
+    """Whether ``train`` plans from the data: ``--plan auto``, or ``--data`` without ``-c`` (a user
+    who gives only the data gets the plan, not built-in values fitted to no dataset)."""
+    if args.plan is not None:
+        return args.plan == "auto"
+    return args.data is not None and args.config is None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg = planned_config(args, _overrides(args)) if args.plan else _config(args)
+    cfg, announce = planned_config(args, _overrides(args)) if _plans(args) else (_config(args), None)
     _refuse_fp16_on_cpu(cfg)
     _refuse_compile_without_compiler(cfg.train.compile, cfg.train.device)
     if args.fold is not None:
+        if announce is not None:
+            announce()
         return cmd_train_folds(args, cfg)
     result = medseg.train(
         cfg,
         resume=args.resume,
         overwrite=args.overwrite,
         evaluate_split="test" if args.evaluate else None,
+        on_ready=announce,
     )
     if result["rank"] != 0:
         return 0

@@ -114,9 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--plan",
-        choices=["auto"],
-        help="plan the config from --data first (as `medseg plan DATA --budget B` does; 15 min "
-        "without --budget), print the decisions, then train it; --set overrides any planned value",
+        choices=["auto", "none"],
+        help="auto: plan the config from --data first (as `medseg plan DATA --budget B` does; 15 min "
+        "without --budget), print the decisions, then train it; --set overrides any planned value. "
+        "Default: auto when --data is given without -c, none (the config's or built-in values) otherwise",
     )
     p.add_argument(
         "--evaluate", action="store_true", help="evaluate the best checkpoint on the test split after"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,10 +68,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def planned_config(args: argparse.Namespace, overrides: list[str]) -> Config:
-    """``medseg train --plan auto --data DATA``: plan DATA for the ``--budget`` (15 min when none
-    is given), print each decision with its reason (stderr: the notes), and return the planned
-    config with the command line's options (``overrides``: --set and the shortcuts) on top. The
+def planned_config(args: argparse.Namespace, overrides: list[str]) -> tuple[Config, Callable[[], None]]:
+    """``medseg train --plan auto --data DATA`` (or ``--data DATA`` without ``-c``): plan DATA for
+    the ``--budget`` (15 min when none is given) and return the planned config with the command
+    line's options (``overrides``: --set and the shortcuts) on top, and a function that prints
+    each decision with its reason (stderr: the notes), called once the data were checked. The
     plan's data options come from ``-c`` and the ``--set data.*`` values, as for ``medseg plan``."""
     from medseg.plan import plan_table  # deferred: torch, readers
 
@@ -78,10 +80,18 @@ def planned_config(args: argparse.Namespace, overrides: list[str]) -> Config:
         raise MedsegError("--plan auto needs --data DATA: the dataset to plan from")
     data_sets = [o for o in args.overrides if o.startswith("data.")]
     plan = _plan_data(args.data, args.config, data_sets, args.budget, "auto")
-    notes = notes_console()
-    notes.print(f"plan for {args.data} ({plan.config['train']['budget_minutes']:g} min):")
-    notes.print(plan_table(plan))
-    return medseg.load_config(plan.config, overrides)  # the plan holds train.budget_minutes
+    why = (
+        ""
+        if args.plan == "auto"
+        else " (no -c given: planned from the data; --plan none trains built-in defaults)"
+    )
+
+    def announce() -> None:
+        notes = notes_console()
+        notes.print(f"plan for {args.data} ({plan.config['train']['budget_minutes']:g} min){why}:")
+        notes.print(plan_table(plan))
+
+    return medseg.load_config(plan.config, overrides), announce  # the plan holds train.budget_minutes
 
 
 def _plan_data(root: Path, config: Path | None, data_sets: list[str], budget: str | None, dims: str) -> Plan:

@@ -13,6 +13,7 @@ reads its shard of every epoch, and rank 0 validates and writes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,9 +233,12 @@ def train(
     resume: bool | str | Path = False,
     overwrite: bool = False,
     evaluate_split: str | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> dict:
     """Train ``cfg.model`` on ``cfg.data``; returns a summary dict (``out_dir``, ``best_val_dice``,
     ``checkpoint``, ``history``). Checkpoints go to ``OUT/checkpoints/{last,best}.safetensors``.
+    ``on_ready`` is called on rank 0 once the data were read and checked, before the run folder
+    is claimed (the CLI prints a plan's decisions there, so bad data still gives one line).
 
     Rank 0 holds the output folder's lock for the run (:mod:`medseg.engine.run_folder`); a
     folder holding a previous run is refused unless ``resume`` or ``overwrite``. With
@@ -246,6 +250,8 @@ def train(
     resume_path = resume_checkpoint_path(cfg, resume)
     parts = build_parts(cfg, dist, device)  # reads and checks the data: a bad dataset writes nothing
     check_split_has_cases(parts, evaluate_split)
+    if dist.main and on_ready is not None:
+        on_ready()
     if not dist.main:
         return _train(parts, resume_path)
     with claim_run_folder(cfg.output_dir, resume=resume_path is not None, overwrite=overwrite) as removed:

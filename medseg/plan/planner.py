@@ -162,6 +162,11 @@ def plan_dataset(
         raise ConfigError(f"--dims must be one of {', '.join(DIMS)}, got {dims!r}")
     cfg = data if isinstance(data, DataConfig) else DataConfig(root=Path(data))
     fp = fingerprint(cfg, max_cases=max_cases)
+    if fp["problems"]:  # training would refuse this data: say so now, naming the first bad file
+        more = len(fp["problems"]) - 1
+        raise DataError(
+            fp["problems"][0] + (f" (and {more} more problems: medseg info lists them)" if more else "")
+        )
     if fp["num_labelled"] == 0:
         raise DataError(f"{fp['root']}: no masks found; a plan needs labelled cases")
     geo = _geometry(fp)

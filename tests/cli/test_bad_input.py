@@ -92,14 +92,15 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("plan", ["auto", "none"])
 @pytest.mark.parametrize("kind", list(CASES))
-def test_bad_dataset_gives_one_line_naming_the_file(kind, tmp_path, capsys):
+def test_bad_dataset_gives_one_line_naming_the_file(kind, plan, tmp_path, capsys):
+    """Planned from the data (the default without -c) or with built-in values: one line, no output."""
     data = tmp_path / "data"
     fragment = CASES[kind](data)
     out = tmp_path / "run"
-    code = main(
-        ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--set", "data.size=[32,32]"]
-    )
+    args = ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--plan", plan]
+    code = main([*args, "--set", "data.size=[32,32]"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("medseg: error:"), err

@@ -52,6 +52,26 @@ def test_train_plan_auto_plans_then_trains_with_overrides_on_top(tmp_path, capsy
     assert "--plan auto needs --data" in capsys.readouterr().err
 
 
+def test_train_with_only_data_plans_and_a_config_file_does_not(tmp_path, capsys):
+    """`medseg train --data D` without -c trains the plan (and says so); with -c it trains the file."""
+    root = write_synthetic_dataset(tmp_path / "d", "binary", n=8, size=32, seed=0)
+    quick = ["--epochs", "1", "--budget", "1m", "--set", "train.log_tensorboard=false", "--no-postprocess"]
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "a"), *quick]) == 0
+    said = capsys.readouterr().err
+    assert "no -c given: planned from the data" in said and "patch size" in said
+    run_cfg = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
+    assert run_cfg["model"]["options"]["norm"] == "instance" and run_cfg["augment"]["preset"] == "nnunet"
+    own = tmp_path / "own.yaml"
+    own.write_text(yaml.safe_dump({"model": {"name": "unet", "options": {"depth": 2, "base_width": 4}}}))
+    args = ["train", "-c", str(own), "--data", str(root), "--out", str(tmp_path / "b"), *quick]
+    assert main(args) == 0
+    assert "patch size" not in capsys.readouterr().err
+    assert yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["model"]["options"] == {
+        "depth": 2,
+        "base_width": 4,
+    }
+
+
 def test_plan_json_goes_to_stdout(tmp_path, capsys):
     root = write_synthetic_dataset(tmp_path / "d", "multiclass", n=6, size=32, seed=0)
     assert main(["plan", str(root), "--out", str(tmp_path / "p.yaml"), "--json"]) == 0
