@@ -65,11 +65,18 @@ def link(target: Path, link_path: Path) -> None:
 # ----------------------------------------------------------------------------- PH2
 
 
-def ph2_split(ids: list[str], seed: int, test_fraction: float, n_val: int) -> dict[str, list[str]]:
+def ph2_split(
+    ids: list[str], seed: int, test_fraction: float, n_val: int, test_block: int = 0
+) -> dict[str, list[str]]:
+    """Test = block ``test_block`` of the seeded shuffle (blocks of round(test_fraction * n) ids:
+    the blocks of one seed have disjoint test sets); val = ``n_val`` of the rest."""
     order = sorted(ids)
     random.Random(seed).shuffle(order)
     n_test = round(len(order) * test_fraction)
-    test, rest = sorted(order[:n_test]), sorted(order[n_test:])
+    if not 0 <= test_block < len(order) // max(n_test, 1):
+        fail(f"--test-block {test_block}: must be between 0 and {len(order) // max(n_test, 1) - 1}")
+    chosen = order[test_block * n_test : (test_block + 1) * n_test]
+    test, rest = sorted(chosen), sorted(set(order) - set(chosen))
     random.Random(seed + 1).shuffle(rest)
     if not 0 < n_val < len(rest):
         fail(f"--n-val {n_val}: must be between 1 and {len(rest) - 1}")
@@ -94,7 +101,7 @@ def prepare_ph2(src: Path, work: Path, args: argparse.Namespace) -> dict:
     ids = sorted(p.stem for p in (src / "images").glob("*.png"))
     if not ids:
         fail(f"{src / 'images'}: no PNG images")
-    split = ph2_split(ids, args.seed, args.test_fraction, args.n_val)
+    split = ph2_split(ids, args.seed, args.test_fraction, args.n_val, args.test_block)
     raw = work / "nnunet_raw" / DATASETS["ph2"][1]
     for case in ids:
         image, labels = ph2_case(src, case, args.factor)
@@ -120,7 +127,8 @@ def prepare_ph2(src: Path, work: Path, args: argparse.Namespace) -> dict:
     write_json(raw / "dataset.json", dataset_json)
     how = (
         f"PH2 {len(ids)} images downsampled x{args.factor} (image: box filter, mask: nearest); "
-        f"test = first round({args.test_fraction} * n) of the sorted ids shuffled by random.Random({args.seed}); "
+        f"test = block {args.test_block} of round({args.test_fraction} * n) ids of the sorted ids shuffled by "
+        f"random.Random({args.seed}); "
         f"val = {args.n_val} of the rest shuffled by random.Random({args.seed + 1})"
     )
     return {"split": split, "num_classes": 2, "class_names": ["background", "lesion"], "how": how}
@@ -207,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--factor", type=int, default=3, help="PH2 downsampling factor")
     ap.add_argument("--test-fraction", type=float, default=0.25, help="PH2 test fraction")
     ap.add_argument("--n-val", type=int, default=8, help="PH2 validation images")
+    ap.add_argument(
+        "--test-block",
+        type=int,
+        default=0,
+        help="PH2: which block of the seeded shuffle is the test set (0 = the first 25 %%; "
+        "blocks 0-3 of one seed have disjoint test images)",
+    )
     args = ap.parse_args(argv)
     src = args.data / args.dataset
     if not src.is_dir():

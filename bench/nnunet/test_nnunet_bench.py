@@ -32,6 +32,16 @@ def test_ph2_split_is_seeded_disjoint_and_complete():
     assert prepare.ph2_split(ids, seed=1, test_fraction=0.25, n_val=8)["test"] != a["test"]
 
 
+def test_ph2_test_blocks_of_one_seed_partition_the_images():
+    ids = [f"IMD{i:03d}" for i in range(64)]
+    blocks = [prepare.ph2_split(ids, 0, 0.25, 8, test_block=k) for k in range(4)]
+    assert blocks[0] == prepare.ph2_split(ids, 0, 0.25, 8)  # block 0 is the original split
+    tests = [set(b["test"]) for b in blocks]
+    assert sorted(i for t in tests for i in t) == ids  # disjoint, and together every image once
+    for b in blocks:
+        assert sorted(b["train"] + b["val"] + b["test"]) == ids and len(b["val"]) == 8
+
+
 def test_ph2_test_set_is_the_peer_scripts_choice():
     # the peer's prep_ph2.py: shuffle the sorted ids with random.Random(seed), the first 25 % are test
     import random
