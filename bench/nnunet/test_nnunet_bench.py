@@ -17,6 +17,7 @@ from scipy import ndimage, stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import pooled  # noqa: E402
 import prepare  # noqa: E402
 import run  # noqa: E402
 import score  # noqa: E402
@@ -173,3 +174,24 @@ def test_set_plan_batch_size_edits_only_the_2d_batch(tmp_path):
     got = json.loads(f.read_text())["configurations"]
     assert got["2d"] == {"batch_size": 4, "batch_size_planned": 48, "patch_size": [256, 224]}
     assert got["3d_fullres"] == {"batch_size": 2}
+
+
+def _scores(work, cases):
+    work.mkdir()
+    nn = {c: {"dice": d, "hd95": h} for c, (d, h, _, _) in cases.items()}
+    ms = {c: {"dice": d, "hd95": h} for c, (_, _, d, h) in cases.items()}
+    (work / "scores.json").write_text(json.dumps({"cases": {"nnunet": nn, "medseg": ms}}))
+    return work
+
+
+def test_pooled_counts_each_case_once_and_refuses_a_repeat(tmp_path):
+    a = _scores(tmp_path / "a", {"x": (0.9, 5.0, 0.8, 7.0), "y": (0.7, 9.0, 0.75, 8.0)})
+    b = _scores(tmp_path / "b", {"z": (0.6, 4.0, 0.5, 6.0)})
+    rows = pooled.pooled_cases([a, b], "medseg")
+    dice = pooled.compare(rows, "dice")
+    assert dice["n"] == 3 and (dice["nnunet_better"], dice["nnunet_worse"]) == (2, 1)
+    assert dice["nnunet_mean"] == pytest.approx((0.9 + 0.7 + 0.6) / 3)
+    hd = pooled.compare(rows, "hd95")  # lower is better: nnU-Net 5 < 7, 9 > 8, 4 < 6
+    assert (hd["nnunet_better"], hd["nnunet_worse"]) == (2, 1)
+    with pytest.raises(SystemExit, match="already tested"):
+        pooled.pooled_cases([a, a], "medseg")
