@@ -163,21 +163,57 @@ def _upper_bounds(sites: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return cKDTree(sub, leafsize=64).query(queries, k=1)[0] * (1 + 1e-9) + 1e-9
 
 
-def _kdtree_nearest(sites: np.ndarray, queries: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+def _mark_boxes(lo: np.ndarray, hi: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Boolean grid of ``shape`` with every box ``[lo[i], hi[i]]`` (inclusive, integer corners, already
+    clipped to the grid) set: a difference array (+1/-1 at the 2**D corners) summed along each axis."""
+    d = len(shape)
+    diff = np.zeros(int(np.prod([n + 1 for n in shape])), dtype=np.int64)
+    strides = np.cumprod([1, *[n + 1 for n in shape[::-1]]])[:-1][::-1]
+    for corner in np.ndindex(*(2,) * d):
+        pick = np.array(corner, dtype=bool)
+        at = np.where(pick, hi + 1, lo) @ strides
+        sign = -1 if int(pick.sum()) % 2 else 1
+        diff += np.bincount(at, minlength=diff.size) * sign
+    grid = diff.reshape([n + 1 for n in shape])
+    for ax in range(d):
+        np.cumsum(grid, axis=ax, out=grid)
+    return grid[tuple(slice(0, n) for n in shape)] > 0
+
+
+def _candidate_sites(
+    sites: np.ndarray, queries: np.ndarray, spacing: np.ndarray, shape: tuple[int, ...]
+) -> np.ndarray:
+    """Indices of the sites that can be nearest to some query (a superset, exact).
+
+    The nearest site of q lies within ub(q) of q (an upper bound from a sparse subset), so inside the
+    axis-aligned box q +- ub(q). The boxes are marked on a coarse grid (cells of 2**k voxels per axis,
+    about ``8 * min(spacing)`` wide) and the sites in marked cells are kept: scattered queries
+    (typical predictions) keep a fraction of the sites, which makes the KD-tree build (the bulk of
+    the cost for few queries) cheaper."""
+    ub = _upper_bounds(sites * spacing, queries * spacing)
+    shift = np.maximum(0, np.round(np.log2(8 * spacing.min() / spacing))).astype(np.int64)
+    grid = tuple(int(n) for n in ((np.asarray(shape) - 1) >> shift) + 1)
+    reach = ub[:, None] / spacing  # voxels, per axis
+    lo = np.maximum(np.floor(queries - reach).astype(np.int64), 0) >> shift
+    hi = np.minimum(np.ceil(queries + reach).astype(np.int64) >> shift, np.asarray(grid) - 1)
+    needed = _mark_boxes(lo, hi, grid).ravel()
+    cell_stride = np.cumprod([1, *grid[::-1]])[:-1][::-1]
+    return np.flatnonzero(needed[(sites >> shift) @ cell_stride])
+
+
+def _kdtree_nearest(
+    sites: np.ndarray, queries: np.ndarray, spacing: np.ndarray, shape: tuple[int, ...]
+) -> np.ndarray:
     """Index (into ``sites``, integer voxel coordinates) of the nearest site of every query, by KD-tree;
     with few queries the tree is built only over the sites that can be nearest."""
-    pts_s, pts_q = sites * spacing, queries * spacing
+    pts_q = queries * spacing
     keep = None
-    if pts_s.shape[0] > 4096 and pts_q.shape[0] * 8 < pts_s.shape[0]:
-        ub = _upper_bounds(pts_s, pts_q)
-        lo = (pts_q - ub[:, None]).min(axis=0)
-        hi = (pts_q + ub[:, None]).max(axis=0)
-        inside = np.ones(pts_s.shape[0], dtype=bool)
-        for ax in range(pts_s.shape[1]):  # column by column: much faster than all(axis=1) on short rows
-            inside &= (pts_s[:, ax] >= lo[ax]) & (pts_s[:, ax] <= hi[ax])
-        keep = np.flatnonzero(inside)
-        pts_s = pts_s[keep]
-    tree = cKDTree(pts_s, leafsize=64, balanced_tree=False, compact_nodes=False)  # fastest build here
+    if sites.shape[0] > 4096 and queries.shape[0] * 8 < sites.shape[0]:
+        keep = _candidate_sites(sites, queries, spacing, shape)
+        sites = sites[keep]
+    tree = cKDTree(
+        sites * spacing, leafsize=64, balanced_tree=False, compact_nodes=False
+    )  # fastest build here
     nearest = tree.query(pts_q, k=1)[1]
     return nearest if keep is None else keep[nearest]
 
@@ -251,7 +287,7 @@ def far_distances(
     if box is not None:
         nearest = _ft_nearest(b, queries, spacing, box)
     else:
-        nearest = sites[_kdtree_nearest(sites, queries, spacing)]
+        nearest = sites[_kdtree_nearest(sites, queries, spacing, b.shape)]
     return offset_length(nearest - queries, spacing)
 
 

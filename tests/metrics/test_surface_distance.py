@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 
 from medseg import metrics as M
-from medseg.metrics.surface_distance import boundary, far_distances
+from medseg.metrics.surface_distance import _candidate_sites, _mark_boxes, boundary, far_distances
 
 
 def brute_nearest(b: np.ndarray, q: np.ndarray, spacing) -> np.ndarray:
@@ -84,3 +84,57 @@ def test_dissimilar_masks_every_method_matches_brute_force(shape, sp):
         sd = M.surface_distances(p, t, sp, method=method)
         np.testing.assert_allclose(sd.pred_to_target, ref_pt, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(sd.target_to_pred, ref_tp, rtol=1e-12, atol=1e-12)
+
+
+def test_mark_boxes_matches_a_loop():
+    rng = np.random.default_rng(5)
+    for shape in [(7,), (5, 9), (4, 6, 5)]:
+        lo = np.stack([rng.integers(0, n, size=20) for n in shape], axis=1)
+        hi = np.minimum(lo + rng.integers(0, 4, size=lo.shape), np.array(shape) - 1)
+        want = np.zeros(shape, dtype=bool)
+        for a, z in zip(lo, hi):
+            want[tuple(slice(int(x), int(y) + 1) for x, y in zip(a, z))] = True
+        np.testing.assert_array_equal(_mark_boxes(lo, hi, shape), want)
+
+
+@pytest.mark.parametrize(
+    "shape, sp",
+    [((140, 140), (0.7, 1.9)), ((30, 40, 40), (2.5, 0.8, 0.8)), ((24, 30, 36), (1.0, 1.0, 1.0))],
+)
+def test_few_queries_many_sites_pruned_tree_matches_brute_force(shape, sp):
+    # more than 4096 sites and 8x fewer queries: the KD-tree is built over the candidate sites only;
+    # queries scattered (some on the array border, some far from every site) and one beside a site
+    rng = np.random.default_rng(len(shape))
+    b = rng.random(shape) < 0.35
+    b[tuple(slice(0, n // 3) for n in shape)] = False  # an empty corner: far queries
+    assert np.count_nonzero(b) > 4096
+    q = rng.choice(b.size, size=40, replace=False)
+    q[:3] = [0, b.size - 1, np.flatnonzero(~b.ravel())[0]]
+    s = np.asarray(sp)
+    sites = np.argwhere(b)
+    queries = np.stack(np.unravel_index(q, shape), axis=1)
+    keep = _candidate_sites(sites, queries, s, shape)
+    assert 0 < keep.size < sites.shape[0]  # something was pruned
+    ref = brute_nearest(b, q, sp)
+    np.testing.assert_allclose(
+        np.sqrt((((sites[keep][None] - queries[:, None]) * s) ** 2).sum(-1)).min(1), ref, rtol=1e-12
+    )
+    for how in ("kdtree", "auto"):
+        np.testing.assert_allclose(far_distances(b, q, s, how), ref, rtol=1e-12, atol=0)
+
+
+def test_pruned_tree_isolated_site_and_far_wall():
+    # a wall of 4160 sites on one side and one isolated site: queries near the isolated site keep it
+    # and drop most of the wall; a query halfway keeps both
+    b = np.zeros((20, 64, 64), bool)
+    b[0] = True
+    b[1, :, 0] = True
+    b[19, 63, 63] = True
+    q = np.ravel_multi_index(([18, 19, 17], [60, 63, 55], [61, 62, 63]), b.shape)
+    sp = np.array([2.5, 0.8, 0.8])
+    sites = np.argwhere(b)
+    keep = _candidate_sites(sites, np.stack(np.unravel_index(q, b.shape), axis=1), sp, b.shape)
+    assert 4160 in keep and keep.size < 1000
+    np.testing.assert_allclose(far_distances(b, q, sp, "kdtree"), brute_nearest(b, q, sp), rtol=1e-12)
+    q = np.append(q, np.ravel_multi_index((10, 32, 32), b.shape))
+    np.testing.assert_allclose(far_distances(b, q, sp, "kdtree"), brute_nearest(b, q, sp), rtol=1e-12)
