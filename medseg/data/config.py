@@ -99,10 +99,11 @@ class DataConfig(BaseModel):
         description="Volumes: the plane 2D models slice in, i.e. the first axis of each case after "
         "reorienting to RAS; 'auto' takes the axis of largest spacing (ties: the first RAS axis).",
     )
-    target_spacing: tuple[float, float, float] | None = Field(
+    target_spacing: tuple[float | None, float | None, float | None] | None = Field(
         None,
         description="Volumes with a geometry: resample every case to this spacing (mm, slice axis "
-        "first); predictions are resampled back to each input's own grid. None keeps each file's.",
+        "first); predictions are resampled back to each input's own grid. None keeps each file's; "
+        "null for one axis keeps each file's spacing along it (2-D plans keep the slice axis).",
     )
     images_dir: str = Field("images", description="Folder of images, relative to root (folder format).")
     masks_dir: str = Field("masks", description="Folder of masks, relative to root (folder format).")
@@ -228,9 +229,9 @@ class DataConfig(BaseModel):
 
     @field_validator("target_spacing")
     @classmethod
-    def _target_spacing(cls, v: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
-        if v is not None and not all(0 < s < float("inf") for s in v):
-            raise ValueError("data.target_spacing must be three finite positive numbers (mm)")
+    def _target_spacing(cls, v: tuple[float | None, ...] | None) -> tuple[float | None, ...] | None:
+        if v is not None and not all(s is None or 0 < s < float("inf") for s in v):
+            raise ValueError("data.target_spacing must be three finite positive numbers (mm) or null")
         return v
 
     @field_validator("intensity_clip")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +106,7 @@ def detect_format(root: Path, cfg: DataConfig | None = None) -> str:
         return "h5"
     if _files(root, VOLUME_EXTS) or any(p.is_dir() and is_itk_path(p) for p in root.iterdir()):
         return "itk"
-    in_case_folders = [f for d in _case_folders(root) for f in _files(d, VOLUME_EXTS)]
+    in_case_folders = _case_folder_volumes(root, lambda d: _files(d, VOLUME_EXTS))
     if in_case_folders:  # one subfolder per patient (ACDC's patient001/ ...)
         return "nifti" if any(f.name.lower().endswith(NIFTI_EXTS) for f in in_case_folders) else "itk"
     if _files(root, IMAGE_EXTS):
@@ -210,16 +210,30 @@ def _case_folders(root: Path) -> list[Path]:
     )
 
 
+def _case_folder_volumes(root: Path, files_of: Callable[[Path], list[Path]]) -> list[Path]:
+    """Volume files (``files_of`` a folder) in per-case subfolders of ``root``, or, when there are
+    none, one level deeper: ACDC's ``database/testing/patient101/`` given as ``database/``."""
+    for level in range(2):
+        folders = (
+            _case_folders(root) if level == 0 else [g for d in _case_folders(root) for g in _case_folders(d)]
+        )
+        found = [f for d in folders for f in files_of(d)]
+        if found:
+            return found
+    return []
+
+
 def _volume_layout(root: Path) -> tuple[list[Path], Path | None]:
     """Image volumes of ``root`` and the folder of their labels (None: none, or next to the images).
 
-    A folder without volumes of its own is searched one level down: one subfolder per patient."""
+    A folder without volumes of its own is searched one level down (one subfolder per patient),
+    then two (a folder of such patient folders, e.g. ACDC's ``testing/``)."""
     if root.is_file() or (root.is_dir() and is_itk_path(root)):  # one file or one DICOM series
         return [root], None
     img_dir = next((root / d for d in ("imagesTr", "imagesTs") if (root / d).is_dir()), root)
     img_files = _volume_files(img_dir)
     if not img_files and img_dir == root:
-        img_files = [f for d in _case_folders(root) for f in _volume_files(d)]
+        img_files = _case_folder_volumes(root, _volume_files)
     lab_dir = (
         root / "labelsTr"
         if img_dir.name == "imagesTr"

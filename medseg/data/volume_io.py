@@ -95,7 +95,7 @@ def read_case_volume(
     image_paths: Sequence[Path],
     label_path: Path | None,
     *,
-    target_spacing: Sequence[float] | None = None,
+    target_spacing: Sequence[float | None] | None = None,
     plane: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray | None, Geometry]:
     """Image ``[D, H, W, C]``, labels ``[D, H, W]`` (or None) and :class:`Geometry` of one case in

@@ -23,7 +23,15 @@ from medseg.errors import ConfigError, DataError
 from medseg.plan.config import UNET2D, UNET3D, build_config, three_d_trainable
 from medseg.plan.cost import MIN_STEPS, forward_flops_per_voxel, max_step_seconds
 from medseg.plan.patch import PatchPlan, fit_patch
-from medseg.plan.rules import DIMS, choose_dims, downsample_limit, normalisation, uniform_sizes
+from medseg.plan.rules import (
+    DIMS,
+    RESAMPLABLE,
+    choose_dims,
+    downsample_limit,
+    mask_threshold,
+    normalisation,
+    uniform_sizes,
+)
 from medseg.plan.spacing import target_spacing
 
 
@@ -57,32 +65,47 @@ class Geometry:
     shapes: np.ndarray  # [N, axes]
     spacings: np.ndarray | None  # [N, axes] or None when the files have none
     volumes: bool
+    mixed: bool = False  # 2-D images and volumes together: planned as 2-D slices
+    resamplable: bool = False  # the files carry a geometry that data.target_spacing can resample
 
 
 def _geometry(fp: dict[str, Any]) -> Geometry:
     shapes = [s for s in fp.get("case_shapes") or []]
     if not shapes:
         raise DataError(f"{fp['root']}: no readable cases to plan from")
-    ndims = {len(s) for s in shapes}
-    if len(ndims) > 1:
-        raise DataError(f"{fp['root']}: mixes 2-D images and 3-D volumes; plan them separately")
+    if len({len(s) for s in shapes}) > 1:  # e.g. SSL4MIS ACDC: slices/ to train, volumes/ to test
+        slices = [s[-2:] for s in shapes for _ in range(s[0] if len(s) == 3 else 1)]
+        return Geometry(np.asarray(slices, float), None, False, mixed=True)
     spacings = fp.get("case_spacings")
     return Geometry(
-        np.asarray(shapes, float), None if spacings is None else np.asarray(spacings, float), ndims == {3}
+        np.asarray(shapes, float),
+        None if spacings is None else np.asarray(spacings, float),
+        len(shapes[0]) == 3,
+        resamplable=fp.get("format") in RESAMPLABLE,
     )
 
 
-def _spacing_plan(geo: Geometry, plan: Plan) -> tuple[list[float], np.ndarray]:
-    """Target spacing and each case's shape at it (unit spacing when the files have none)."""
+def _spacing_plan(geo: Geometry, dims: str, plan: Plan) -> tuple[list[float | None], np.ndarray]:
+    """Target spacing (None: an axis kept at each case's own spacing) and each case's shape at
+    it. nnU-Net's 2-D configuration resamples in-plane only; the slice axis stays native."""
     if geo.spacings is None:
         plan.add("target spacing", "native (1 per voxel)", "no spacing in the files: voxels are the unit")
-        return [1.0] * geo.shapes.shape[1], geo.shapes
+        return [None] * geo.shapes.shape[1], geo.shapes
+    if not geo.resamplable:
+        plan.add("target spacing", "native", "arrays without an orientation are not resampled")
+        return [None] * geo.shapes.shape[1], geo.shapes
     target, lowres = target_spacing(geo.spacings, geo.shapes)
+    planned: list[float | None] = list(target)
     reason = "median of the cases' spacings"
-    if lowres is not None:
+    if dims == "2d" and geo.volumes:
+        planned[0] = None
+        reason = "in-plane: median of the cases' spacings; slice axis: each case's own (2-D plan)"
+    elif lowres is not None:
         reason += f"; axis {lowres} anisotropic: its 10th percentile (nnU-Net's rule)"
-    plan.add("target spacing", _fmt(target), reason)
-    return target, geo.shapes * geo.spacings / np.asarray(target)
+    plan.add("target spacing", _fmt_spacing(planned), reason)
+    scale = np.asarray([1.0 if t is None else t for t in planned])
+    own = np.where([t is None for t in planned], 1.0, geo.spacings)
+    return planned, geo.shapes * own / scale
 
 
 def _flops_2d(in_ch: int, classes: int) -> Any:
@@ -156,7 +179,7 @@ def _fit_2d(
     return native, "crop", 1.0
 
 
-def _fit_3d(shapes: np.ndarray, spacing: list[float], fp: dict, budget: float, ch: int) -> PatchPlan:
+def _fit_3d(shapes: np.ndarray, spacing: Sequence[float], fp: dict, budget: float, ch: int) -> PatchPlan:
     median = np.median(shapes, axis=0)
     voxels = float(np.prod(shapes, axis=1).sum())
     return fit_patch(median, spacing, _flops_3d(ch, fp["num_classes"]), max_step_seconds(budget), voxels)
@@ -177,32 +200,19 @@ def plan_dataset(
     if dims not in DIMS:
         raise ConfigError(f"--dims must be one of {', '.join(DIMS)}, got {dims!r}")
     cfg = data if isinstance(data, DataConfig) else DataConfig(root=Path(data))
-    fp = fingerprint(cfg, max_cases=max_cases)
-    if fp["problems"]:  # training would refuse this data: say so now, naming the first bad file
-        more = len(fp["problems"]) - 1
-        raise DataError(
-            fp["problems"][0] + (f" (and {more} more problems: medseg info lists them)" if more else "")
-        )
-    if fp["num_labelled"] == 0:
-        raise DataError(f"{fp['root']}: no masks found; a plan needs labelled cases")
+    plan = Plan("2d", {})
+    cfg, fp = _fingerprint(cfg, max_cases, plan)
     geo = _geometry(fp)
     channels = max(fp["channels"], key=lambda k: fp["channels"][k])
     ch = int(channels) if cfg.in_channels is None else cfg.in_channels
-    plan = Plan("2d", {}, fingerprint=fp)
-    median_sp = None if geo.spacings is None else np.median(geo.spacings, 0).tolist()
-    chosen, why = choose_dims(dims, geo.volumes, median_sp, np.median(geo.shapes, 0), three_d_trainable())
-    if chosen == "3d" and not three_d_trainable():
-        raise ConfigError("--dims 3d: this medseg build's config has no 3-D patch training (data.patch_size)")
-    plan.dims = chosen
-    plan.add("dimensions", chosen, why)
-    spacing, shapes = _spacing_plan(geo, plan)
-    if chosen == "3d":
-        fitted, policy, factor = _fit_3d(shapes, spacing, fp, budget_minutes, ch), "crop", 1.0
+    plan.dims, why = _dims(dims, geo)
+    plan.decisions.insert(0, Decision("dimensions", plan.dims, why))
+    spacing, shapes = _spacing_plan(geo, plan.dims, plan)
+    topo = _topology_spacing(spacing, geo)
+    if plan.dims == "3d":
+        fitted, policy, factor = _fit_3d(shapes, topo, fp, budget_minutes, ch), "crop", 1.0
     else:  # in-plane axes at the target spacing; slices stay slices
-        full = geo.shapes.copy()
-        full[:, -2:] = shapes[:, -2:]
-        fitted, policy, factor = _fit_2d(geo, full, spacing, fp, budget_minutes, plan, ch)
-        shapes = full
+        fitted, policy, factor = _fit_2d(geo, shapes, topo, fp, budget_minutes, plan, ch)
     norm, clip, norm_why = normalisation(fp["intensity"], int(channels))
     steps = budget_minutes * 60 / max(fitted.step_seconds, 1e-9)
     plan.add(
@@ -222,8 +232,64 @@ def plan_dataset(
     plan.config = build_config(
         cfg, fp, plan, fitted, policy=policy, norm=(norm, clip), budget=budget_minutes, root_text=root_text
     )
+    if geo.resamplable and any(v is not None for v in spacing):
+        plan.config["data"]["target_spacing"] = [None if v is None else round(v, 5) for v in spacing]
     return plan
+
+
+def _fingerprint(cfg: DataConfig, max_cases: int | None, plan: Plan) -> tuple[DataConfig, dict[str, Any]]:
+    """The data config (with a mask threshold when the masks need one) and its fingerprint.
+
+    Binary masks stored lossily (JPEG) have values around 0 and 255 that no class mapping
+    names: the plan thresholds them at 128 (:func:`mask_threshold`) and fingerprints again. Any
+    other problem (an unreadable file, unmapped mask values) stops the plan: training would
+    stop on it later."""
+    fp = fingerprint(cfg, max_cases=max_cases)
+    if fp["class_mapping"] is None and cfg.mask_threshold is None and cfg.mask_values is None:
+        threshold, why = mask_threshold(fp["mask_values"])
+        if threshold is not None:
+            cfg = cfg.model_copy(update={"mask_threshold": threshold})
+            fp = fingerprint(cfg, max_cases=max_cases)
+            plan.add("mask threshold", f"{threshold:g}", why)
+    if fp["problems"]:
+        more = (
+            f" (and {len(fp['problems']) - 1} more problem(s); see medseg info)"
+            if len(fp["problems"]) > 1
+            else ""
+        )
+        raise DataError(fp["problems"][0] + more)
+    if fp["num_labelled"] == 0:  # after the problems: a mask that fails to read names its file
+        raise DataError(f"{fp['root']}: no masks found; a plan needs labelled cases")
+    plan.fingerprint = fp
+    return cfg, fp
+
+
+def _dims(requested: str, geo: Geometry) -> tuple[str, str]:
+    """2-D or 3-D and why (:func:`choose_dims`; images mixed with volumes are planned 2-D)."""
+    if geo.mixed:
+        if requested == "3d":
+            raise ConfigError(
+                "--dims 3d: the data mix 2-D images and 3-D volumes; a 3-D network needs volumes only"
+            )
+        return "2d", "2-D images and 3-D volumes together: 2-D, the volumes slice by slice"
+    median_sp = None if geo.spacings is None else np.median(geo.spacings, 0).tolist()
+    chosen, why = choose_dims(
+        requested, geo.volumes, median_sp, np.median(geo.shapes, 0), three_d_trainable()
+    )
+    if chosen == "3d" and not three_d_trainable():
+        raise ConfigError("--dims 3d: this medseg build's config has no 3-D patch training (data.patch_size)")
+    return chosen, why
+
+
+def _topology_spacing(planned: list[float | None], geo: Geometry) -> list[float]:
+    """The spacing the network topology is planned for: the target, else the cases' median, else 1."""
+    median = [1.0] * len(planned) if geo.spacings is None else np.median(geo.spacings, 0).tolist()
+    return [float(m if t is None else t) for t, m in zip(planned, median)]
 
 
 def _fmt(values: Sequence[float]) -> str:
     return " x ".join(f"{float(v):.4g}" for v in values)
+
+
+def _fmt_spacing(values: Sequence[float | None]) -> str:
+    return " x ".join("native" if v is None else f"{float(v):.4g}" for v in values)

@@ -19,6 +19,9 @@ MIN_THICKNESS_PX = 4.0  # a structure must stay this many pixels thick after dow
 UNIFORM_SHAPES = 1.25  # images whose sizes differ by less than this ratio per axis are "same size"
 CT_AIR = -500.0  # values below this (air is -1000 HU) mark CT in Hounsfield units
 CT_DENSE = 300.0  # ... together with values above this (bone)
+RESAMPLABLE = ("nifti", "itk")  # formats whose files carry the geometry data.target_spacing needs
+NOISE_BAND = 64  # lossy binary masks: values within this of 0 or of 255
+MASK_THRESHOLD = 128.0
 
 
 def choose_dims(
@@ -101,6 +104,27 @@ def downsample_limit(thickness: dict[str, float | None] | None) -> tuple[float, 
     return limit, (
         f"thinnest class '{name}' is {present[name]:.1f} px thick (2 x area / contour); "
         f"keeping it >= {MIN_THICKNESS_PX:g} px allows shrinking by {limit:.2f}x"
+    )
+
+
+def mask_threshold(values: Sequence[int]) -> tuple[float | None, str]:
+    """A threshold for binary masks saved lossily (JPEG), or None; and why.
+
+    Such masks hold values near 0 and near 255 (JPEG noise around both) that no class mapping
+    names. The rule: more than two 8-bit values, some below ``NOISE_BAND`` and some above
+    255 - ``NOISE_BAND``, and at most a quarter of the distinct values in between (the edges'
+    ringing); grey-level coded classes (e.g. 0, 85, 170, 255) do not pass it."""
+    vals = sorted(int(v) for v in values)
+    if len(vals) <= 2 or vals[0] < 0 or vals[-1] > 255:
+        return None, ""
+    low = [v for v in vals if v < NOISE_BAND]
+    high = [v for v in vals if v > 255 - NOISE_BAND]
+    middle = len(vals) - len(low) - len(high)
+    if not low or not high or 4 * middle > len(vals):
+        return None, ""
+    return MASK_THRESHOLD, (
+        f"{len(vals)} mask values, {len(low)} near 0 and {len(high)} near 255 ({middle} between): "
+        f"a binary mask saved lossily (JPEG); values >= {MASK_THRESHOLD:g} are foreground"
     )
 
 

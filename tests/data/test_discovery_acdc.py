@@ -155,3 +155,29 @@ def test_real_acdc_testing_folder_is_discovered_from_headers(real_data):
     assert all(r.id.rsplit("_frame", 1)[0] == r.image[0].parent.name for r in recs)
     # SOURCE.md: 852 slices over the 80 volumes, Z 6-21: the slice axis is z (pixdim 5-10 mm)
     assert sum(r.depth or 0 for r in recs) == 852 and min(r.depth or 0 for r in recs) == 6
+
+
+def test_a_folder_of_patient_folders_is_searched_two_levels_down(tmp_path):
+    # ACDC as distributed: database/{training,testing}/patientNNN/ (the shared copy: acdc-nifti/testing/)
+    labels = _acdc_tree(tmp_path / "testing", patients=(1, 2), cine=False)
+    (tmp_path / "SOURCE.md").write_text("not a case")
+    assert detect_format(tmp_path) == "nifti"
+    recs, _, fmt = discover(DataConfig(root=tmp_path), require_masks=True)
+    assert fmt == "nifti" and sorted(r.id for r in recs) == sorted(labels)
+    assert all(r.mask is not None and r.mask.name == f"{r.id}_gt.nii.gz" for r in recs)
+
+
+def test_a_folder_without_volumes_at_any_level_is_one_clear_error(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="cannot tell the dataset format"):
+        detect_format(tmp_path)
+
+
+@pytest.mark.data
+def test_real_acdc_nifti_root_is_discovered_through_testing(real_data):
+    root = real_data("acdc-nifti")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GeometryWarning)
+        recs, _, fmt = discover(DataConfig(root=root), require_masks=True)
+    assert fmt == "nifti" and len(recs) == 80  # SOURCE.md: 40 patients, 80 image/label pairs

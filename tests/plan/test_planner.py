@@ -69,13 +69,16 @@ def test_tight_budget_shrinks_blobs_by_resizing(tmp_path):
 
 def test_thick_slice_volumes_are_planned_2d_with_the_percentile_rule(tmp_path):
     # spacing (z, y, x): (8, 1, 1), (8, 1, 1), (6, 1, 1); 4 slices x 3 < 32 in-plane voxels
-    # -> z target = 10th percentile of [6, 8, 8] = 6 + 0.2 x 2 = 6.4; anisotropy 8 > 3 -> 2-D
+    # anisotropy 8 > 3 -> 2-D, which resamples in-plane only: the slices keep their own spacing
     root = _volumes(tmp_path / "v", [(1, 1, 8), (1, 1, 8), (1, 1, 6)], (40, 32, 4))
     plan = plan_dataset(root, budget_minutes=15)
     reasons = {d.name: (d.value, d.reason) for d in plan.decisions}
     assert plan.dims == "2d" and "thick slices" in reasons["dimensions"][1]
-    assert reasons["target spacing"][0] == "6.4 x 1 x 1" and "10th percentile" in reasons["target spacing"][1]
+    assert (
+        reasons["target spacing"][0] == "native x 1 x 1" and "each case's own" in reasons["target spacing"][1]
+    )
     cfg = load_config(plan.config)
+    assert cfg.data.target_spacing == (None, 1.0, 1.0)
     assert cfg.data.size == (32, 40) and cfg.data.format == "nifti"
     assert cfg.data.normalize == "zscore" and cfg.data.intensity_clip is None  # not HU
     assert _builds(plan.config, 1)(torch.zeros(1, 1, 32, 40)).shape == (1, 2, 32, 40)
@@ -109,6 +112,10 @@ def test_dims_3d_forces_a_3d_plan_of_thick_slices_and_the_table_says_so(tmp_path
     root = _volumes(tmp_path / "v", [(1, 1, 8), (1, 1, 8), (1, 1, 6)], (40, 32, 4))  # the rule: 2-D
     plan = plan_dataset(root, budget_minutes=15, dims="3d")
     assert plan.dims == "3d" and plan.config["model"]["name"] == "unet3d"
+    # z target = 10th percentile of [6, 8, 8] = 6 + 0.2 x 2 = 6.4 (thick slices, few of them)
+    reasons = {d.name: (d.value, d.reason) for d in plan.decisions}
+    assert reasons["target spacing"][0] == "6.4 x 1 x 1" and "10th percentile" in reasons["target spacing"][1]
+    assert plan.config["data"]["target_spacing"] == [6.4, 1.0, 1.0]
     assert len(plan.config["data"]["patch_size"]) == 3 and "size" not in plan.config["data"]
     rows = {r[0]: r for r in table_rows(plan_table(plan))}
     assert rows["dimensions"][1] == "3d" and rows["dimensions"][2].startswith("forced by --dims 3d")

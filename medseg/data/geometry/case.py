@@ -84,7 +84,7 @@ def canonical_case(
     header: dict,
     labels: np.ndarray | None = None,
     *,
-    target_spacing: Sequence[float] | None = None,
+    target_spacing: Sequence[float | None] | None = None,
     plane: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray | None, Geometry]:
     """Stored ``[z, y, x, C]`` image (and ``[z, y, x]`` labels) -> the case layout ``[D, H, W, C]``.
@@ -98,11 +98,12 @@ def canonical_case(
     order = case_order(_ras_slice_axis(voxel, plane))
     xyz = np.asarray(image).transpose(2, 1, 0, *range(3, image.ndim))
     lab_xyz = None if labels is None else np.asarray(labels).transpose(2, 1, 0)
-    ras_target = None
+    ras_target: list[float | None] | None = None
     if target_spacing is not None:
         ras_target = [0.0, 0.0, 0.0]
         for case_axis, ras_axis in enumerate(order):
-            ras_target[ras_axis] = float(target_spacing[case_axis])
+            mm = target_spacing[case_axis]
+            ras_target[ras_axis] = None if mm is None else float(mm)  # None: keep the file's
     if ras_target is None:  # no interpolation at all: keep the dtype, skip the resampler
         ras, ras_affine, reo = to_ras(xyz, voxel)
         lab_ras = None if lab_xyz is None else to_ras(lab_xyz, voxel)[0]

@@ -47,7 +47,7 @@ def _scaled_affine(affine: np.ndarray, shape: Sequence[int], target: Sequence[in
 def to_model_grid(
     image: np.ndarray,
     affine: np.ndarray,
-    target_spacing: Sequence[float] | None = None,
+    target_spacing: Sequence[float | None] | None = None,
     labels: np.ndarray | None = None,
     *,
     order: int = 3,
@@ -62,7 +62,11 @@ def to_model_grid(
     """
     ras, ras_affine, reo = to_ras(np.asarray(image), affine)
     ras_spacing = affine_spacing(ras_affine)
-    spacing = ras_spacing if target_spacing is None else tuple(float(v) for v in target_spacing)
+    spacing = (
+        ras_spacing
+        if target_spacing is None  # an axis whose target is None keeps its spacing
+        else tuple(float(r if v is None else v) for r, v in zip(ras_spacing, target_spacing))
+    )
     out = resample_image(ras, ras_spacing, spacing, order=order)
     model_shape = tuple(out.shape[:3])
     lab = None
