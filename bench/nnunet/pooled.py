@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
-from scipy.stats import wilcoxon
+from score import describe, paired  # same folder: run as `python bench/nnunet/pooled.py`
 
 
 def pooled_cases(works: list[Path], other: str) -> list[tuple[str, dict, dict]]:
@@ -35,19 +34,21 @@ def pooled_cases(works: list[Path], other: str) -> list[tuple[str, dict, dict]]:
 
 
 def compare(rows: list[tuple[str, dict, dict]], metric: str) -> dict:
-    """Summary and paired Wilcoxon of ``metric`` (higher Dice / lower HD95 is better)."""
+    """Summary and paired Wilcoxon of ``metric`` (higher Dice / lower HD95 is better), with
+    ``score.py``'s own ``describe`` and ``paired``."""
     a = [r[1][metric] for r in rows]
     b = [r[2][metric] for r in rows]
-    sign = 1 if metric == "dice" else -1
+    test = paired(a, b, higher_is_better=metric == "dice")
+    nn, other = describe(a), describe(b)
     return {
-        "n": len(rows),
-        "nnunet_mean": statistics.mean(a),
-        "nnunet_median": statistics.median(a),
-        "other_mean": statistics.mean(b),
-        "other_median": statistics.median(b),
-        "nnunet_better": sum(sign * (x - y) > 0 for x, y in zip(a, b)),
-        "nnunet_worse": sum(sign * (x - y) < 0 for x, y in zip(a, b)),
-        "p": float(wilcoxon(a, b).pvalue),
+        "n": test["n"],
+        "nnunet_mean": nn["mean"],
+        "nnunet_median": nn["median"],
+        "other_mean": other["mean"],
+        "other_median": other["median"],
+        "nnunet_better": test["a_better"],
+        "nnunet_worse": test["a_worse"],
+        "p": test["p_value"],
     }
 
 

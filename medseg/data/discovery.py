@@ -213,13 +213,12 @@ def _case_folders(root: Path) -> list[Path]:
 def _case_folder_volumes(root: Path, files_of: Callable[[Path], list[Path]]) -> list[Path]:
     """Volume files (``files_of`` a folder) in per-case subfolders of ``root``, or, when there are
     none, one level deeper: ACDC's ``database/testing/patient101/`` given as ``database/``."""
-    for level in range(2):
-        folders = (
-            _case_folders(root) if level == 0 else [g for d in _case_folders(root) for g in _case_folders(d)]
-        )
+    folders = _case_folders(root)
+    for _ in range(2):
         found = [f for d in folders for f in files_of(d)]
         if found:
             return found
+        folders = [g for d in folders for g in _case_folders(d)]
     return []
 
 

@@ -9,7 +9,7 @@ file, never a silent class. ``255`` (:data:`IGNORE`) marks pixels excluded from 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import cv2  # OpenCV (installed with albumentations): fast histogram and lookup table for 8-bit masks
@@ -21,6 +21,8 @@ from medseg.data.synthetic import class_names as synthetic_class_names
 from medseg.errors import DataError
 
 IGNORE = IGNORE_INDEX  # the data layer's name for it
+NOISE_BAND = 64  # lossy binary masks: values within this of 0 or of 255
+LOSSY_MASK_THRESHOLD = 128.0  # the data.mask_threshold that maps such masks to background / foreground
 
 
 def values_present(mask: np.ndarray) -> set[int]:
@@ -35,6 +37,25 @@ def values_present(mask: np.ndarray) -> set[int]:
     if np.issubdtype(mask.dtype, np.floating):
         return {int(v) for v in np.unique(np.rint(mask))}
     return {int(v) for v in np.unique(mask)}
+
+
+def lossy_binary_counts(values: Iterable[int]) -> tuple[int, int, int] | None:
+    """``(near 0, near 255, between)`` counts of distinct mask values that look like a binary mask
+    saved lossily (JPEG), else None.
+
+    Such masks hold values near 0 and near 255 (JPEG noise around both) that no class mapping
+    names. The rule: more than two 8-bit values, some below ``NOISE_BAND`` and some above
+    255 - ``NOISE_BAND``, and at most a quarter of the distinct values in between (the edges'
+    ringing); grey-level coded classes (e.g. 0, 85, 170, 255) do not pass it."""
+    vals = sorted(int(v) for v in values)
+    if len(vals) <= 2 or vals[0] < 0 or vals[-1] > 255:
+        return None
+    low = sum(v < NOISE_BAND for v in vals)
+    high = sum(v > 255 - NOISE_BAND for v in vals)
+    middle = len(vals) - low - high
+    if not low or not high or 4 * middle > len(vals):
+        return None
+    return low, high, middle
 
 
 def auto_mapping(
@@ -52,8 +73,8 @@ def auto_mapping(
     shown = sorted(values)
     shown_s = ", ".join(map(str, shown[:12])) + (", ..." if len(shown) > 12 else "")
     hint = (
-        "data.mask_threshold: 128 (values look like JPEG noise)"
-        if len(values) > 16
+        f"data.mask_threshold: {LOSSY_MASK_THRESHOLD:g} (values look like JPEG noise)"
+        if lossy_binary_counts(values) is not None
         else "data.mask_values, e.g. {" + ", ".join(f"{v}: {i}" for i, v in enumerate(shown[:4])) + "}"
     )
     odd = [v for v in shown if v not in (0, 255)]

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.data.labels import LOSSY_MASK_THRESHOLD, lossy_binary_counts
 from medseg.errors import ConfigError
 from medseg.plan.spacing import ANISOTROPY_THRESHOLD, anisotropy
 
@@ -20,8 +21,6 @@ UNIFORM_SHAPES = 1.25  # images whose sizes differ by less than this ratio per a
 CT_AIR = -500.0  # values below this (air is -1000 HU) mark CT in Hounsfield units
 CT_DENSE = 300.0  # ... together with values above this (bone)
 RESAMPLABLE = ("nifti", "itk")  # formats whose files carry the geometry data.target_spacing needs
-NOISE_BAND = 64  # lossy binary masks: values within this of 0 or of 255
-MASK_THRESHOLD = 128.0
 
 
 def choose_dims(
@@ -108,23 +107,15 @@ def downsample_limit(thickness: dict[str, float | None] | None) -> tuple[float, 
 
 
 def mask_threshold(values: Sequence[int]) -> tuple[float | None, str]:
-    """A threshold for binary masks saved lossily (JPEG), or None; and why.
-
-    Such masks hold values near 0 and near 255 (JPEG noise around both) that no class mapping
-    names. The rule: more than two 8-bit values, some below ``NOISE_BAND`` and some above
-    255 - ``NOISE_BAND``, and at most a quarter of the distinct values in between (the edges'
-    ringing); grey-level coded classes (e.g. 0, 85, 170, 255) do not pass it."""
-    vals = sorted(int(v) for v in values)
-    if len(vals) <= 2 or vals[0] < 0 or vals[-1] > 255:
+    """A threshold for binary masks saved lossily (JPEG), or None; and why
+    (the rule: :func:`medseg.data.labels.lossy_binary_counts`)."""
+    counts = lossy_binary_counts(values)
+    if counts is None:
         return None, ""
-    low = [v for v in vals if v < NOISE_BAND]
-    high = [v for v in vals if v > 255 - NOISE_BAND]
-    middle = len(vals) - len(low) - len(high)
-    if not low or not high or 4 * middle > len(vals):
-        return None, ""
-    return MASK_THRESHOLD, (
-        f"{len(vals)} mask values, {len(low)} near 0 and {len(high)} near 255 ({middle} between): "
-        f"a binary mask saved lossily (JPEG); values >= {MASK_THRESHOLD:g} are foreground"
+    low, high, middle = counts
+    return LOSSY_MASK_THRESHOLD, (
+        f"{low + high + middle} mask values, {low} near 0 and {high} near 255 ({middle} between): "
+        f"a binary mask saved lossily (JPEG); values >= {LOSSY_MASK_THRESHOLD:g} are foreground"
     )
 
 

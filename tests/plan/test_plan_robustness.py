@@ -14,6 +14,7 @@ from medseg.config import load_config
 from medseg.data import write_synthetic_dataset
 from medseg.data.case_store import CaseStore
 from medseg.data.discovery import discover
+from medseg.data.labels import auto_mapping
 from medseg.errors import ConfigError, DataError
 from medseg.plan import plan_dataset
 from medseg.plan.rules import mask_threshold
@@ -126,3 +127,11 @@ def test_3d_plan_writes_its_full_target_spacing(tmp_path, monkeypatch):
     # anisotropy 2 <= 3: the median of every axis (slice axis first): 2, 1, 1
     assert plan.config["data"]["target_spacing"] == [2.0, 1.0, 1.0]
     assert load_config(plan.config).data.target_spacing == (2.0, 1.0, 1.0)
+
+
+def test_the_data_layer_hint_follows_the_same_lossy_mask_rule():
+    """``auto_mapping`` suggests the threshold exactly when the plan would set one."""
+    with pytest.raises(DataError, match="mask_threshold: 128"):
+        auto_mapping({0, 3, 7, 250, 252, 255}, None, "m.png")
+    with pytest.raises(DataError, match="mask_values"):
+        auto_mapping({0, 85, 170, 255}, None, "m.png")  # grey-coded classes, not noise
