@@ -9,6 +9,7 @@ the training length and the time axis of the learning-rate schedule change, set 
                          (after network set-up and data-loader start, like medseg's --budget)
   NNUNET_ITERS           training iterations per epoch (nnU-Net's default: 250)
   NNUNET_VAL_ITERS       validation iterations per epoch (default: 50)
+  NNUNET_TORCH_THREADS   torch intra-op threads (nnUNetv2_train otherwise sets one per CPU of the machine)
   NNUNET_SKIP_FINAL_VAL  "1": skip the final sliding-window validation (it is not part of the score)
 
 nnU-Net's poly schedule, lr = lr0 (1 - epoch / num_epochs)^0.9 (Isensee et al. 2021, nnU-Net,
@@ -44,6 +45,8 @@ class nnUNetTrainerBudget(nnUNetTrainer):  # noqa: N801 (nnU-Net finds trainers 
         device: torch.device = torch.device("cuda"),
     ):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        if os.environ.get("NNUNET_TORCH_THREADS"):
+            torch.set_num_threads(int(os.environ["NNUNET_TORCH_THREADS"]))
         self.budget_seconds = 60.0 * _env_float("NNUNET_BUDGET_MINUTES", math.inf)
         self.num_iterations_per_epoch = int(_env_float("NNUNET_ITERS", 250))
         self.num_val_iterations_per_epoch = int(_env_float("NNUNET_VAL_ITERS", 50))

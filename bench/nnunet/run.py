@@ -103,6 +103,49 @@ class Recorder:
         return wall
 
 
+# ----------------------------------------------------------------------------- threads and CPUs
+
+
+def with_threads(env: dict[str, str], threads: int | None) -> dict[str, str]:
+    """Intra-op threads of both tools' torch (nnU-Net's trainer otherwise takes every CPU)."""
+    if threads:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NNUNET_TORCH_THREADS"):
+            env[name] = str(threads)
+    return env
+
+
+def child_argv(argv: list[str], tool: str) -> list[str]:
+    """This command line with ``--tool`` replaced by one tool on one thread."""
+    out: list[str] = []
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in ("--tool", "--threads"):
+            skip = True
+        elif not token.startswith(("--tool=", "--threads=")):
+            out.append(token)
+    return [*out, "--tool", tool, "--threads", "1"]
+
+
+def run_side_by_side(argv: list[str]) -> int:
+    """Both tools at the same time, each pinned to its own CPU with one thread.
+
+    Run one after the other, two processes can meet a machine whose speed has drifted (measured
+    here: up to 3.5x for identical work in fresh processes); side by side, both meet the same one.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        fail("--tool side-by-side needs two CPUs")
+    procs = []
+    for tool, cpu in zip(("nnunet", "medseg"), cpus, strict=False):
+        cmd = [sys.executable, str(Path(__file__).resolve()), *child_argv(argv, tool)]
+        procs.append(subprocess.Popen(cmd, preexec_fn=lambda c=cpu: os.sched_setaffinity(0, {c})))
+        print(f"[{tool}] on CPU {cpu}: {' '.join(cmd)}", flush=True)
+    codes = [p.wait() for p in procs]
+    return max(codes)
+
+
 # ----------------------------------------------------------------------------- nnU-Net
 
 
@@ -117,7 +160,7 @@ def nnunet_env(work: Path, args: argparse.Namespace) -> dict[str, str]:
         PATH=f"{args.nnunet_venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
     )
     env.pop("PYTHONPATH", None)
-    return env
+    return with_threads(env, args.threads)
 
 
 def nnunet_iterations(plans: dict, n_train: int, args: argparse.Namespace) -> int:
@@ -207,11 +250,11 @@ def run_nnunet(work: Path, meta: dict, args: argparse.Namespace) -> dict:
 # ----------------------------------------------------------------------------- medseg
 
 
-def medseg_env() -> dict[str, str]:
+def medseg_env(threads: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("MEDSEG_NO_PROGRESS", "1")
-    return env
+    return with_threads(env, threads)
 
 
 def medseg_log(run_dir: Path) -> list[dict]:
@@ -221,7 +264,7 @@ def medseg_log(run_dir: Path) -> list[dict]:
 
 def run_medseg(work: Path, meta: dict, args: argparse.Namespace) -> dict:
     rec = Recorder(work, "medseg")
-    env = medseg_env()
+    env = medseg_env(args.threads)
     config = args.medseg_config or Path(DEFAULT_CONFIGS[meta["dataset"]])
     run_dir = work / "medseg_run"
     if run_dir.exists():
@@ -270,7 +313,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("work", type=Path, help="folder written by bench/nnunet/prepare.py")
     ap.add_argument("--dataset", required=True, choices=["ph2", "acdc"])
     ap.add_argument("--budget", required=True, type=float, help="training wall time per tool, minutes")
-    ap.add_argument("--tool", default="both", choices=["nnunet", "medseg", "both"])
+    ap.add_argument(
+        "--tool",
+        default="both",
+        choices=["nnunet", "medseg", "both", "side-by-side"],
+        help="both: one after the other; side-by-side: at the same time, one CPU and one thread each",
+    )
+    ap.add_argument("--threads", type=int, help="intra-op threads of each tool (default: torch's choice)")
     ap.add_argument("--medseg-config", type=Path, help="medseg YAML (default: configs/unet_DATASET.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="medseg config override")
     ap.add_argument("--medseg-tta", action="store_true", help="medseg predict --tta (flips)")
@@ -293,11 +342,19 @@ def main(argv: list[str] | None = None) -> int:
     meta = json.loads((work / "split.json").read_text())
     if meta["dataset"] != args.dataset:
         fail(f"{work / 'split.json'}: prepared for {meta['dataset']}, not {args.dataset}")
+    if args.tool == "side-by-side":
+        return run_side_by_side(sys.argv[1:] if argv is None else argv)
     tools = ["nnunet", "medseg"] if args.tool == "both" else [args.tool]
     for tool in tools:  # one after the other, never at the same time
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         result = (run_nnunet if tool == "nnunet" else run_medseg)(work, meta, args)
-        result.update(budget_minutes=args.budget, started=started, cpu_count=os.cpu_count())
+        result.update(
+            budget_minutes=args.budget,
+            started=started,
+            cpu_count=os.cpu_count(),
+            threads=args.threads,
+            cpus=sorted(os.sched_getaffinity(0)),
+        )
         write_json(work / f"run_{tool}.json", result)
         print(json.dumps({k: v for k, v in result.items() if k != "phases"}), flush=True)
     return 0

@@ -195,3 +195,13 @@ def test_pooled_counts_each_case_once_and_refuses_a_repeat(tmp_path):
     assert (hd["nnunet_better"], hd["nnunet_worse"]) == (2, 1)
     with pytest.raises(SystemExit, match="already tested"):
         pooled.pooled_cases([a, a], "medseg")
+
+
+def test_side_by_side_children_get_one_tool_and_one_thread_each():
+    argv = ["--dataset", "ph2", "--tool", "side-by-side", "--budget", "30", "--threads=4", "WORK"]
+    assert run.child_argv(argv, "medseg") == [
+        "--dataset", "ph2", "--budget", "30", "WORK", "--tool", "medseg", "--threads", "1",
+    ]  # fmt: skip
+    env = run.with_threads({"PATH": "x"}, 1)
+    assert env["OMP_NUM_THREADS"] == env["NNUNET_TORCH_THREADS"] == "1"
+    assert run.with_threads({"PATH": "x"}, None) == {"PATH": "x"}
