@@ -201,6 +201,19 @@ def make_budget(cfg: Config, loop: TrainLoop, state: TrainState) -> TimeBudget |
     return budget
 
 
+def validate_last_epoch(parts: TrainParts, loop: TrainLoop, state: TrainState, tensorboard: Any) -> None:
+    """Rank 0: a run that stopped between two validations (a time budget rarely ends on a multiple
+    of ``val_every``) validates its last epoch now, so the model at the end of the schedule can
+    still become ``best.safetensors`` instead of being discarded unseen."""
+    if not parts.dist.main or not state.history or not len(parts.data.val):
+        return
+    row = state.history[-1]
+    if row["val_dice"] is not None or row["epoch"] != state.epoch:
+        return
+    row["val_dice"] = validate(parts.model, parts.data.val, parts.task, parts.cfg, parts.device)
+    end_epoch(parts, loop, state, tensorboard, state.record_validation(row["val_dice"]))
+
+
 def end_epoch(
     parts: TrainParts, loop: TrainLoop, state: TrainState, tensorboard: Any, improved: bool
 ) -> None:
@@ -294,6 +307,7 @@ def _train(parts: TrainParts, resume_path: Path | None) -> dict:
             if stop is not None:
                 reason = stop
                 break
+    validate_last_epoch(parts, loop, state, tensorboard)
     return finish(parts, loop, state, reason, tensorboard)
 
 

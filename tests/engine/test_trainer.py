@@ -105,6 +105,28 @@ def test_budget_stops_training_and_decays_the_schedule(tmp_path):
     assert float(rows[-1]["lr"]) <= 0.01
 
 
+def test_a_budget_that_ends_between_validations_still_validates_the_last_epoch(tmp_path):
+    """val_every=1000: the budget stops the run long before a scheduled validation, yet the model
+    at the end of the schedule is validated and kept as the best (the only one validated)."""
+    cfg = load_config(
+        None,
+        TINY
+        + [
+            "train.epochs=1000",
+            "train.val_every=1000",
+            "train.budget_minutes=0.05",
+            f"output_dir={tmp_path}",
+        ],
+    )
+    result = train(cfg)
+    rows = _log(tmp_path)
+    assert result["stop_reason"] == "budget" and len(rows) < 1000
+    assert [r["val_dice"] != "" for r in rows] == [False] * (len(rows) - 1) + [True]
+    assert result["best_val_dice"] == pytest.approx(float(rows[-1]["val_dice"]))
+    _, meta = read_checkpoint(tmp_path / "checkpoints" / "best.safetensors")
+    assert meta["state"]["best_epoch"] == len(rows)
+
+
 # Runs `medseg train` and SIGKILLs the process itself at the moment it would publish its
 # KILL_AT-th `last.safetensors` (the temp file is written, the rename never happens): a crash at
 # a fixed point of training, whatever the speed of the machine.
