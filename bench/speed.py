@@ -205,8 +205,13 @@ def run_compile(args) -> list[dict[str, Any]]:
     for key in args.models or list(COMPILE_MODELS):
         name, options, shape, batch = COMPILE_MODELS[key]
         workers = []
+        variants = (
+            ((False, "fp32"), (False, "bf16"))
+            if args.no_compile
+            else ((False, "fp32"), (True, "fp32"), (False, "bf16"))
+        )
         for mode in ("train", "infer"):
-            for compiled, precision in ((False, "fp32"), (True, "fp32"), (False, "bf16")):
+            for compiled, precision in variants:
                 label = f"{key} {mode} {'compiled' if compiled else 'eager'} {precision}"
                 kw = dict(
                     source="medseg",
@@ -436,6 +441,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
         "--inductor-cache", type=Path, help="TORCHINDUCTOR_CACHE_DIR (default: a fresh one: cold compile)"
+    )
+    p.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="compile part: eager fp32 and bf16 only (no inductor compile)",
     )
     p.add_argument("--json", type=Path)
     args = p.parse_args()
