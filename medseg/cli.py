@@ -28,6 +28,7 @@ from medseg.cli_output import (
     print_summary,
     print_table,
     table_rows,
+    warnings_as_notes,
 )
 from medseg.cli_parser import build_parser
 from medseg.cli_workflow import cmd_cv_report, cmd_ensemble, cmd_plan, cmd_train_folds, planned_config
@@ -413,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:  # a real command-line run, not a call from Python code
         tune_glibc_malloc()
     try:
-        return int(COMMANDS[args.command](args) or 0)
+        with warnings_as_notes(enabled=not args.debug):
+            return int(COMMANDS[args.command](args) or 0)
     except MedsegError as exc:
         if args.debug:
             raise

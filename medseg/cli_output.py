@@ -3,10 +3,13 @@ piped), progress and notes through the shared console (stderr)."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, MedsegNote
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -17,6 +20,28 @@ def notes_console() -> Console:
     from medseg.engine.progress import console
 
     return console
+
+
+@contextlib.contextmanager
+def warnings_as_notes(enabled: bool = True) -> Iterator[None]:
+    """While a command runs, show medseg's notes (:class:`MedsegNote`: a repaired NIfTI geometry,
+    skipped 4-D files, ...) as one ``medseg: note:`` line on stderr, without Python's source-line
+    echo; other warnings keep Python's format, and so does everything with ``enabled=False``
+    (``--debug``)."""
+    python_format = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 (warnings' signature)
+        if issubclass(category, MedsegNote):
+            print(f"medseg: note: {message}", file=sys.stderr if file is None else file)
+        else:
+            python_format(message, category, filename, lineno, file, line)
+
+    if enabled:
+        warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = python_format
 
 
 def print_summary(result: dict) -> None:

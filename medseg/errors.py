@@ -21,3 +21,8 @@ class ConfigError(MedsegError):
 
 class CheckpointError(MedsegError):
     """A checkpoint is missing, corrupt or belongs to another model."""
+
+
+class MedsegNote(UserWarning):
+    """Something the user should know that does not stop the work (a repaired file geometry, files
+    skipped); the ``medseg`` command shows it as one ``medseg: note:`` line."""

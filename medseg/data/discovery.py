@@ -22,7 +22,7 @@ from medseg.data.itk_io import is_itk_path
 from medseg.data.readers import ARRAY_EXTS, IMAGE_EXTS, NIFTI_EXTS, array_shape, file_id
 from medseg.data.synthetic import generate_dataset
 from medseg.data.volume_io import VOLUME_EXTS, case_depth, header_info
-from medseg.errors import ConfigError, DataError
+from medseg.errors import ConfigError, DataError, MedsegNote
 
 ARRAY_SUBDIRS = (
     "slices",
@@ -321,6 +321,7 @@ def discover_volumes(
         warnings.warn(
             f"{root}: skipped {len(skipped)} 4-D volume(s) without a {suffix} label, e.g. {skipped[0].name} "
             f"(a time series such as ACDC's cine, not a case)",
+            MedsegNote,
             stacklevel=2,
         )
     if not records:

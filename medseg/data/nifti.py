@@ -19,7 +19,7 @@ from medseg.atomic import atomic_write
 from medseg.data.geometry.affine import check_geometry, voxel_affine
 from medseg.data.geometry.case import Geometry, restore_labels
 from medseg.data.readers import NIFTI_EXTS, check_finite, one_line
-from medseg.errors import DataError
+from medseg.errors import DataError, MedsegNote
 
 MANY_CHANNELS = 8  # more input channels than this in one volume is warned about (MSD has at most 4)
 
@@ -94,6 +94,7 @@ def read_nifti_image(paths: list[Path]) -> tuple[np.ndarray, tuple[float, float,
         warnings.warn(
             f"{paths[0]}: {image.shape[-1]} channels (a 4-D NIfTI's last axis); is it a time series "
             "rather than modalities? Each frame becomes one model input channel",
+            MedsegNote,
             stacklevel=2,
         )
     if np.issubdtype(image.dtype, np.floating):

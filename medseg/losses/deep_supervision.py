@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medseg.errors import MedsegNote
 from medseg.losses.registry import LOSSES
 
 TARGET_MODES = ("nearest", "max")
@@ -162,6 +163,7 @@ class DeepSupervisionLoss(nn.Module):
         warnings.warn(
             f"deep_supervision loss: the model gave no aux['{self.key}'] ({have}); only the full-resolution "
             "output is supervised (unet: set model.options.deep_supervision: true)",
+            MedsegNote,
             stacklevel=2,
         )
 

@@ -74,3 +74,32 @@ def test_info_exits_non_zero_when_it_lists_a_problem(tmp_path):
     problems = [line for line in proc.stdout.splitlines() if line.startswith("problem\t")]
     assert len(problems) == 1 and "c0.png" in problems[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_medseg_warnings_print_as_one_note_line_and_others_keep_python_format(capsys):
+    """ACDC's affine/pixdim disagreement reaches a CLI user as one ``medseg: note:`` line, not as
+    Python's two-line warning echo with medseg's source line; warnings of other code are left alone."""
+    import warnings
+
+    from medseg.cli_output import warnings_as_notes
+    from medseg.data.geometry import affine
+
+    affine.reset_warning()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with warnings_as_notes():
+            affine._warn_once("case.nii.gz", (1.0, 1.0, 1.0), (1.5, 1.5, 10.0))
+            warnings.warn("from a test, not from medseg", UserWarning, stacklevel=1)
+        with warnings_as_notes(enabled=False):  # --debug
+            affine.reset_warning()
+            affine._warn_once("other.nii.gz", (1.0, 1.0, 1.0), (2.0, 2.0, 2.0))
+    affine.reset_warning()
+    err = capsys.readouterr().err.splitlines()
+    notes = [line for line in err if line.startswith("medseg: note:")]
+    assert len(notes) == 1 and notes[0].startswith("medseg: note: case.nii.gz: affine voxel size (1, 1, 1)")
+    assert not any(
+        "warnings.warn(" in line or "GeometryWarning" in line for line in err if "case.nii" in line
+    )
+    assert not any("from a test" in line for line in notes) and not any(
+        "other.nii.gz" in line for line in notes
+    )

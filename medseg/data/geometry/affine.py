@@ -24,12 +24,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from medseg.errors import DataError
+from medseg.errors import DataError, MedsegNote
 
 RTOL = 1e-3  # relative disagreement tolerated between affine column norms and pixdim
 
 
-class GeometryWarning(UserWarning):
+class GeometryWarning(MedsegNote):
     """The file's geometry was repaired (e.g. spacing taken from pixdim instead of the affine)."""
 
 
