@@ -210,8 +210,9 @@ def validate_last_epoch(parts: TrainParts, loop: TrainLoop, state: TrainState, t
     row = state.history[-1]
     if row["val_dice"] is not None or row["epoch"] != state.epoch:
         return
-    row["val_dice"] = validate(parts.model, parts.data.val, parts.task, parts.cfg, parts.device)
-    end_epoch(parts, loop, state, tensorboard, state.record_validation(row["val_dice"]))
+    dice = validate(parts.model, parts.data.val, parts.task, parts.cfg, parts.device)
+    row["val_dice"] = dice
+    end_epoch(parts, loop, state, tensorboard, state.record_validation(dice))
 
 
 def end_epoch(
