@@ -212,19 +212,25 @@ def validate_last_epoch(parts: TrainParts, loop: TrainLoop, state: TrainState, t
         return
     dice = validate(parts.model, parts.data.val, parts.task, parts.cfg, parts.device)
     row["val_dice"] = dice
-    end_epoch(parts, loop, state, tensorboard, state.record_validation(dice))
+    line = f"epoch {row['epoch']} (the last one) validated: val Dice {dice:.4f}"
+    end_epoch(parts, loop, state, tensorboard, state.record_validation(dice), line=line)
 
 
 def end_epoch(
-    parts: TrainParts, loop: TrainLoop, state: TrainState, tensorboard: Any, improved: bool
+    parts: TrainParts,
+    loop: TrainLoop,
+    state: TrainState,
+    tensorboard: Any,
+    improved: bool,
+    line: str | None = None,
 ) -> None:
-    """Rank 0: checkpoint phase then log phase."""
+    """Rank 0: checkpoint phase then log phase (``line``: the console line, else the epoch's)."""
     if not parts.dist.main:
         return
     m = parts.model
     save_checkpoints(parts.checkpoint_dir, m, parts.optimizer, parts.model_state, state, improved=improved)
     log_epoch(parts.out, state.history, tensorboard)
-    console.print(epoch_line(state.history[-1]))
+    console.print(line or epoch_line(state.history[-1]))
 
 
 def check_split_has_cases(parts: TrainParts, split: str | None) -> None:
