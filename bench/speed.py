@@ -202,14 +202,14 @@ def _row(t: Timing, worker: Worker, items: int, **extra) -> dict[str, Any]:
 
 def run_compile(args) -> list[dict[str, Any]]:
     rows = []
+    variants = (
+        ((False, "fp32"), (False, "bf16"))
+        if args.no_compile
+        else ((False, "fp32"), (True, "fp32"), (False, "bf16"))
+    )
     for key in args.models or list(COMPILE_MODELS):
         name, options, shape, batch = COMPILE_MODELS[key]
         workers = []
-        variants = (
-            ((False, "fp32"), (False, "bf16"))
-            if args.no_compile
-            else ((False, "fp32"), (True, "fp32"), (False, "bf16"))
-        )
         for mode in ("train", "infer"):
             for compiled, precision in variants:
                 label = f"{key} {mode} {'compiled' if compiled else 'eager'} {precision}"

@@ -148,15 +148,16 @@ def epoch_row(parts: TrainParts, state: TrainState, epoch: int, result: EpochRes
     }
 
 
-def validate_phase(parts: TrainParts, state: TrainState, row: dict) -> bool:
-    """Rank 0 validates every ``val_every`` epochs and at the last one; True when the model is
-    the best so far (without a validation split the latest model is the best we know)."""
+def validate_phase(parts: TrainParts, state: TrainState, row: dict, *, last: bool = False) -> bool:
+    """Rank 0 validates every ``val_every`` epochs and at the last one (``last``: a run that
+    stopped early); True when the model is the best so far (without a validation split the latest
+    model is the best we know)."""
     cfg, epoch = parts.cfg, row["epoch"]
     if not parts.dist.main:
         return False
     if not len(parts.data.val):
         return True
-    if epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs:
+    if last or epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs:
         row["val_dice"] = validate(parts.model, parts.data.val, parts.task, cfg, parts.device)
         return state.record_validation(row["val_dice"])
     return False
@@ -210,10 +211,9 @@ def validate_last_epoch(parts: TrainParts, loop: TrainLoop, state: TrainState, t
     row = state.history[-1]
     if row["val_dice"] is not None or row["epoch"] != state.epoch:
         return
-    dice = validate(parts.model, parts.data.val, parts.task, parts.cfg, parts.device)
-    row["val_dice"] = dice
-    line = f"epoch {row['epoch']} (the last one) validated: val Dice {dice:.4f}"
-    end_epoch(parts, loop, state, tensorboard, state.record_validation(dice), line=line)
+    improved = validate_phase(parts, state, row, last=True)
+    line = f"epoch {row['epoch']} (the last one) validated: val Dice {row['val_dice']:.4f}"
+    end_epoch(parts, loop, state, tensorboard, improved, line=line)
 
 
 def end_epoch(
