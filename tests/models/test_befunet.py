@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from medseg.errors import CheckpointError
 from medseg.models import build_model, list_models
-from medseg.models.befunet.dlf import DLF
+from medseg.models.befunet.dlf import DLF, attention
 from medseg.models.befunet.lcaf import LCAF, LocalCrossAttention, cross_attention_macs
 from medseg.models.befunet.pdc import PDC_MODES, PixelDifferenceConv2d, reparameterize_pdc
 from medseg.models.befunet.swin import SwinBlock, SwinTransformer, load_swin_weights, window_attention_mask
@@ -237,6 +237,26 @@ def test_dlf_uses_both_encoders_and_fuses_levels():
     assert not torch.allclose(out_small, base[0])
     # other grid sizes interpolate the position embeddings
     assert dlf(torch.randn(1, 8, 12, 8), torch.randn(1, 2, 3, 16))[0].shape == (1, 8, 12, 8)
+
+
+def test_dlf_attention_trains_in_fp32_under_cpu_autocast_and_infers_in_bf16():
+    torch.manual_seed(6)
+    q, k, v = (torch.randn(2, 3, 40, 8, requires_grad=True) for _ in range(3))
+    reference = F.scaled_dot_product_attention(q, k, v)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        trained = attention(q, k, v)
+        with torch.no_grad():
+            inferred = attention(q, k, v)
+    assert trained.dtype == torch.float32 and inferred.dtype == torch.bfloat16
+    torch.testing.assert_close(trained, reference)
+    torch.testing.assert_close(inferred.float(), reference, atol=3e-2, rtol=3e-2)
+    grads = torch.autograd.grad(trained.sum(), (q, k, v))
+    expected = torch.autograd.grad(reference.sum(), (q, k, v))
+    for g, e in zip(grads, expected):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, e)
+    # without autocast it is plain scaled dot-product attention
+    torch.testing.assert_close(attention(q, k, v), reference)
 
 
 def test_swin_stage_shapes():
