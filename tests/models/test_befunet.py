@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from medseg.errors import CheckpointError
@@ -13,7 +14,13 @@ from medseg.models import build_model, list_models
 from medseg.models.befunet.dlf import DLF, attention
 from medseg.models.befunet.lcaf import LCAF, LocalCrossAttention, cross_attention_macs
 from medseg.models.befunet.pdc import PDC_MODES, PixelDifferenceConv2d, reparameterize_pdc
-from medseg.models.befunet.swin import SwinBlock, SwinTransformer, load_swin_weights, window_attention_mask
+from medseg.models.befunet.swin import (
+    SwinBlock,
+    SwinTransformer,
+    load_swin_weights,
+    window_attention,
+    window_attention_mask,
+)
 
 TINY = dict(
     embed_dim=8,
@@ -171,7 +178,8 @@ def test_lcaf_flops_match_eq10_eq11(h, w, window):
     glob = LocalCrossAttention(16, 2, None)
     x = torch.randn(1, h, w, 16)
     for module, win in ((attn, window), (glob, None)):
-        with FlopCounterMode(display=False) as counter:
+        # the math backend decomposes attention into counted matrix products
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
             module(x, x)
         assert counter.get_total_flops() == 2 * cross_attention_macs(h, w, 16, win)  # 1 MAC = 2 FLOPs
     assert cross_attention_macs(h, w, 16, window) < cross_attention_macs(h, w, 16, None)
@@ -203,6 +211,48 @@ def test_padding_mask_hides_padded_tokens():
     assert mask.shape == (4, 4, 4)
     # window (1, 0) holds rows 2-3: tokens 0, 1 valid (row 2), tokens 2, 3 padded (row 3)
     assert mask[2, 0, 0] and mask[2, 0, 1] and not mask[2, 0, 2] and not mask[2, 1, 3]
+
+
+def reference_window_attention(q, k, v, mask):
+    """softmax(q k^T / sqrt(d) + bias) v in float64, the bias -inf where a bool mask forbids."""
+    q, k, v = (t.double() for t in (q, k, v))
+    scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
+    if mask is not None:
+        bias = (
+            mask.double()
+            if mask.is_floating_point()
+            else torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
+        )
+        scores = scores + bias.double()
+    return scores.softmax(-1) @ v
+
+
+@pytest.mark.parametrize("kind", ["none", "bool", "bias", "bias_per_window"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_window_attention_matches_the_formula(kind, grad):
+    torch.manual_seed(7)
+    b, nw, heads, n, d = 2, 3, 2, 9, 4
+    q, k, v = (torch.randn(b, nw, heads, n, d, requires_grad=grad) for _ in range(3))
+    allowed = torch.rand(nw, n, n) > 0.4
+    allowed |= torch.eye(n, dtype=torch.bool)  # every query sees itself
+    table = torch.randn(1, 1, heads, n, n, requires_grad=grad)
+    mask = {
+        "none": None,
+        "bool": allowed[None, :, None],
+        "bias": table,
+        "bias_per_window": table.masked_fill(~allowed[None, :, None], float("-inf")),
+    }[kind]
+    with torch.set_grad_enabled(grad):
+        out = window_attention(q, k, v, mask)
+    expected = reference_window_attention(q, k, v, mask)
+    assert out.shape == (b, nw, heads, n, d)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+    if grad:
+        inputs = (q, k, v) if mask is None or not mask.is_floating_point() else (q, k, v, table)
+        got = torch.autograd.grad((out * expected.detach().float()).sum(), inputs, retain_graph=True)
+        want = torch.autograd.grad((expected * expected.detach()).sum(), inputs)
+        for g, e in zip(got, want):
+            torch.testing.assert_close(g.double(), e.double(), atol=1e-5, rtol=1e-5)
 
 
 def test_swin_block_shift_blocks_wrapped_tokens():

@@ -20,12 +20,12 @@ Complexity for h x w tokens of width C and h_l x w_l windows (multiply-adds):
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from medseg.models.befunet.swin import (
     Mlp,
     pad_to_multiple,
+    window_attention,
     window_attention_mask,
     window_partition,
     window_reverse,
@@ -76,8 +76,7 @@ class LocalCrossAttention(nn.Module):
         d = c // self.num_heads
         q = self.q(q_win).view(b, nw, n, self.num_heads, d).transpose(2, 3)
         k, v = self.kv(kv_win).view(b, nw, n, 2, self.num_heads, d).permute(3, 0, 1, 4, 2, 5).unbind(0)
-        attn_mask = None if mask is None else mask[None, :, None]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        out = window_attention(q, k, v, None if mask is None else mask[None, :, None])
         out = self.proj(out.transpose(2, 3).reshape(b, nw, n, c))
         if self.window is None:
             out = out.view(b, hp, wp, c)

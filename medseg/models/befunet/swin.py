@@ -105,6 +105,36 @@ def window_attention_mask(
     return allowed.to(device) if device is not None else allowed
 
 
+def window_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Attention inside windows: q, k, v [B, nW, heads, N, d] -> [B, nW, heads, N, d].
+
+    ``mask``: an additive float bias (``-inf`` where a key is not allowed) or a bool mask (True =
+    allowed), 5-D and broadcastable to [B, nW, heads, N, N]; or None. Every query must be allowed at least
+    one key (true of the SW-MSA and padding masks: a token always sees itself).
+
+    Batch and windows are merged into one dimension, so PyTorch's fused (flash) CPU kernel applies:
+    on 5-D inputs, or with a mask that needs a gradient, ``scaled_dot_product_attention`` falls back
+    to its unfused path, which measured 3x slower for Swin stage 1 (128 windows of 49 tokens,
+    docs/bench/befunet.md). A bias that needs a gradient (the relative position bias in training)
+    goes through the explicit product instead, faster than that fallback.
+    """
+    b, nw, h, n, d = q.shape
+    if mask is not None and mask.requires_grad and torch.is_grad_enabled():
+        scores = (q * d**-0.5) @ k.transpose(-2, -1) + mask
+        return scores.softmax(dim=-1).to(v.dtype) @ v
+    flat = [t.reshape(b * nw, h, n, d) for t in (q, k, v)]
+    if mask is not None:
+        mb, mw, mh = mask.shape[:3]
+        if mb == mw == 1:
+            mask = mask.reshape(1, mh, n, n)  # the same for every window: broadcast
+        else:
+            mask = mask.expand(b, nw, mh, n, n).reshape(b * nw, mh, n, n)
+    out = F.scaled_dot_product_attention(*flat, attn_mask=mask)
+    return out.view(b, nw, h, n, d)
+
+
 def relative_position_index(ws: int, table_window: int) -> torch.Tensor:
     """Index [ws*ws, ws*ws] into a (2*table_window-1)**2 bias table for a ws x ws window
     (ws <= table_window: relative offsets keep their table entries)."""
@@ -144,7 +174,7 @@ class WindowAttention(nn.Module):
         bias = self.bias(ws).to(q.dtype)[None, None]  # [1, 1, heads, N, N]
         if mask is not None:
             bias = bias.masked_fill(~mask[None, :, None], float("-inf"))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = window_attention(q, k, v, bias)
         return self.proj(out.transpose(2, 3).reshape(b, nw, n, c))
 
 
