@@ -124,14 +124,14 @@ def window_attention(
     if mask is not None and mask.requires_grad and torch.is_grad_enabled():
         scores = (q * d**-0.5) @ k.transpose(-2, -1) + mask
         return scores.softmax(dim=-1).to(v.dtype) @ v
-    flat = [t.reshape(b * nw, h, n, d) for t in (q, k, v)]
+    q4, k4, v4 = (t.reshape(b * nw, h, n, d) for t in (q, k, v))
     if mask is not None:
         mb, mw, mh = mask.shape[:3]
         if mb == mw == 1:
             mask = mask.reshape(1, mh, n, n)  # the same for every window: broadcast
         else:
             mask = mask.expand(b, nw, mh, n, n).reshape(b * nw, mh, n, n)
-    out = F.scaled_dot_product_attention(*flat, attn_mask=mask)
+    out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=mask)
     return out.view(b, nw, h, n, d)
 
 
