@@ -309,6 +309,18 @@ def test_dlf_attention_trains_in_fp32_under_cpu_autocast_and_infers_in_bf16():
     torch.testing.assert_close(attention(q, k, v), reference)
 
 
+def test_edge_branch_runs_in_channels_last_memory_with_unchanged_features():
+    net = tiny_model().eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        edges, _ = net._encode(x)
+        reference = net.edge(x)  # NCHW input: the plain layout
+    assert all(e.is_contiguous(memory_format=torch.channels_last) for e in edges)
+    for got, want in zip(edges, reference):
+        assert not want.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
 def test_swin_stage_shapes():
     swin = SwinTransformer(3, 8, (2, 2, 2, 2), (1, 1, 2, 2), window_size=7)
     outs = swin(torch.randn(1, 3, 224, 224))
