@@ -29,7 +29,7 @@ MEASURED = [
     ("deeplabv3plus", {"backbone": "resnet18"}, 256, NCHW),
     ("deeplabv3plus", {"backbone": "resnet18"}, 512, CL),  # unmeasured: the class's preference
     ("unet_resnet", {"backbone": "resnet18"}, 64, NCHW),
-    ("unet_resnet", {"backbone": "resnet18"}, 128, CL),
+    ("unet_resnet", {"backbone": "resnet18"}, 128, NCHW),
     ("unet_resnet", {"backbone": "resnet18"}, 256, CL),
 ]
 
