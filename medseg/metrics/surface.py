@@ -33,7 +33,7 @@ computation (:func:`surface_metrics`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -117,8 +117,17 @@ def metrics_from_distances(
     hd_combine: HDCombine = "max",
     assd_combine: ASSDCombine = "pooled",
     empty: str | float | EmptyPolicy | None = "nan",
+    only: Collection[str] | None = None,
 ) -> dict[str, float]:
-    """HD, HD_p (key ``hd95`` holds ``percentile``), ASSD and NSD from directed distances."""
+    """HD, HD_p (key ``hd95`` holds ``percentile``), ASSD and NSD from directed distances.
+
+    ``only``: the keys to compute and return (default: all four); the single-metric functions
+    below ask for theirs, so they skip the other reductions (a percentile costs as much as the
+    rest of a small 2-D call's reductions together)."""
+    keys = SURFACE_METRICS if only is None else tuple(only)
+    unknown = set(keys) - set(SURFACE_METRICS)
+    if unknown:
+        raise ValueError(f"unknown surface metric(s) {sorted(unknown)}; choose from {list(SURFACE_METRICS)}")
     if hd_combine not in ("max", "pooled"):
         raise ValueError(f"hd_combine must be 'max' or 'pooled', got {hd_combine!r}")
     if assd_combine not in ("pooled", "mean"):
@@ -129,27 +138,35 @@ def metrics_from_distances(
         raise ValueError(f"NSD tolerance must be finite and >= 0, got {tolerance}")
     policy = resolve_empty(empty)
     if sd.empty_pred and sd.empty_target:
-        if policy.mode == "legacy":  # TransUNet: both empty falls in the "prediction empty" branch
-            return {"hd": 0.0, "hd95": 0.0, "assd": 0.0, "nsd": 0.0}
-        return {"hd": 0.0, "hd95": 0.0, "assd": 0.0, "nsd": 1.0}
+        nsd_both = 0.0 if policy.mode == "legacy" else 1.0  # TransUNet: the "prediction empty" branch
+        return {k: (nsd_both if k == "nsd" else 0.0) for k in keys}
     if sd.empty_pred or sd.empty_target:
         miss = policy.missing_distance(sd.shape, sd.spacing)
         nsd = 1.0 if (policy.mode == "legacy" and sd.empty_target) else 0.0
-        return {"hd": miss, "hd95": miss, "assd": miss, "nsd": nsd}
+        return {k: (nsd if k == "nsd" else miss) for k in keys}
     a, b = sd.pred_to_target, sd.target_to_pred
-    hd = max(float(a.max()), float(b.max()))
-    if hd_combine == "max":
-        hdp = max(_percentile(a, percentile), _percentile(b, percentile))
-    else:
-        hdp = _percentile(np.concatenate([a, b]), percentile)
-    if assd_combine == "pooled":
-        assd_v = (float(a.sum()) + float(b.sum())) / (a.size + b.size)
-    else:
-        assd_v = 0.5 * (float(a.mean()) + float(b.mean()))
-    nsd_v = (int(np.count_nonzero(a <= tolerance)) + int(np.count_nonzero(b <= tolerance))) / (
-        a.size + b.size
-    )
-    return {"hd": hd, "hd95": hdp, "assd": assd_v, "nsd": nsd_v}
+    compute = {
+        "hd": lambda: max(float(a.max()), float(b.max())),
+        "hd95": lambda: _hd_percentile(a, b, percentile, hd_combine),
+        "assd": lambda: _assd(a, b, assd_combine),
+        "nsd": lambda: (
+            (int(np.count_nonzero(a <= tolerance)) + int(np.count_nonzero(b <= tolerance)))
+            / (a.size + b.size)
+        ),
+    }
+    return {k: compute[k]() for k in keys}
+
+
+def _hd_percentile(a: np.ndarray, b: np.ndarray, percentile: float, combine: HDCombine) -> float:
+    if combine == "max":
+        return max(_percentile(a, percentile), _percentile(b, percentile))
+    return _percentile(np.concatenate([a, b]), percentile)
+
+
+def _assd(a: np.ndarray, b: np.ndarray, combine: ASSDCombine) -> float:
+    if combine == "pooled":
+        return (float(a.sum()) + float(b.sum())) / (a.size + b.size)
+    return 0.5 * (float(a.mean()) + float(b.mean()))
 
 
 def surface_metrics(
@@ -163,8 +180,10 @@ def surface_metrics(
     assd_combine: ASSDCombine = "pooled",
     empty: str | float | EmptyPolicy | None = "nan",
     method: Method = "auto",
+    only: Collection[str] | None = None,
 ) -> dict[str, float]:
-    """HD, HD95, ASSD and NSD of two binary masks from a single distance computation."""
+    """HD, HD95, ASSD and NSD of two binary masks from a single distance computation
+    (``only``: a subset of those keys)."""
     sd = surface_distances(pred, target, spacing, method=method)
     return metrics_from_distances(
         sd,
@@ -173,6 +192,7 @@ def surface_metrics(
         hd_combine=hd_combine,
         assd_combine=assd_combine,
         empty=empty,
+        only=only,
     )
 
 
@@ -186,9 +206,9 @@ def hausdorff(
     empty: str | float | EmptyPolicy | None = "nan",
 ) -> float:
     """Hausdorff distance (percentile=100) or its p-th percentile variant, in spacing units."""
-    return surface_metrics(pred, target, spacing, percentile=percentile, hd_combine=combine, empty=empty)[
-        "hd95"
-    ]
+    return surface_metrics(
+        pred, target, spacing, percentile=percentile, hd_combine=combine, empty=empty, only=("hd95",)
+    )["hd95"]
 
 
 def hd95(
@@ -212,7 +232,7 @@ def assd(
     empty: str | float | EmptyPolicy | None = "nan",
 ) -> float:
     """Average symmetric surface distance, in spacing units."""
-    return surface_metrics(pred, target, spacing, assd_combine=combine, empty=empty)["assd"]
+    return surface_metrics(pred, target, spacing, assd_combine=combine, empty=empty, only=("assd",))["assd"]
 
 
 def nsd(
@@ -224,4 +244,4 @@ def nsd(
     empty: str | float | EmptyPolicy | None = "nan",
 ) -> float:
     """Normalised surface Dice at tolerance τ (same units as ``spacing``); both empty: 1."""
-    return surface_metrics(pred, target, spacing, tolerance=tolerance, empty=empty)["nsd"]
+    return surface_metrics(pred, target, spacing, tolerance=tolerance, empty=empty, only=("nsd",))["nsd"]

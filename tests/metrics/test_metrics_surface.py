@@ -229,6 +229,22 @@ def test_bad_spacing_and_arguments():
         M.surface_metrics(m, ~m | m, method="brute")
 
 
+def test_only_computes_the_asked_metrics_with_the_same_values():
+    rng = np.random.default_rng(3)
+    p, t = rng.random((20, 24)) > 0.6, rng.random((20, 24)) > 0.5
+    full = M.surface_metrics(p, t, (0.7, 1.3), tolerance=1.5)
+    for keys in (("hd",), ("hd95",), ("assd",), ("nsd",), ("hd95", "nsd")):
+        part = M.surface_metrics(p, t, (0.7, 1.3), tolerance=1.5, only=keys)
+        assert list(part) == list(keys)
+        assert part == {k: full[k] for k in keys}
+    assert M.hd95(p, t, (0.7, 1.3)) == full["hd95"] and M.assd(p, t, (0.7, 1.3)) == full["assd"]
+    for empty_pred in (np.zeros_like(p), p):
+        only = M.surface_metrics(empty_pred, np.zeros_like(t), only=("assd",), empty="max")
+        assert list(only) == ["assd"]
+    with pytest.raises(ValueError, match="unknown surface metric"):
+        M.surface_metrics(p, t, only=("dice",))
+
+
 # ------------------------------------------------------------ empty masks, every combination
 
 
