@@ -145,28 +145,30 @@ def metrics_from_distances(
         nsd = 1.0 if (policy.mode == "legacy" and sd.empty_target) else 0.0
         return {k: (nsd if k == "nsd" else miss) for k in keys}
     a, b = sd.pred_to_target, sd.target_to_pred
-    compute = {
-        "hd": lambda: max(float(a.max()), float(b.max())),
-        "hd95": lambda: _hd_percentile(a, b, percentile, hd_combine),
-        "assd": lambda: _assd(a, b, assd_combine),
-        "nsd": lambda: (
-            (int(np.count_nonzero(a <= tolerance)) + int(np.count_nonzero(b <= tolerance)))
-            / (a.size + b.size)
-        ),
-    }
-    return {k: compute[k]() for k in keys}
+    return {k: _reduce(k, a, b, percentile, hd_combine, assd_combine, tolerance) for k in keys}
 
 
-def _hd_percentile(a: np.ndarray, b: np.ndarray, percentile: float, combine: HDCombine) -> float:
-    if combine == "max":
-        return max(_percentile(a, percentile), _percentile(b, percentile))
-    return _percentile(np.concatenate([a, b]), percentile)
-
-
-def _assd(a: np.ndarray, b: np.ndarray, combine: ASSDCombine) -> float:
-    if combine == "pooled":
-        return (float(a.sum()) + float(b.sum())) / (a.size + b.size)
-    return 0.5 * (float(a.mean()) + float(b.mean()))
+def _reduce(
+    key: str,
+    a: np.ndarray,
+    b: np.ndarray,
+    percentile: float,
+    hd_combine: HDCombine,
+    assd_combine: ASSDCombine,
+    tolerance: float,
+) -> float:
+    """One surface metric from the two non-empty directed distance arrays."""
+    if key == "hd":
+        return max(float(a.max()), float(b.max()))
+    if key == "hd95":
+        if hd_combine == "max":
+            return max(_percentile(a, percentile), _percentile(b, percentile))
+        return _percentile(np.concatenate([a, b]), percentile)
+    if key == "assd":
+        if assd_combine == "pooled":
+            return (float(a.sum()) + float(b.sum())) / (a.size + b.size)
+        return 0.5 * (float(a.mean()) + float(b.mean()))
+    return (int(np.count_nonzero(a <= tolerance)) + int(np.count_nonzero(b <= tolerance))) / (a.size + b.size)
 
 
 def surface_metrics(
