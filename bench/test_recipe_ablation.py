@@ -1,0 +1,59 @@
+"""The statistics of bench/recipe_ablation.py: `python -m pytest -q bench/test_recipe_ablation.py`."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import wilcoxon
+
+sys.path.insert(0, str(Path(__file__).parent))
+import recipe_ablation as ra  # noqa: E402
+
+
+def test_case_scores_average_the_foreground_classes_and_keep_undefined_hd95_undefined():
+    records = [
+        {"case": "a", "dice": 0.5, "hd95": 2.0},
+        {"case": "a", "dice": 0.9, "hd95": 4.0},
+        {"case": "b", "dice": 0.0, "hd95": float("nan")},
+        {"case": "b", "dice": 0.6, "hd95": 1.0},
+    ]
+    out = ra.case_scores(records)
+    assert out["a"] == {"dice": pytest.approx(0.7), "hd95": pytest.approx(3.0)}
+    assert out["b"]["dice"] == pytest.approx(0.3) and math.isnan(out["b"]["hd95"])
+
+
+def _run(scores: dict[str, float]) -> dict:
+    return {"cases": {c: {"dice": v, "hd95": 1.0} for c, v in scores.items()}}
+
+
+def test_seed_mean_makes_one_sample_per_case_over_the_cases_every_seed_scored():
+    runs = [_run({"a": 0.2, "b": 0.4, "c": 1.0}), _run({"a": 0.4, "b": 0.8})]
+    assert ra.seed_mean(runs, "dice") == pytest.approx({"a": 0.3, "b": 0.6})
+
+
+def test_paired_counts_wins_in_the_metric_direction_and_matches_scipy():
+    rng = np.random.default_rng(0)
+    x = rng.random(12)
+    y = x - 0.05 + 0.02 * rng.standard_normal(12)
+    a = {str(i): float(v) for i, v in enumerate(x)}
+    b = {str(i): float(v) for i, v in enumerate(y)}
+    wins = int((x > y).sum())
+    p = wilcoxon(x, y).pvalue
+    assert ra.paired(a, b, higher_is_better=True) == f"{wins}/12, p={p:.2g}"
+    assert ra.paired(a, b, higher_is_better=False) == f"{12 - wins}/12, p={p:.2g}"
+    assert ra.paired(a, dict(a), True) == "identical (12 cases)"
+    b["0"] = float("nan")  # a case without a value is left out of the pairing
+    assert ra.paired(a, b, True).split(",")[0].endswith("/11")
+
+
+def test_overrides_resolve_one_stage_fewer_from_the_plan(tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("model:\n  name: unet\n  options:\n    depth: 5\n")
+    over = ra.overrides_for("shallower", plan, 1, tmp_path / "run")
+    assert "model.options.depth=4" in over and "train.seed=1" in over
+    assert not any(o == "depth-1" for o in over)
+    assert set(ra.VARIANTS["sgd_nesterov"][1]) <= set(ra.overrides_for("sgd_nesterov", plan, 0, tmp_path))
