@@ -13,7 +13,8 @@ Per dataset: ``medseg plan DATA --budget B`` once; then for every variant and se
 ``train(plan + overrides, train.seed=SEED)`` and ``evaluate_checkpoint(best, split="test")`` (the
 run's post-processing applied, as ``medseg evaluate`` does). The seeds of a variant run at the same
 time, one process per core with one thread each, so every run shares the machine with exactly one
-other run of the same kind. The baseline's last checkpoint is scored too (best vs final).
+other run of the same kind. The baseline's last checkpoint is scored too (best vs final) when its
+weights differ from the best one's.
 
 Statistics: per test case the foreground-mean Dice and HD95 of each run, averaged over the seeds (a
 case is one sample however many seeds scored it), then a two-sided Wilcoxon signed-rank test per
@@ -42,6 +43,9 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench" / "nnunet"))
+from score import paired as wilcoxon_pairs  # noqa: E402  (the nnU-Net comparison's paired test)
+
 SGD = "optim={name: sgd, lr: 0.01, momentum: 0.99, nesterov: true, weight_decay: 3.0e-5}"
 # name -> (what changes, overrides on top of the plan); "depth-1" is resolved from the plan
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -69,18 +73,8 @@ def plan_dataset(name: str, root: Path, work: Path, budget: float) -> Path:
     out = work / name / "plan.yaml"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "medseg.cli",
-            "plan",
-            str(root),
-            "--out",
-            str(out),
-            "--budget",
-            f"{budget:g}m",
-        ]
-        subprocess.run(cmd, check=True, cwd=REPO)
+        cmd = [sys.executable, "-m", "medseg.cli", "plan", str(root), "--out", str(out)]
+        subprocess.run([*cmd, "--budget", f"{budget:g}m"], check=True, cwd=REPO)
     return out
 
 
@@ -110,6 +104,19 @@ def case_scores(records: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
+def same_weights(a: Path, b: Path) -> bool:
+    """Whether two checkpoints hold the same model tensors (the best one is often the final one)."""
+    import torch
+
+    from medseg.models.weights_file import read_checkpoint
+
+    wa, wb = read_checkpoint(a)[0], read_checkpoint(b)[0]
+    model = [k for k in wa if k.startswith("model.")]
+    return set(model) == {k for k in wb if k.startswith("model.")} and all(
+        torch.equal(wa[k], wb[k]) for k in model
+    )
+
+
 def run_one(plan: Path, variant: str, seed: int, out: Path, threads: int) -> dict:
     """Train one variant/seed for the plan's budget and score its checkpoint(s) on the test split."""
     import torch
@@ -125,14 +132,15 @@ def run_one(plan: Path, variant: str, seed: int, out: Path, threads: int) -> dic
     result = train(cfg, overwrite=True)
     wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
     history = result["history"]
-    ckpts = {"best": out / "checkpoints" / "best.safetensors"}
-    if variant == "baseline":
-        ckpts["last"] = Path(result["last_checkpoint"])
-    scores = {}
-    for kind, ckpt in ckpts.items():
-        ckpt = ckpt if ckpt.is_file() else Path(result["last_checkpoint"])
-        ev = evaluate_checkpoint(ckpt, split="test", out_dir=out / f"eval_{kind}", device="cpu")
-        scores[kind] = case_scores(ev["records"])
+    best, last = Path(result["checkpoint"]), Path(result["last_checkpoint"])
+    ev = evaluate_checkpoint(best, split="test", out_dir=out / "eval_best", device="cpu")
+    scores = {"best": case_scores(ev["records"])}
+    if variant == "baseline":  # best vs final checkpoint, scored only when they differ
+        if same_weights(best, last):
+            scores["last"] = scores["best"]
+        else:
+            ev = evaluate_checkpoint(last, split="test", out_dir=out / "eval_last", device="cpu")
+            scores["last"] = case_scores(ev["records"])
     return {
         "variant": variant,
         "seed": seed,
@@ -183,16 +191,14 @@ def seed_mean(runs: list[dict], key: str, field: str = "cases") -> dict[str, flo
 
 
 def paired(a: dict[str, float], b: dict[str, float], higher_is_better: bool) -> str:
-    from scipy.stats import wilcoxon
-
+    """The paired test of a vs b on the cases both scored with a finite value, as a table cell."""
     common = [c for c in a if c in b and math.isfinite(a[c]) and math.isfinite(b[c])]
-    x, y = np.array([a[c] for c in common]), np.array([b[c] for c in common])
     if len(common) < 2:
         return f"- ({len(common)} cases)"
-    if np.array_equal(x, y):
-        return f"identical ({len(common)} cases)"
-    better = int(((x > y) if higher_is_better else (x < y)).sum())
-    return f"{better}/{len(common)}, p={wilcoxon(x, y).pvalue:.2g}"
+    res = wilcoxon_pairs([a[c] for c in common], [b[c] for c in common], higher_is_better)
+    if res["ties"] == res["n"]:
+        return f"identical ({res['n']} cases)"
+    return f"{res['a_better']}/{res['n']}, p={res['p_value']:.2g}"
 
 
 def row(
