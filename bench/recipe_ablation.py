@@ -66,6 +66,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     ),
     "per_image_dice": ("Dice per image instead of over the batch", ["loss.options={per_image: true}"]),
     "shallower": ("one resolution stage fewer (bottleneck twice as large)", ["depth-1"]),
+    "preset": ("the dataset's hand-written preset (--preset NAME=CONFIG) instead of the plan", []),
 }
 
 
@@ -81,6 +82,9 @@ def plan_dataset(name: str, root: Path, work: Path, budget: float) -> Path:
 def overrides_for(variant: str, plan: Path, seed: int, out: Path) -> list[str]:
     cfg = yaml.safe_load(plan.read_text())
     extra = []
+    if variant == "preset":  # the preset trains on the plan's data folder for the plan's budget
+        root, minutes = cfg["data"]["root"], cfg["train"]["budget_minutes"]
+        extra = [f"data.root={json.dumps(str(root))}", f"train.budget_minutes={minutes}"]
     for item in VARIANTS[variant][1]:
         if item == "depth-1":
             item = f"model.options.depth={int(cfg['model']['options']['depth']) - 1}"
@@ -117,8 +121,9 @@ def same_weights(a: Path, b: Path) -> bool:
     )
 
 
-def run_one(plan: Path, variant: str, seed: int, out: Path, threads: int) -> dict:
-    """Train one variant/seed for the plan's budget and score its checkpoint(s) on the test split."""
+def run_one(plan: Path, variant: str, seed: int, out: Path, threads: int, preset: Path | None = None) -> dict:
+    """Train one variant/seed for the plan's budget and score its checkpoint(s) on the test split
+    (``preset``: the config the ``preset`` variant trains instead of the plan)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -126,7 +131,9 @@ def run_one(plan: Path, variant: str, seed: int, out: Path, threads: int) -> dic
     from medseg.engine.evaluator import evaluate_checkpoint
     from medseg.engine.trainer import train
 
-    cfg = load_config(plan, overrides_for(variant, plan, seed, out))
+    if (variant == "preset") != (preset is not None):
+        raise SystemExit("the preset variant needs --preset NAME=CONFIG for its dataset (and only it)")
+    cfg = load_config(preset or plan, overrides_for(variant, plan, seed, out))
     t0 = time.monotonic()
     cpu0 = time.process_time()
     result = train(cfg, overwrite=True)
@@ -145,6 +152,7 @@ def run_one(plan: Path, variant: str, seed: int, out: Path, threads: int) -> dic
         "variant": variant,
         "seed": seed,
         "overrides": VARIANTS[variant][1],
+        "config": str(preset or plan),
         "steps": int(history[-1]["step"]) if history else 0,
         "batch_size": cfg.train.batch_size,
         "train_wall_seconds": round(wall, 1),
@@ -157,6 +165,7 @@ def run_one(plan: Path, variant: str, seed: int, out: Path, threads: int) -> dic
 
 def launch(args: argparse.Namespace, dataset: str, plan: Path, variant: str, seeds: list[int]) -> None:
     """Run the seeds of one variant side by side (one process each, ``--threads`` threads)."""
+    presets = dict(item.split("=", 1) for item in args.preset)
     procs = []
     for seed in seeds:
         path = args.work / "results" / f"{dataset}_{variant}_s{seed}.json"
@@ -167,6 +176,8 @@ def launch(args: argparse.Namespace, dataset: str, plan: Path, variant: str, see
         env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         cmd = [sys.executable, __file__, "--one", str(plan), variant, str(seed), str(out), str(path)]
         cmd += ["--threads", str(args.threads)]
+        if variant == "preset":
+            cmd += ["--preset", f"{dataset}={presets[dataset]}"] if dataset in presets else []
         log = open(args.work / "logs" / f"{dataset}_{variant}_s{seed}.log", "w")  # noqa: SIM115
         procs.append(
             (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO), log, path)
@@ -250,12 +261,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--seeds", default="0,1", help="training seeds, run side by side")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument(
+        "--preset",
+        action="append",
+        default=[],
+        metavar="NAME=CONFIG",
+        help="the config the 'preset' variant trains for dataset NAME (its data options and recipe; "
+        "the data folder and budget are the plan's)",
+    )
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, in run order")
     ap.add_argument("--report", action="store_true", help="only print the tables of finished runs")
     args = ap.parse_args(argv)
     if args.one:
         plan, variant, seed, out, result = args.one
-        res = run_one(Path(plan), variant, int(seed), Path(out), args.threads)
+        preset = [Path(item.split("=", 1)[1]) for item in args.preset]
+        res = run_one(Path(plan), variant, int(seed), Path(out), args.threads, preset[0] if preset else None)
         Path(result).write_text(json.dumps(res, indent=1))
         return 0
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]

@@ -1,0 +1,82 @@
+"""Would a faster KD-tree close the gap on dissimilar masks? medseg's HD95 with SciPy's cKDTree
+(shipped) against the same code with pykdtree for its far-voxel queries, interleaved in one process.
+
+pykdtree is not a medseg dependency; install it next to medseg to run this (any venv):
+
+    pip install pykdtree
+    OMP_NUM_THREADS=1 python bench/metrics_kdtree.py [--sizes 3d128,3d64,2d256,2d512] [--leafsize 16]
+
+The pairs are ``bench/metrics.py``'s (``make_pair``). For each pair the two back-ends run in turn,
+repeat after repeat; the medians of process CPU time are printed with both values (they must be
+equal: both trees are exact in float64). ``OMP_NUM_THREADS=1``: pykdtree parallelises its queries
+with its own OpenMP runtime, whose spinning threads count as CPU time (docs/bench/metrics.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+from metrics import SIZES, make_pair
+
+import medseg.metrics.surface_distance as sd
+from medseg.metrics import hd95
+
+
+def pykdtree_backend(leafsize: int) -> tuple[Callable, Callable]:
+    """Drop-in replacements of ``_kdtree_nearest`` and ``_upper_bounds`` built on pykdtree."""
+    from pykdtree.kdtree import KDTree
+
+    def nearest(sites: np.ndarray, queries: np.ndarray, spacing: np.ndarray, shape: tuple[int, ...]):
+        keep = None
+        if sites.shape[0] > 4096 and queries.shape[0] * 8 < sites.shape[0]:
+            keep = sd._candidate_sites(sites, queries, spacing, shape)
+            sites = sites[keep]
+        tree = KDTree(np.ascontiguousarray(sites * spacing), leafsize=leafsize)
+        found = tree.query(np.ascontiguousarray(queries * spacing), k=1)[1].astype(np.int64)
+        return found if keep is None else keep[found]
+
+    def upper_bounds(sites: np.ndarray, queries: np.ndarray) -> np.ndarray:
+        sub = np.ascontiguousarray(sites[:: max(1, sites.shape[0] // 1024)])
+        dist = KDTree(sub, leafsize=leafsize).query(np.ascontiguousarray(queries), k=1)[0]
+        return dist * (1 + 1e-9) + 1e-9
+
+    return nearest, upper_bounds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="3d128,3d64,2d256,2d512")
+    ap.add_argument("--kinds", default="typical,hard,dissimilar")
+    ap.add_argument("--leafsize", type=int, default=16)
+    args = ap.parse_args()
+    backends = {
+        "cKDTree (shipped)": (sd._kdtree_nearest, sd._upper_bounds),
+        "pykdtree": pykdtree_backend(args.leafsize),
+    }
+    print("| case | Dice | cKDTree CPU ms | pykdtree CPU ms | speed-up | values equal |")
+    print("|---|---:|---:|---:|---:|---|")
+    for key in args.sizes.split(","):
+        label, shape, spacing = SIZES[key]
+        for kind in args.kinds.split(","):
+            p, t = make_pair(shape, 0, kind)
+            cpu: dict[str, list[float]] = {name: [] for name in backends}
+            values = {}
+            for _ in range(7 if len(shape) == 3 else 21):
+                for name, (nearest, bounds) in backends.items():
+                    sd._kdtree_nearest, sd._upper_bounds = nearest, bounds
+                    c = time.process_time()
+                    values[name] = hd95(p, t, spacing)
+                    cpu[name].append(time.process_time() - c)
+            a, b = (statistics.median(cpu[n]) * 1e3 for n in backends)
+            dice = 2 * (p & t).sum() / (p.sum() + t.sum())
+            same = len(set(values.values())) == 1
+            print(f"| {label}, {kind} | {dice:.2f} | {a:.1f} | {b:.1f} | {a / b:.2f}x | {same} |", flush=True)
+    sd._kdtree_nearest, sd._upper_bounds = backends["cKDTree (shipped)"]
+
+
+if __name__ == "__main__":
+    main()
