@@ -82,9 +82,14 @@ def plan_dataset(name: str, root: Path, work: Path, budget: float) -> Path:
 def overrides_for(variant: str, plan: Path, seed: int, out: Path) -> list[str]:
     cfg = yaml.safe_load(plan.read_text())
     extra = []
-    if variant == "preset":  # the preset trains on the plan's data folder for the plan's budget
+    if variant == "preset":  # the plan's data folder, split (the same test cases) and budget
         root, minutes = cfg["data"]["root"], cfg["train"]["budget_minutes"]
-        extra = [f"data.root={json.dumps(str(root))}", f"train.budget_minutes={minutes}"]
+        split = json.dumps(cfg["data"].get("split") or {})
+        extra = [
+            f"data.root={json.dumps(str(root))}",
+            f"data.split={split}",
+            f"train.budget_minutes={minutes}",
+        ]
     for item in VARIANTS[variant][1]:
         if item == "depth-1":
             item = f"model.options.depth={int(cfg['model']['options']['depth']) - 1}"

@@ -62,10 +62,12 @@ def test_overrides_resolve_one_stage_fewer_from_the_plan(tmp_path):
 def test_the_preset_variant_trains_on_the_plans_data_folder_for_the_plans_budget(tmp_path):
     plan = tmp_path / "plan.yaml"
     plan.write_text(
-        "model: {name: unet, options: {depth: 5}}\ntrain: {budget_minutes: 15.0}\ndata: {root: /d/ph2}\n"
+        "model: {name: unet, options: {depth: 5}}\ntrain: {budget_minutes: 15.0}\n"
+        "data: {root: /d/ph2, split: {val_fraction: 0.15, seed: 0}}\n"
     )
     over = ra.overrides_for("preset", plan, 0, tmp_path / "run")
     assert 'data.root="/d/ph2"' in over and "train.budget_minutes=15.0" in over
+    assert 'data.split={"val_fraction": 0.15, "seed": 0}' in over
     assert not any(o.startswith("data.root") for o in ra.overrides_for("baseline", plan, 0, tmp_path))
     with pytest.raises(SystemExit, match="--preset"):
         ra.run_one(plan, "preset", 0, tmp_path / "run", threads=1, preset=None)
