@@ -46,12 +46,16 @@ def test_plan_of_small_2d_images_is_the_whole_image(tmp_path):
     assert plan.dims == "2d" and cfg["data"]["size"] == [64, 64] and cfg["data"]["resize_policy"] == "resize"
     assert cfg["model"]["options"]["depth"] == 4  # 64 -> 4 px bottleneck after 4 halvings
     assert 2 <= cfg["train"]["batch_size"] <= 32 and cfg["train"]["budget_minutes"] == 15
-    assert cfg["loss"]["name"] == "dice_ce" and cfg["augment"]["preset"] == "nnunet"
+    # deep supervision (docs/bench/recipe.md): heads on the U-Net's decoder, Dice + CE at each scale
+    assert cfg["loss"] == {"name": "deep_supervision", "options": {"base": "dice_ce"}}
+    assert cfg["model"]["options"]["deep_supervision"] is True and cfg["augment"]["preset"] == "custom"
     path = write_plan(plan, tmp_path / "plan.yaml")
     loaded = load_config(path)
     assert loaded.data.size == (64, 64) and loaded.train.batch_size == cfg["train"]["batch_size"]
     model = _builds(cfg, 3)
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 2, 64, 64)
+    _, aux = model.forward_aux(torch.zeros(1, 3, 64, 64))
+    assert len(aux["deep_supervision"]) == 3  # the 1/2 ... 1/8 scales of a depth-4 decoder
     assert "# dimensions: 2d" in plan_yaml(plan) and plan_json(plan)["dims"] == "2d"
 
 
