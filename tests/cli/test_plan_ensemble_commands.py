@@ -60,7 +60,7 @@ def test_train_with_only_data_plans_and_a_config_file_does_not(tmp_path, capsys)
     said = capsys.readouterr().err
     assert "no -c given: planned from the data" in said and "patch size" in said
     run_cfg = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
-    assert run_cfg["model"]["options"]["norm"] == "instance" and run_cfg["augment"]["preset"] == "nnunet"
+    assert run_cfg["model"]["options"]["norm"] == "instance" and run_cfg["loss"]["name"] == "deep_supervision"
     own = tmp_path / "own.yaml"
     own.write_text(yaml.safe_dump({"model": {"name": "unet", "options": {"depth": 2, "base_width": 4}}}))
     args = ["train", "-c", str(own), "--data", str(root), "--out", str(tmp_path / "b"), *quick]
