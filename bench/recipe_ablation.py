@@ -56,7 +56,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "BatchNorm + ReLU instead of InstanceNorm + LeakyReLU",
         ["model.options.norm=batch", "model.options.act=relu"],
     ),
-    # measured against the plan before deep supervision became its default (docs/bench/recipe.md)
+    # deep_supervision and aug_light: measured against the plan before both became its default
+    # (docs/bench/recipe.md); on today's plan they change nothing, no_deep_supervision and aug_nnunet do
     "deep_supervision": (
         "auxiliary outputs at every decoder scale (weights halving per level)",
         ["model.options.deep_supervision=true", "loss.name=deep_supervision", "loss.options={base: dice_ce}"],
