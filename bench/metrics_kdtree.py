@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
 
 import numpy as np
 from metrics import SIZES, make_pair
@@ -26,25 +25,20 @@ import medseg.metrics.surface_distance as sd
 from medseg.metrics import hd95
 
 
-def pykdtree_backend(leafsize: int) -> tuple[Callable, Callable]:
-    """Drop-in replacements of ``_kdtree_nearest`` and ``_upper_bounds`` built on pykdtree."""
-    from pykdtree.kdtree import KDTree
+class PyKDTree:
+    """pykdtree behind the part of SciPy's ``cKDTree`` interface that medseg's surface distances use
+    (constructor keywords it has no use for are ignored; ``query`` returns int64 indices)."""
 
-    def nearest(sites: np.ndarray, queries: np.ndarray, spacing: np.ndarray, shape: tuple[int, ...]):
-        keep = None
-        if sites.shape[0] > 4096 and queries.shape[0] * 8 < sites.shape[0]:
-            keep = sd._candidate_sites(sites, queries, spacing, shape)
-            sites = sites[keep]
-        tree = KDTree(np.ascontiguousarray(sites * spacing), leafsize=leafsize)
-        found = tree.query(np.ascontiguousarray(queries * spacing), k=1)[1].astype(np.int64)
-        return found if keep is None else keep[found]
+    leafsize = 16
 
-    def upper_bounds(sites: np.ndarray, queries: np.ndarray) -> np.ndarray:
-        sub = np.ascontiguousarray(sites[:: max(1, sites.shape[0] // 1024)])
-        dist = KDTree(sub, leafsize=leafsize).query(np.ascontiguousarray(queries), k=1)[0]
-        return dist * (1 + 1e-9) + 1e-9
+    def __init__(self, data: np.ndarray, **_: object) -> None:
+        from pykdtree.kdtree import KDTree
 
-    return nearest, upper_bounds
+        self.tree = KDTree(np.ascontiguousarray(data, dtype=np.float64), leafsize=self.leafsize)
+
+    def query(self, x: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        dist, idx = self.tree.query(np.ascontiguousarray(x, dtype=np.float64), k=k)
+        return dist, idx.astype(np.int64)
 
 
 def main() -> None:
@@ -53,10 +47,9 @@ def main() -> None:
     ap.add_argument("--kinds", default="typical,hard,dissimilar")
     ap.add_argument("--leafsize", type=int, default=16)
     args = ap.parse_args()
-    backends = {
-        "cKDTree (shipped)": (sd._kdtree_nearest, sd._upper_bounds),
-        "pykdtree": pykdtree_backend(args.leafsize),
-    }
+    PyKDTree.leafsize = args.leafsize
+    shipped = sd.cKDTree
+    backends = {"cKDTree (shipped)": shipped, "pykdtree": PyKDTree}
     print("| case | Dice | cKDTree CPU ms | pykdtree CPU ms | speed-up | values equal |")
     print("|---|---:|---:|---:|---:|---|")
     for key in args.sizes.split(","):
@@ -66,8 +59,8 @@ def main() -> None:
             cpu: dict[str, list[float]] = {name: [] for name in backends}
             values = {}
             for _ in range(7 if len(shape) == 3 else 21):
-                for name, (nearest, bounds) in backends.items():
-                    sd._kdtree_nearest, sd._upper_bounds = nearest, bounds
+                for name, tree in backends.items():
+                    sd.cKDTree = tree  # the one name both far-voxel KD-trees are built with
                     c = time.process_time()
                     values[name] = hd95(p, t, spacing)
                     cpu[name].append(time.process_time() - c)
@@ -75,7 +68,7 @@ def main() -> None:
             dice = 2 * (p & t).sum() / (p.sum() + t.sum())
             same = len(set(values.values())) == 1
             print(f"| {label}, {kind} | {dice:.2f} | {a:.1f} | {b:.1f} | {a / b:.2f}x | {same} |", flush=True)
-    sd._kdtree_nearest, sd._upper_bounds = backends["cKDTree (shipped)"]
+    sd.cKDTree = shipped
 
 
 if __name__ == "__main__":

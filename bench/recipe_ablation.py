@@ -3,7 +3,8 @@
 The default of ``medseg train --data DATA --budget B`` is ``medseg plan``'s recipe (U-Net with
 instance norm + leaky ReLU, strided downsampling to a 4-8 px bottleneck, widths 32 -> 512, AdamW
 1e-3 with poly decay to zero at the budget's end, batch 2, Dice + CE with batch Dice and, since
-stop 24's ACDC runs, deep supervision and medseg's light augmentation (2-D; nnU-Net's before), per-image z-score, the best validation checkpoint and its post-processing). Each
+stop 24's ACDC runs, deep supervision and medseg's light augmentation (2-D; nnU-Net's before),
+per-image z-score, the best validation checkpoint and its post-processing). Each
 variant changes ONE factor of that recipe to the alternative a user might reach for (or nnU-Net
 uses), and every run gets the same wall-clock budget on one CPU core: a factor that costs time
 (a larger batch, deep supervision) pays for it in fewer steps, which is the question a user with a
@@ -177,7 +178,6 @@ def run_one(plan: Path, variant: str, seed: int, out: Path, threads: int, preset
 
 def launch(args: argparse.Namespace, dataset: str, plan: Path, variant: str, seeds: list[int]) -> None:
     """Run the seeds of one variant side by side (one process each, ``--threads`` threads)."""
-    presets = dict(item.split("=", 1) for item in args.preset)
     procs = []
     for seed in seeds:
         path = args.work / "results" / f"{dataset}_{variant}_s{seed}.json"
@@ -188,8 +188,8 @@ def launch(args: argparse.Namespace, dataset: str, plan: Path, variant: str, see
         env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         cmd = [sys.executable, __file__, "--one", str(plan), variant, str(seed), str(out), str(path)]
         cmd += ["--threads", str(args.threads)]
-        if variant == "preset":
-            cmd += ["--preset", f"{dataset}={presets[dataset]}"] if dataset in presets else []
+        if variant == "preset":  # main() checked that every dataset has one
+            cmd += ["--preset", f"{dataset}={args.presets[dataset]}"]
         log = open(args.work / "logs" / f"{dataset}_{variant}_s{seed}.log", "w")  # noqa: SIM115
         procs.append(
             (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO), log, path)
@@ -299,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     datasets = dict(item.split("=", 1) for item in args.dataset)
+    args.presets = dict(item.split("=", 1) for item in args.preset)
+    if "preset" in variants and set(datasets) - set(args.presets):
+        missing = ", ".join(sorted(set(datasets) - set(args.presets)))
+        print(f"the preset variant needs --preset NAME=CONFIG for: {missing}", file=sys.stderr)
+        return 2
     seeds = [int(s) for s in args.seeds.split(",")]
     for sub in ("results", "logs"):
         (args.work / sub).mkdir(parents=True, exist_ok=True)
