@@ -11,6 +11,12 @@ An estimate can be optimistic (the machine slows down, validation costs more tha
 As a safety net the schedule's position is never behind the share of the time already spent
 (:meth:`TimeBudget.schedule_position`): the learning rate still reaches its floor when the
 time is up, where training then stops.
+
+A validation is the one large pause the average cannot foresee (the first one especially). When
+the planned end comes before the next validation, the trainer moves this epoch's validation to
+the end of the run (``trainer.validation_deferred``), so a validation cannot eat the time the
+last planned steps need (an ACDC run once validated at step 742 of 800, found its time spent and
+stopped with the learning rate at 9 % of its peak).
 """
 
 from __future__ import annotations

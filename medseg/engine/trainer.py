@@ -148,15 +148,36 @@ def epoch_row(parts: TrainParts, state: TrainState, epoch: int, result: EpochRes
     }
 
 
-def validate_phase(parts: TrainParts, state: TrainState, row: dict, *, last: bool = False) -> bool:
+def validation_deferred(
+    loop: TrainLoop, state: TrainState, epoch: int, budget: TimeBudget | None, cfg: Config
+) -> bool:
+    """Under a time budget, whether this epoch's validation moves to the end of the run: when the
+    schedule's planned end comes before the next validation would, and the run goes on after this
+    epoch. The time the validation would take then goes to the planned steps that bring the
+    learning rate down to its floor (a validation that ate the time left used to end the run with
+    the rate still well above it), and the model at the end is validated anyway
+    (:func:`validate_last_epoch`)."""
+    if budget is None or state.planned_steps is None or epoch == cfg.train.epochs:
+        return False
+    if state.step >= state.planned_steps or budget.expired():
+        return False  # the run ends after this epoch: this is its last validation
+    next_validation = min(cfg.train.epochs, (epoch // cfg.train.val_every + 1) * cfg.train.val_every)
+    return state.planned_steps < state.step + (next_validation - epoch) * loop.steps_per_epoch
+
+
+def validate_phase(
+    parts: TrainParts, state: TrainState, row: dict, *, last: bool = False, deferred: bool = False
+) -> bool:
     """Rank 0 validates every ``val_every`` epochs and at the last one (``last``: a run that
-    stopped early); True when the model is the best so far (without a validation split the latest
-    model is the best we know)."""
+    stopped early), unless ``deferred`` (:func:`validation_deferred`); True when the model is the
+    best so far (without a validation split the latest model is the best we know)."""
     cfg, epoch = parts.cfg, row["epoch"]
     if not parts.dist.main:
         return False
     if not len(parts.data.val):
         return True
+    if deferred:
+        return False
     if last or epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs:
         row["val_dice"] = validate(parts.model, parts.data.val, parts.task, cfg, parts.device)
         return state.record_validation(row["val_dice"])
@@ -306,7 +327,8 @@ def _train(parts: TrainParts, resume_path: Path | None) -> dict:
                 break
             result = run_epoch(parts, loop, state, epoch, budget, bar)
             row = epoch_row(parts, state, epoch, result)
-            improved = validate_phase(parts, state, row)
+            deferred = validation_deferred(loop, state, epoch, budget, cfg)
+            improved = validate_phase(parts, state, row, deferred=deferred)
             state.history.append(row)
             state.epoch = epoch
             stop = stop_reason(parts, loop, state, budget)

@@ -8,6 +8,7 @@ import pytest
 
 from medseg.config import ScheduleConfig, load_config
 from medseg.engine import budget as budget_mod
+from medseg.engine import trainer as trainer_mod
 from medseg.engine.budget import TimeBudget
 from medseg.engine.schedule import lr_factor
 from medseg.engine.trainer import train
@@ -134,3 +135,53 @@ def test_trainer_stops_at_the_planned_step_with_the_schedule_complete(tmp_path, 
     assert lr_factor(planned, planned, 0, cfg.schedule) == 0.0
     err = capfd.readouterr().err
     assert f"the time budget allowed {planned} steps" in err
+
+
+@pytest.mark.parametrize(
+    ("seconds", "validated_epochs", "last_step"),
+    [
+        (35.0, ["2"], 35),  # plan 35 steps, epochs of 30: epoch 1's validation would eat the time left
+        (100.0, ["1", "2"], 60),  # the plan reaches the next validation: epoch 1 validates
+    ],
+)
+def test_a_validation_that_would_eat_the_time_left_moves_to_the_end(
+    tmp_path, monkeypatch, seconds, validated_epochs, last_step
+):
+    """Steps take 1 s and a validation 20 s of a simulated clock. A run planned to end shortly
+    after an epoch used to validate there, find its time spent and stop with the learning rate far
+    above its floor; now it trains the planned steps and validates its last epoch."""
+    clock = StepClock()
+    monkeypatch.setattr(budget_mod, "CLOCK", clock)
+
+    def timed(real, seconds_per_call):
+        def call(*args, **kwargs):
+            clock.t += seconds_per_call
+            return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(trainer_mod, "train_step", timed(trainer_mod.train_step, 1.0))
+    monkeypatch.setattr(trainer_mod, "validate", timed(trainer_mod.validate, 20.0))
+    over = [
+        "data.format=synthetic",
+        "data.synthetic.n=40",
+        "data.synthetic.size=16",
+        "data.size=[16,16]",
+        "data.split.val_fraction=0.25",
+        "data.split.test_fraction=0.0",
+        "model.options={depth: 2, base_width: 4}",
+        "train.batch_size=1",  # 30 steps per epoch
+        "train.log_tensorboard=false",
+        "optim.lr=0.01",
+        "schedule.name=poly",
+        "train.epochs=1000",
+        f"train.budget_minutes={seconds / 60}",
+        f"output_dir={tmp_path}",
+    ]
+    cfg = load_config(None, over)
+    result = train(cfg)
+    with open(tmp_path / "log.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["epoch"] for r in rows if r["val_dice"]] == validated_epochs
+    assert result["planned_steps"] == int(rows[-1]["step"]) == last_step
+    assert float(rows[-1]["lr"]) <= 0.01 * lr_factor(last_step - 1, last_step, 0, cfg.schedule) + 1e-12
