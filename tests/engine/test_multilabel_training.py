@@ -135,7 +135,8 @@ def test_acdc_regions_preset_trains(real_data, tmp_path):
         [
             f"data.root={acdc}",
             "data.size=[64,64]",
-            "model.options={depth: 2, base_width: 8, norm: batch}",
+            "model.options={depth: 2, base_width: 8, norm: batch, deep_supervision: true}",
+            "train.budget_minutes=null",
             "train.epochs=2",
             "train.steps_per_epoch=4",
             "train.val_every=1",

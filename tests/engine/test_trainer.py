@@ -272,8 +272,11 @@ def test_ph2_train_then_evaluate_beats_background(tmp_path, data_root):
         [
             f"data.root={data_root / 'ph2'}",
             "data.size=[64,64]",
-            "model.options={depth: 3, base_width: 8}",
+            # the preset's recipe (deep supervision, instance norm) in a small, fast U-Net
+            "model.options={depth: 3, base_width: 8, norm: instance, deep_supervision: true}",
             "train.epochs=4",
+            "train.val_every=1",
+            "train.budget_minutes=null",
             "train.batch_size=8",
             "optim.lr=0.003",
             "train.log_tensorboard=false",
