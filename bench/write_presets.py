@@ -76,13 +76,14 @@ EXTRA: dict[str, dict[str, dict]] = {"unet_acdc_regions": {"loss": {"mode": "mul
 def write_preset(name: str) -> Path:
     """Plan the preset's dataset with its data options and write the plan as the preset."""
     from medseg.atomic import atomic_write_text
+    from medseg.budget import parse_budget
     from medseg.config import load_config
     from medseg.plan import plan_dataset, plan_yaml
 
     folder, budget, about = PRESETS[name]
     target = REPO / "configs" / f"{name}.yaml"
     cfg = load_config(target, [f"data.root={DATA}/{folder}"])
-    minutes = float(budget.rstrip("m"))
+    minutes = parse_budget(budget)
     root_text = "${MEDSEG_DATA:-../shared/data}/" + folder
     plan = plan_dataset(cfg.data, budget_minutes=minutes, root_text=root_text)
     plan.config.update(name=name.replace("_", "-"), output_dir=f"runs/{name}")

@@ -17,9 +17,8 @@ from medseg.plan.planner import Plan
 def plan_yaml(plan: Plan) -> str:
     """The config as YAML, headed by one comment line per decision (value and reason)."""
     fp = plan.fingerprint
-    root = plan.config.get("data", {}).get("root") or fp["root"]  # as the config writes it
-    lines = [
-        f"# medseg plan of {root} ({fp['format']}, {fp['num_cases']} cases, {plan.dims})",
+    lines = [  # the root as the config writes it (under ${MEDSEG_DATA} when it can)
+        f"# medseg plan of {plan.config['data']['root']} ({fp['format']}, {fp['num_cases']} cases, {plan.dims})",
         "# Every value can be edited here or overridden with --set key=value.",
         f"# CPU cost model: step s = batch x forward FLOPs / {CPU_TRAIN_FWD_FLOPS / 1e9:g} GFLOP/s, "
         f"at least {MIN_STEPS} steps in the budget (medseg.plan.cost).",
