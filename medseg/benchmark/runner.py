@@ -18,6 +18,7 @@ resume is exact), or restarts when it is time-bounded (a budget cannot be resume
 exactly) unless its training had already finished. Cells run one after another, in a
 pool of processes (``workers``; with ``devices`` one device per worker), or one per rank
 under ``torchrun`` (each rank trains its own cells on ``cuda:LOCAL_RANK`` without DDP).
+A pool worker whose benchmark process is killed exits within a second (``parent_watch``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from medseg.benchmark.cells import (
     write_state,
 )
 from medseg.benchmark.costs import cost_columns, profile_cell
+from medseg.benchmark.parent_watch import exit_when_parent_dies
 from medseg.benchmark.plan import check_compatible, make_plan
 from medseg.benchmark.report import build_report
 from medseg.config import load_config
@@ -208,6 +210,7 @@ _WORKER_DEVICE: str | None = None
 
 def _init_worker(devices, threads: int | None) -> None:
     global _WORKER_DEVICE
+    exit_when_parent_dies()
     _WORKER_DEVICE = devices.get() if devices is not None else None
     if threads:
         torch.set_num_threads(threads)
