@@ -2,12 +2,15 @@
 
     .venv/bin/python bench/accuracy_report.py costs  runs/accuracy   # idle machine: speed/FLOPs columns
     .venv/bin/python bench/accuracy_report.py tables runs/accuracy   # Markdown for docs/benchmarks.md
+    .venv/bin/python bench/accuracy_report.py pairs  runs/acc_plan   # paired tests between the cells
 
 ``costs`` profiles every cell's model once more (``medseg.benchmark.runner.update_costs``:
 parameters, GFLOPs, inference images/s and training peak memory, each model in a fresh
 process) and rebuilds each benchmark's report. ``tables`` prints, per dataset, the
 leaderboard that ``medseg benchmark`` wrote and, for multi-class data, Dice and HD95 per
-class, read from the benchmark's ``leaderboard.csv`` (nothing is typed by hand).
+class, read from the benchmark's ``leaderboard.csv`` (nothing is typed by hand). ``pairs`` prints,
+per dataset, every cell's optimiser steps and, for every pair of cells, the two-sided paired
+Wilcoxon test of per-case Dice (mean over the foreground classes; a test case is one pair).
 """
 
 from __future__ import annotations
@@ -82,12 +85,47 @@ def tables(root: Path) -> None:
             print(extra + "\n")
 
 
+def _case_dice(cell_json: Path) -> dict[str, float]:
+    """Per-case Dice of one cell, averaged over its foreground classes."""
+    per_case: dict[str, list[float]] = {}
+    for r in json.loads(cell_json.read_text())["records"]:
+        per_case.setdefault(str(r["case"]), []).append(float(r["dice"]))
+    return {case: sum(v) / len(v) for case, v in per_case.items()}
+
+
+def _steps(cell_json: Path) -> int:
+    history = json.loads(cell_json.read_text())["history"]
+    return int(history[-1]["step"]) if history else 0
+
+
+def pairs(root: Path) -> None:
+    from scipy.stats import wilcoxon
+
+    for d in _datasets(root):
+        cells = sorted(p for p in (d / "cells").iterdir() if (p / "cell.json").is_file())
+        dice = {c.name: _case_dice(c / "cell.json") for c in cells}
+        print(f"### {d.name}\n")
+        print("steps: " + ", ".join(f"{c.name} {_steps(c / 'cell.json')}" for c in cells) + "\n")
+        print("| first | second | cases | first better | mean Dice difference | Wilcoxon p |")
+        print("|---|---|---:|---:|---:|---:|")
+        names = list(dice)
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                cases = sorted(set(dice[a]) & set(dice[b]))
+                diff = [dice[a][k] - dice[b][k] for k in cases]
+                better = sum(x > 0 for x in diff)
+                p = wilcoxon(diff).pvalue if any(diff) else 1.0
+                mean = sum(diff) / len(diff)
+                print(f"| {a} | {b} | {len(cases)} | {better} | {mean:+.4f} | {p:.2g} |")
+        print()
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["costs", "tables"])
+    p.add_argument("what", choices=["costs", "tables", "pairs"])
     p.add_argument("root", type=Path, nargs="?", default=Path("runs/accuracy"))
     a = p.parse_args(argv)
-    (costs if a.what == "costs" else tables)(a.root)
+    {"costs": costs, "tables": tables, "pairs": pairs}[a.what](a.root)
 
 
 if __name__ == "__main__":

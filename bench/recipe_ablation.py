@@ -74,6 +74,20 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     ),
     "per_image_dice": ("Dice per image instead of over the batch", ["loss.options={per_image: true}"]),
     "shallower": ("one resolution stage fewer (bottleneck twice as large)", ["depth-1"]),
+    # the accuracy tables (docs/bench/accuracy.md) found a 3-M-parameter DeepLab v3+ ahead of the
+    # plan's 20.6-M U-Net on ACDC at 15 min (5.7x the steps): does a cheaper network learn more?
+    "narrow": (
+        "half the widths (16 -> 256): about a quarter of the FLOPs per step",
+        ["model.options.base_width=16", "model.options.max_width=256"],
+    ),
+    "deeplabv3plus": (
+        "DeepLab v3+ on ResNet-18 x0.5 instead of the U-Net (no decoder scales: Dice + CE)",
+        [
+            "model={name: deeplabv3plus, options: {backbone: resnet18, width_mult: 0.5}}",
+            "loss.name=dice_ce",
+            "loss.options={}",
+        ],
+    ),
     "preset": ("the dataset's hand-written preset (--preset NAME=CONFIG) instead of the plan", []),
 }
 

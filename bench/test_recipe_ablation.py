@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import wilcoxon
 
 sys.path.insert(0, str(Path(__file__).parent))
 import recipe_ablation as ra  # noqa: E402
+
+REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_case_scores_average_the_foreground_classes_and_keep_undefined_hd95_undefined():
@@ -71,3 +74,17 @@ def test_the_preset_variant_trains_on_the_plans_data_folder_for_the_plans_budget
     assert not any(o.startswith("data.root") for o in ra.overrides_for("baseline", plan, 0, tmp_path))
     with pytest.raises(SystemExit, match="--preset"):
         ra.run_one(plan, "preset", 0, tmp_path / "run", threads=1, preset=None)
+
+
+@pytest.mark.parametrize("variant", [v for v in ra.VARIANTS if v != "preset"])
+def test_every_variant_gives_a_config_whose_model_and_loss_build(variant, tmp_path):
+    from medseg.config import load_config
+    from medseg.losses import build_loss
+    from medseg.models import build_model
+
+    plan = REPO_CONFIGS / "unet_ph2.yaml"  # a preset is a plan (tests/plan/test_presets_are_plans.py)
+    cfg = load_config(plan, ra.overrides_for(variant, plan, 0, tmp_path / "run"))
+    build_loss(cfg.loss.name, mode="multiclass", **cfg.loss.options)
+    model = build_model(cfg.model.name, 3, 2, **cfg.model.options).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 2, 64, 64)
