@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # recipe_ablation
 
 
 def _datasets(root: Path) -> list[Path]:
@@ -85,27 +86,20 @@ def tables(root: Path) -> None:
             print(extra + "\n")
 
 
-def _case_dice(cell_json: Path) -> dict[str, float]:
-    """Per-case Dice of one cell, averaged over its foreground classes."""
-    per_case: dict[str, list[float]] = {}
-    for r in json.loads(cell_json.read_text())["records"]:
-        per_case.setdefault(str(r["case"]), []).append(float(r["dice"]))
-    return {case: sum(v) / len(v) for case, v in per_case.items()}
-
-
-def _steps(cell_json: Path) -> int:
-    history = json.loads(cell_json.read_text())["history"]
-    return int(history[-1]["step"]) if history else 0
-
-
 def pairs(root: Path) -> None:
+    from recipe_ablation import case_scores  # per case: mean over the foreground classes
     from scipy.stats import wilcoxon
 
     for d in _datasets(root):
-        cells = sorted(p for p in (d / "cells").iterdir() if (p / "cell.json").is_file())
-        dice = {c.name: _case_dice(c / "cell.json") for c in cells}
+        saved = {
+            p.name: json.loads((p / "cell.json").read_text())
+            for p in sorted((d / "cells").iterdir())
+            if (p / "cell.json").is_file()
+        }
+        dice = {n: {k: v["dice"] for k, v in case_scores(c["records"]).items()} for n, c in saved.items()}
+        steps = {n: int(c["history"][-1]["step"]) if c["history"] else 0 for n, c in saved.items()}
         print(f"### {d.name}\n")
-        print("steps: " + ", ".join(f"{c.name} {_steps(c / 'cell.json')}" for c in cells) + "\n")
+        print("steps: " + ", ".join(f"{n} {s}" for n, s in steps.items()) + "\n")
         print("| first | second | cases | first better | mean Dice difference | Wilcoxon p |")
         print("|---|---|---:|---:|---:|---:|")
         names = list(dice)
