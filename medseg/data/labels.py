@@ -108,7 +108,10 @@ def _lookup(raw: np.ndarray, mapping: Mapping[int, int], path: str) -> np.ndarra
         for k, v in mapping.items():
             if 0 <= k < 256:
                 lut[k] = v
-        return cv2.LUT(raw, lut)
+        # as a 2-D single-channel image: OpenCV reads the last axis of a 3-D array as channels
+        # (at most 128 in OpenCV 5), so a stack of masks 216 wide would be refused
+        flat = np.ascontiguousarray(raw).reshape(raw.shape[0], -1)
+        return cv2.LUT(flat, lut).reshape(raw.shape)
     vals, inv = np.unique(raw, return_inverse=True)
     bad = [int(v) for v in vals if int(v) not in mapping]
     if bad:
