@@ -76,9 +76,15 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "shallower": ("one resolution stage fewer (bottleneck twice as large)", ["depth-1"]),
     # the accuracy tables (docs/bench/accuracy.md) found a 3-M-parameter DeepLab v3+ ahead of the
     # plan's 20.6-M U-Net on ACDC at 15 min (5.7x the steps): does a cheaper network learn more?
+    # since stop 29 the plan's 2-D widths are the narrow ones (baseline == narrow): `wide` is the
+    # plan before, and `--variants wide,baseline` repeats the width comparison
     "narrow": (
-        "half the widths (16 -> 256): about a quarter of the FLOPs per step",
+        "half nnU-Net's widths (16 -> 256): about a quarter of the FLOPs per step",
         ["model.options.base_width=16", "model.options.max_width=256"],
+    ),
+    "wide": (
+        "nnU-Net's widths (32 -> 512), the plan's before stop 29: about 4x the FLOPs per step",
+        ["model.options.base_width=32", "model.options.max_width=512"],
     ),
     "deeplabv3plus": (
         "DeepLab v3+ on ResNet-18 x0.5 instead of the U-Net (no decoder scales: Dice + CE)",

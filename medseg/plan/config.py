@@ -24,9 +24,9 @@ from medseg.plan.patch import PatchPlan
 if TYPE_CHECKING:
     from medseg.plan.planner import Plan
 
-UNET2D = {
-    "base_width": 32,
-    "max_width": 512,
+UNET2D = {  # half nnU-Net's widths: more steps in a CPU budget (medseg.plan.cost, MIN_STEPS)
+    "base_width": 16,
+    "max_width": 256,
     "norm": "instance",
     "act": "leaky_relu",
     "downsample": "strided",
@@ -85,8 +85,9 @@ def _model(plan: Plan, fitted: PatchPlan) -> dict[str, Any]:
     depth = max(1, fitted.uniform_depth)
     plan.add(
         "network",
-        f"unet depth {depth} ({_stages(fitted)})",
-        f"plan_topology: halve while an axis keeps >= 4 px (bottleneck {_bottleneck(fitted, depth)})",
+        f"unet depth {depth} ({_stages(fitted)}), widths {UNET2D['base_width']} -> {UNET2D['max_width']}",
+        f"plan_topology: halve while an axis keeps >= 4 px (bottleneck {_bottleneck(fitted, depth)}); "
+        "half nnU-Net's widths: more steps per CPU-minute (docs/bench/recipe.md)",
     )
     return {"name": "unet", "options": {**UNET2D, "depth": depth, "init": "he", "deep_supervision": True}}
 

@@ -149,7 +149,7 @@ def _fit_2d(
     median = np.median(shapes[:, -2:], axis=0)
     pixels = float(np.prod(shapes, axis=1).sum())
     flops = _flops_2d(ch, fp["num_classes"])
-    cap = max_step_seconds(budget)
+    cap = max_step_seconds(budget, "2d")
     native = fit_patch(median, spacing[-2:], flops, cap, pixels)
     same = uniform_sizes(shapes[:, -2:])
     if all(p >= m for p, m in zip(native.patch, median)):
@@ -182,7 +182,9 @@ def _fit_2d(
 def _fit_3d(shapes: np.ndarray, spacing: Sequence[float], fp: dict, budget: float, ch: int) -> PatchPlan:
     median = np.median(shapes, axis=0)
     voxels = float(np.prod(shapes, axis=1).sum())
-    return fit_patch(median, spacing, _flops_3d(ch, fp["num_classes"]), max_step_seconds(budget), voxels)
+    return fit_patch(
+        median, spacing, _flops_3d(ch, fp["num_classes"]), max_step_seconds(budget, "3d"), voxels
+    )
 
 
 def plan_dataset(
@@ -220,7 +222,7 @@ def plan_dataset(
         _fmt(fitted.patch),
         f"median shape {_fmt(np.median(shapes, 0))} at the target spacing"
         + (f", shrunk {factor:.2f}x" if factor > 1 else "")
-        + f"; fitted so that {MIN_STEPS} steps fit {budget_minutes:g} min on CPU (cost model)",
+        + f"; fitted so that {MIN_STEPS[plan.dims]} steps fit {budget_minutes:g} min on CPU (cost model)",
     )
     plan.add(
         "batch size",

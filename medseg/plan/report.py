@@ -21,7 +21,7 @@ def plan_yaml(plan: Plan) -> str:
         f"# medseg plan of {plan.config['data']['root']} ({fp['format']}, {fp['num_cases']} cases, {plan.dims})",
         "# Every value can be edited here or overridden with --set key=value.",
         f"# CPU cost model: step s = batch x forward FLOPs / {CPU_TRAIN_FWD_FLOPS / 1e9:g} GFLOP/s, "
-        f"at least {MIN_STEPS} steps in the budget (medseg.plan.cost).",
+        f"at least {MIN_STEPS[plan.dims]} steps in the budget (medseg.plan.cost).",
     ]
     lines += [f"# {d.name}: {d.value} -- {d.reason}" for d in plan.decisions]
     return "\n".join(lines) + "\n" + yaml.safe_dump(plan.config, sort_keys=False)

@@ -67,7 +67,7 @@ def test_tight_budget_shrinks_blobs_by_resizing(tmp_path):
     step = plan.config["train"]["batch_size"]  # the predicted step fits budget / MIN_STEPS
     assert step >= 2
     reasons = {d.name: d.reason for d in plan.decisions}
-    assert f"{MIN_STEPS} steps" in reasons["patch size"]
+    assert f"{MIN_STEPS['2d']} steps" in reasons["patch size"]
     load_config(plan.config)
 
 
