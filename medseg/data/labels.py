@@ -25,12 +25,16 @@ NOISE_BAND = 64  # lossy binary masks: values within this of 0 or of 255
 LOSSY_MASK_THRESHOLD = 128.0  # the data.mask_threshold that maps such masks to background / foreground
 
 
+def _single_channel(mask: np.ndarray) -> np.ndarray:
+    """A mask of any shape as a 2-D (one-channel) image for OpenCV, which reads the last axis of a
+    3-D array as channels (at most 128 in OpenCV 5: a stack of slices 216 wide would be refused)."""
+    return np.ascontiguousarray(mask).reshape(mask.shape[0], -1)
+
+
 def values_present(mask: np.ndarray) -> set[int]:
     """Distinct values of a label array (fast histogram for 8-bit masks)."""
     if mask.dtype == np.uint8:
-        hist = cv2.calcHist(
-            [np.ascontiguousarray(mask.reshape(mask.shape[0], -1))], [0], None, [256], [0, 256]
-        )
+        hist = cv2.calcHist([_single_channel(mask)], [0], None, [256], [0, 256])
         return {int(v) for v in np.flatnonzero(hist.ravel())}
     if mask.dtype == bool:
         return {int(v) for v in np.unique(mask)}
@@ -108,10 +112,7 @@ def _lookup(raw: np.ndarray, mapping: Mapping[int, int], path: str) -> np.ndarra
         for k, v in mapping.items():
             if 0 <= k < 256:
                 lut[k] = v
-        # as a 2-D single-channel image: OpenCV reads the last axis of a 3-D array as channels
-        # (at most 128 in OpenCV 5), so a stack of masks 216 wide would be refused
-        flat = np.ascontiguousarray(raw).reshape(raw.shape[0], -1)
-        return cv2.LUT(flat, lut).reshape(raw.shape)
+        return cv2.LUT(_single_channel(raw), lut).reshape(raw.shape)
     vals, inv = np.unique(raw, return_inverse=True)
     bad = [int(v) for v in vals if int(v) not in mapping]
     if bad:

@@ -108,13 +108,15 @@ def _spacing_plan(geo: Geometry, dims: str, plan: Plan) -> tuple[list[float | No
     return planned, geo.shapes * own / scale
 
 
-def _flops_2d(in_ch: int, classes: int) -> Any:
+def flops_2d(in_ch: int, classes: int, unet: dict[str, Any] = UNET2D) -> Any:
+    """Forward FLOPs per pixel of the 2-D U-Net with options ``unet`` (the plan's by default), as a
+    function of the strides ``fit_patch`` tries (their number sets the depth)."""
     cache: dict[int, float] = {}
 
     def per_voxel(strides: list[list[int]]) -> float:
         depth = max(1, sum(1 for s in strides[1:] if all(v == 2 for v in s)))
         if depth not in cache:
-            cache[depth] = forward_flops_per_voxel("unet", {**UNET2D, "depth": depth}, in_ch, classes)
+            cache[depth] = forward_flops_per_voxel("unet", {**unet, "depth": depth}, in_ch, classes)
         return cache[depth]
 
     return per_voxel
@@ -148,7 +150,7 @@ def _fit_2d(
     """Patch, batch and resize policy of a 2-D plan; returns (patch plan, policy, shrink factor)."""
     median = np.median(shapes[:, -2:], axis=0)
     pixels = float(np.prod(shapes, axis=1).sum())
-    flops = _flops_2d(ch, fp["num_classes"])
+    flops = flops_2d(ch, fp["num_classes"])
     cap = max_step_seconds(budget, "2d")
     native = fit_patch(median, spacing[-2:], flops, cap, pixels)
     same = uniform_sizes(shapes[:, -2:])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -10,8 +9,9 @@ import pytest
 
 from medseg.errors import ConfigError
 from medseg.plan.config import UNET2D
-from medseg.plan.cost import CPU_TRAIN_FWD_FLOPS, forward_flops_per_voxel, max_step_seconds
+from medseg.plan.cost import CPU_TRAIN_FWD_FLOPS, max_step_seconds
 from medseg.plan.patch import fit_batch, fit_patch
+from medseg.plan.planner import flops_2d
 from medseg.plan.rules import choose_dims, downsample_limit, normalisation
 from medseg.plan.spacing import anisotropy, target_spacing
 
@@ -112,27 +112,14 @@ def test_downsampling_is_limited_by_the_thinnest_class():
     assert math.isclose(downsample_limit(None)[0], 1.0)
 
 
-@functools.cache
-def _unet2d_flops(base_width: int, max_width: int, depth: int) -> float:
-    options = {**UNET2D, "base_width": base_width, "max_width": max_width, "depth": depth}
-    return forward_flops_per_voxel("unet", options, 3, 2)
-
-
 @pytest.mark.parametrize("median", [(256, 216), (576, 766), (584, 565), (96, 128)])
 @pytest.mark.parametrize("budget", [3, 15])
 def test_narrow_2d_unet_at_4000_steps_keeps_the_patch_and_batch_of_the_wide_one_at_1000(median, budget):
     # the width ablation (docs/bench/recipe.md) compared the two networks at the wide plan's
     # patch and batch; the 2-D plan's step target keeps that patch and batch for the narrow one
-    def per_voxel(base_width, max_width):
-        def flops(strides):
-            depth = max(1, sum(1 for s in strides[1:] if all(v == 2 for v in s)))
-            return _unet2d_flops(base_width, max_width, depth)
-
-        return flops
-
     pixels = 60 * float(np.prod(median))
-    old = fit_patch(median, [1.0, 1.0], per_voxel(32, 512), budget * 60 / 1000, pixels)
-    narrow = per_voxel(UNET2D["base_width"], UNET2D["max_width"])
-    new = fit_patch(median, [1.0, 1.0], narrow, max_step_seconds(budget, "2d"), pixels)
+    wide = flops_2d(3, 2, {**UNET2D, "base_width": 32, "max_width": 512})
+    old = fit_patch(median, [1.0, 1.0], wide, budget * 60 / 1000, pixels)
+    new = fit_patch(median, [1.0, 1.0], flops_2d(3, 2), max_step_seconds(budget, "2d"), pixels)
     assert (UNET2D["base_width"], UNET2D["max_width"]) == (16, 256)
     assert (new.patch, new.batch) == (old.patch, old.batch)
