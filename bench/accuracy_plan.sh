@@ -8,8 +8,9 @@
 # deep-supervision loss supervises their full-resolution output only (Dice + CE, as the U-Net's
 # top level). Cells run one at a time with every core (WORKERS=2: two at a time, one thread each,
 # which halves the wall time but gives each cell about a third of the steps). BUDGET_SCALE (default 1) multiplies the
-# budgets, e.g. 0.02 for a quick check of the pipeline. Finished cells are skipped when the
-# script runs again.
+# budgets, e.g. 0.02 for a quick check of the pipeline. ONLY (default: all three) names the
+# networks to run, e.g. ONLY=unet,deeplabv3plus. Finished cells are skipped when the script runs
+# again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/acc_plan}
@@ -20,7 +21,19 @@ DATASETS=("$@")
 DATA=${MEDSEG_DATA:-../shared/data}
 MEDSEG=${MEDSEG:-.venv/bin/medseg}
 WORKERS=${WORKERS:-1}
+ONLY=${ONLY:-unet,deeplabv3plus,befunet_small}
 mkdir -p "$OUT"
+
+# the entries of a comma-separated --models list whose network is named in ONLY
+only() {
+  local kept=() entry
+  IFS=, read -ra entries <<<"$1"
+  for entry in "${entries[@]}"; do
+    [[ ",$ONLY," == *",${entry%%:*},"* ]] && kept+=("$entry")
+  done
+  [ ${#kept[@]} -gt 0 ] || { echo "ONLY=$ONLY names none of: $1" >&2; exit 2; }
+  (IFS=,; echo "${kept[*]}")
+}
 
 minutes() { python3 -c "print(f'{$1 * $SCALE:.4g}m')"; }
 
@@ -39,6 +52,7 @@ run() {  # dataset budget_minutes befunet_img_size [extra --set args]
   local models
   models="$(unet_of_plan "$OUT/plan_$name.yaml"),deeplabv3plus:backbone=resnet18:width_mult=0.5"
   models+=",befunet_small:img_size=$size:window_size=4:lcaf_window=4"
+  models=$(only "$models")
   "$MEDSEG" benchmark -c "$OUT/plan_$name.yaml" --data "$DATA/$name" --models "$models" \
     --losses deep_supervision --budget "$budget" --seed 0 --workers "$WORKERS" --no-profile "$@" --out "$OUT/$name"
 }
