@@ -32,7 +32,7 @@ from medseg.cli_output import (
 )
 from medseg.cli_parser import build_parser
 from medseg.cli_workflow import cmd_cv_report, cmd_ensemble, cmd_plan, cmd_train_folds, planned_config
-from medseg.engine.runtime import tune_glibc_malloc
+from medseg.engine.runtime import flush_denormals, tune_glibc_malloc
 from medseg.errors import MedsegError
 
 if TYPE_CHECKING:
@@ -406,6 +406,10 @@ COMMANDS = {
     "plan": cmd_plan,
     "ensemble": cmd_ensemble,
 }
+# the commands that run networks (and import torch anyway): they flush subnormal floats
+NETWORK_COMMANDS = frozenset(
+    {"train", "evaluate", "predict", "demo", "export", "profile", "benchmark", "ensemble"}
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if argv is None:  # a real command-line run, not a call from Python code
         tune_glibc_malloc()
+        if args.command in NETWORK_COMMANDS:
+            flush_denormals()  # before torch starts its worker threads, which inherit the setting
     try:
         with warnings_as_notes(enabled=not args.debug):
             return int(COMMANDS[args.command](args) or 0)
