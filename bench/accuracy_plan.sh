@@ -8,7 +8,7 @@
 # deep-supervision loss supervises their full-resolution output only (Dice + CE, as the U-Net's
 # top level). Cells run one at a time with every core (WORKERS=2: two at a time, one thread each,
 # which halves the wall time but gives each cell about a third of the steps). BUDGET_SCALE (default 1) multiplies the
-# budgets, e.g. 0.02 for a quick check of the pipeline. ONLY (default: all three) names the
+# budgets, e.g. 0.02 for a quick check of the pipeline. ONLY (default: empty, all three) names the
 # networks to run, e.g. ONLY=unet,deeplabv3plus. Finished cells are skipped when the script runs
 # again.
 set -euo pipefail
@@ -21,11 +21,12 @@ DATASETS=("$@")
 DATA=${MEDSEG_DATA:-../shared/data}
 MEDSEG=${MEDSEG:-.venv/bin/medseg}
 WORKERS=${WORKERS:-1}
-ONLY=${ONLY:-unet,deeplabv3plus,befunet_small}
+ONLY=${ONLY:-}
 mkdir -p "$OUT"
 
-# the entries of a comma-separated --models list whose network is named in ONLY
+# the entries of a comma-separated --models list whose network is named in ONLY (all when unset)
 only() {
+  [ -n "$ONLY" ] || { echo "$1"; return; }
   local kept=() entry
   IFS=, read -ra entries <<<"$1"
   for entry in "${entries[@]}"; do

@@ -37,8 +37,9 @@ def flush_denormals() -> bool:
     and in the threads it starts later (they inherit the floating-point control register).
 
     Arithmetic on subnormal numbers takes a slow path on x86 CPUs; they arise in training (likely
-    from a trained network's confident outputs). Measured here (bench/denormals.sh, docs/bench/speed.md) flushing them
-    made fine-tuning epochs 1.02-1.13x faster with the same training loss to the last digit.
+    from a trained network's confident outputs). Measured here (bench/denormals.sh,
+    docs/bench/speed.md), flushing them made fine-tuning epochs 1.02-1.13x faster with the same
+    training loss to the last digit.
     Returns False where the CPU does not support it or ``MEDSEG_KEEP_DENORMALS=1`` opts out.
     Imports torch: call it only from commands that use it.
     """

@@ -12,7 +12,7 @@ import pytest
 # 1e-30 * 1e-10 = 1e-40 is subnormal in fp32 (the smallest normal is about 1.18e-38). The
 # product runs as an element-wise op over 2**20 values, split across two intra-op threads.
 PROBE = """
-import sys, torch
+import torch
 from medseg.engine import runtime
 torch.set_num_threads(2)
 on = runtime.flush_denormals()
