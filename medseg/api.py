@@ -175,8 +175,8 @@ def predict(
     *,
     overrides: list[str] | tuple[str, ...] = (),
     device: str = "auto",
-    tta: bool = False,
-    crf: bool = False,
+    tta: bool | None = None,
+    crf: bool | None = None,
     overlays: bool = True,
     overwrite: bool = False,
     save_probabilities: bool = False,
@@ -189,7 +189,8 @@ def predict(
     (``names.csv`` maps them to case ids when they differ); writing into the inputs' own tree
     or over existing masks is refused unless ``overwrite``. ``save_probabilities`` also writes each
     case's class probabilities to ``out_dir/probabilities`` (:mod:`medseg.engine.probabilities`).
-    ``postprocess``: apply the run's ``postprocessing.json`` when it has one."""
+    ``tta`` / ``crf`` override the checkpoint's evaluation settings (None: the run's ``eval.tta``
+    / ``eval.crf``); ``postprocess``: apply the run's ``postprocessing.json`` when it has one."""
     from medseg.engine.predictor import predict_folder  # deferred: torch
 
     return predict_folder(

@@ -175,7 +175,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         split=args.split,
         out_dir=args.out,
         device=args.device,
-        tta=args.tta or None,
+        tta=args.tta,
         crf=args.crf or None,
         postprocess=not args.no_postprocess,
     )
@@ -200,7 +200,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         overrides=overrides,
         device=args.device,
         tta=args.tta,
-        crf=args.crf,
+        crf=args.crf or None,
         overlays=not args.no_overlays,
         overwrite=args.overwrite,
         save_probabilities=args.save_probabilities,

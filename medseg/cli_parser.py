@@ -56,6 +56,16 @@ def _add_speed_options(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def _add_tta(p: argparse.ArgumentParser, whose: str = "") -> None:
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"test-time mirroring{whose} over the axes its training mirrored (default: the run's "
+        "eval.tta, on in planned 2-D runs)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medseg",
@@ -160,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="evaluate on this folder instead of the training data's split")
     p.add_argument("--split", default="test", choices=["test", "val"], help="split of the training data")
     p.add_argument("--out", type=Path, help="report folder (default: RUN/eval/SPLIT)")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation (flips)")
+    _add_tta(p)
     p.add_argument("--crf", action="store_true", help="dense-CRF post-processing")
     p.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), help="sliding-window inference size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
@@ -193,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         "input", type=Path, help="image file, folder of images, NIfTI/HDF5 volume or folder of them"
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation (flips)")
+    _add_tta(p)
     p.add_argument("--crf", action="store_true", help="dense-CRF post-processing")
     p.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), help="sliding-window inference size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
@@ -429,7 +439,7 @@ def _add_plan_and_ensemble(sub: argparse._SubParsersAction) -> None:
     p.add_argument("sources", nargs="+", type=Path, help="RUN_OR_CKPT... INPUT, or probability folders")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--from-probabilities", action="store_true", help="SOURCES are probability folders")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation (flips) for every model")
+    _add_tta(p, " of every model")
     p.add_argument("--save-probabilities", action="store_true", help="also write the mean probabilities")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--overwrite", action="store_true", help="write into the inputs' tree or over masks")

@@ -124,7 +124,11 @@ class EvalConfig(Strict):
     )
     overlap: float = Field(0.5, ge=0, lt=1, description="sliding-window overlap ratio")
     blend: Literal["gaussian", "constant"] = Field("gaussian", description="window blending")
-    tta: bool = Field(False, description="test-time augmentation (flips, averaged probabilities)")
+    tta: bool = Field(
+        False,
+        description="test-time mirroring: probabilities averaged over the flips of the axes the "
+        "training augmentation mirrored (medseg.engine.mirroring)",
+    )
     crf: bool = Field(False, description="dense-CRF post-processing")
     surface: bool = Field(True, description="compute surface metrics (HD, HD95, ASSD, NSD)")
     nsd_tolerance: float = Field(2.0, gt=0, description="NSD tolerance (mm, or pixels without spacing)")

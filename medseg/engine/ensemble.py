@@ -50,7 +50,7 @@ def member_checkpoints(source: str | Path) -> list[Path]:
     )
 
 
-def case_probabilities(member: LoadedCheckpoint, case: dict, *, tta: bool = False) -> np.ndarray:
+def case_probabilities(member: LoadedCheckpoint, case: dict, *, tta: bool | None = None) -> np.ndarray:
     """One member's class probabilities ``[K, *spatial]`` (float32) for ``case`` in its own grid."""
     _, proba = member.predict(case, tta=tta, crf=False)
     return predicted_channels(proba.float().numpy())
@@ -87,7 +87,7 @@ def ensemble_predict(
     out_dir: str | Path,
     *,
     device: str = "auto",
-    tta: bool = False,
+    tta: bool | None = None,
     save_probs: bool = False,
     overwrite: bool = False,
 ) -> dict:

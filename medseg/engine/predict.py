@@ -22,6 +22,7 @@ from medseg.data.regions import Regions, parse_regions, regions_to_labels
 from medseg.engine.checkpoint import load_inference_model
 from medseg.engine.compile import prepare_inference
 from medseg.engine.device import resolve_device
+from medseg.engine.mirroring import tta_axes
 from medseg.engine.task import Task, prediction_regions
 from medseg.errors import CheckpointError, MedsegError
 from medseg.inference import dense_crf, predict_proba
@@ -63,7 +64,7 @@ def predict_slices(
             overlap=ev.overlap,
             blend=ev.blend,
             batch_size=ev.batch_size,
-            tta=tta,
+            tta=tta_axes(cfg, 2) if tta else False,
             device=device,
             multilabel=multilabel,
         )
@@ -92,8 +93,9 @@ def predict_volume_3d(
 ) -> torch.Tensor:
     """Probabilities ``[D, K, H, W]`` (float32, CPU) of a 3-D model for a volume ``[D, C, H, W]``
     at native resolution: a Gaussian-weighted sliding window of the training patch
-    (``data.patch_size``) with ``eval.overlap``, mirrored on all three axes with ``tta``
-    (nnU-Net's inference, Isensee et al. 2021). The layout matches the slice-wise path."""
+    (``data.patch_size``) with ``eval.overlap``, mirrored with ``tta`` on the axes training
+    mirrored (nnU-Net's inference, Isensee et al. 2021; :mod:`medseg.engine.mirroring`). The
+    layout matches the slice-wise path."""
     ev = cfg.eval
     x = volume.permute(1, 0, 2, 3)[None]  # [1, C, D, H, W]
     proba = predict_proba(
@@ -103,7 +105,7 @@ def predict_volume_3d(
         overlap=ev.overlap,
         blend=ev.blend,
         batch_size=ev.batch_size,
-        tta=tta,
+        tta=tta_axes(cfg, 3) if tta else False,
         device=torch.device("cpu"),
         multilabel=is_multilabel(cfg),
     )

@@ -91,8 +91,8 @@ def predict_folder(
     *,
     overrides: list[str] | tuple[str, ...] = (),
     device: str = "auto",
-    tta: bool = False,
-    crf: bool = False,
+    tta: bool | None = None,
+    crf: bool | None = None,
     overlays: bool = True,
     overwrite: bool = False,
     save_probabilities: bool = False,
@@ -109,7 +109,8 @@ def predict_folder(
     into the inputs' tree or over existing masks is refused unless ``overwrite``. With
     ``save_probabilities``, each case's class probabilities go to ``out_dir/probabilities/NAME.npz``
     (:mod:`medseg.engine.probabilities`). With ``postprocess`` (default) the run's
-    ``postprocessing.json`` is applied when it has one.
+    ``postprocessing.json`` is applied when it has one. ``tta`` / ``crf``: None keeps the run's
+    ``eval.tta`` / ``eval.crf``.
     """
     loaded = open_checkpoint(checkpoint, overrides=overrides, device=device)
     plan, line = load_run_plan(checkpoint, postprocess, log=console.print)

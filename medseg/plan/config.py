@@ -8,7 +8,9 @@ augmentation (flips, small affine, brightness/contrast, gamma: never lower Dice 
 augmentation alone on PH2, DRIVE and ACDC, and with deep supervision 0.745 against 0.678 on ACDC),
 AdamW at 1e-3 with poly decay (medseg's CPU-budget recipe: in docs/bench/recipe.md nnU-Net's SGD
 at 1e-2 scored lower under a short budget), training stopped by
-the time budget (``train.budget_minutes``, which also sets the learning-rate schedule's length).
+the time budget (``train.budget_minutes``, which also sets the learning-rate schedule's length);
+2-D plans predict with mirroring TTA over the axes the augmentation mirrored, as nnU-Net does
+(:mod:`medseg.engine.mirroring`).
 """
 
 from __future__ import annotations
@@ -150,8 +152,9 @@ def build_config(
         "data": data,
         "augment": {"preset": "custom"} if plan.dims == "2d" else {},
     }
-    if policy == "crop" and plan.dims == "2d":
-        out["eval"] = {"window": fitted.patch[-2:]}
+    if plan.dims == "2d":
+        # mirroring TTA over the axes the training mirrored (medseg.engine.mirroring), as nnU-Net
+        out["eval"] = {"tta": True, **({"window": fitted.patch[-2:]} if policy == "crop" else {})}
     if plan.dims == "2d":
         plan.add(
             "loss",
@@ -172,6 +175,13 @@ def build_config(
     else:
         plan.add(
             "augmentation", "augment defaults", "medseg's 3-D patch augmentation (medseg.data.transforms3d)"
+        )
+    if plan.dims == "2d":
+        plan.add(
+            "test-time augmentation",
+            "mirroring of the trained axes",
+            "as nnU-Net: the probabilities averaged over the flips the augmentation used (horizontal "
+            "only by default: 2 passes); 3-D plans leave it off (8 passes on a CPU)",
         )
     plan.add(
         "training length", f"{budget:g} min", f"stopped by the budget; validation every {val_every} epoch(s)"
