@@ -299,7 +299,7 @@ def run_medseg(work: Path, meta: dict, args: argparse.Namespace) -> dict:
         "steps": int(rows[-1]["step"]) if rows else 0,
         "batch_size": medseg_cfg["train"]["batch_size"],
         "epochs": len(rows),
-        "tta": bool(args.medseg_tta),
+        "tta": bool(args.medseg_tta or (medseg_cfg.get("eval") or {}).get("tta", False)),
         "checkpoint": ckpt.name,
         "phases": rec.phases,
     }
@@ -322,7 +322,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, help="intra-op threads of each tool (default: torch's choice)")
     ap.add_argument("--medseg-config", type=Path, help="medseg YAML (default: configs/unet_DATASET.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="medseg config override")
-    ap.add_argument("--medseg-tta", action="store_true", help="medseg predict --tta (flips)")
+    ap.add_argument(
+        "--medseg-tta",
+        action="store_true",
+        help="medseg predict --tta (already the default of a planned 2-D run: eval.tta)",
+    )
     ap.add_argument("--disable-tta", action="store_true", help="nnU-Net predict without its mirroring TTA")
     ap.add_argument("--nnunet-iters", type=int, help="nnU-Net iterations per epoch (default: one pass)")
     ap.add_argument(
