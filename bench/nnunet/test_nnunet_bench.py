@@ -189,12 +189,15 @@ def test_pooled_counts_each_case_once_and_refuses_a_repeat(tmp_path):
     b = _scores(tmp_path / "b", {"z": (0.6, 4.0, 0.5, 6.0)})
     rows = pooled.pooled_cases([a, b], "medseg")
     dice = pooled.compare(rows, "dice")
-    assert dice["n"] == 3 and (dice["nnunet_better"], dice["nnunet_worse"]) == (2, 1)
-    assert dice["nnunet_mean"] == pytest.approx((0.9 + 0.7 + 0.6) / 3)
+    assert dice["n"] == 3 and (dice["baseline_better"], dice["baseline_worse"]) == (2, 1)
+    assert dice["baseline_mean"] == pytest.approx((0.9 + 0.7 + 0.6) / 3)
     hd = pooled.compare(rows, "hd95")  # lower is better: nnU-Net 5 < 7, 9 > 8, 4 < 6
-    assert (hd["nnunet_better"], hd["nnunet_worse"]) == (2, 1)
+    assert (hd["baseline_better"], hd["baseline_worse"]) == (2, 1)
     with pytest.raises(SystemExit, match="already tested"):
         pooled.pooled_cases([a, a], "medseg")
+    swapped = pooled.compare(pooled.pooled_cases([a, b], "nnunet", baseline="medseg"), "dice")
+    assert (swapped["baseline_better"], swapped["baseline_worse"]) == (1, 2)
+    assert swapped["baseline_mean"] == pytest.approx((0.8 + 0.75 + 0.5) / 3)
 
 
 def test_side_by_side_children_get_one_tool_and_one_thread_each():
