@@ -10,7 +10,7 @@ AdamW at 1e-3 with poly decay (medseg's CPU-budget recipe: in docs/bench/recipe.
 at 1e-2 scored lower under a short budget), training stopped by
 the time budget (``train.budget_minutes``, which also sets the learning-rate schedule's length);
 2-D plans predict with mirroring TTA over the axes the augmentation mirrored, as nnU-Net does
-(:mod:`medseg.engine.mirroring`).
+(:mod:`medseg.engine.mirroring`; measured neutral on PH2, one extra forward pass: recipe.md).
 """
 
 from __future__ import annotations
