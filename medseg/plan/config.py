@@ -155,7 +155,6 @@ def build_config(
     if plan.dims == "2d":
         # mirroring TTA over the axes the training mirrored (medseg.engine.mirroring), as nnU-Net
         out["eval"] = {"tta": True, **({"window": fitted.patch[-2:]} if policy == "crop" else {})}
-    if plan.dims == "2d":
         plan.add(
             "loss",
             "dice_ce, deep supervision",
@@ -172,16 +171,15 @@ def build_config(
             "flips, small affine, brightness/contrast, gamma: with deep supervision it beat nnU-Net's "
             "augmentation on ACDC (docs/bench/recipe.md)",
         )
-    else:
-        plan.add(
-            "augmentation", "augment defaults", "medseg's 3-D patch augmentation (medseg.data.transforms3d)"
-        )
-    if plan.dims == "2d":
         plan.add(
             "test-time augmentation",
             "mirroring of the trained axes",
             "as nnU-Net: the probabilities averaged over the flips the augmentation used (horizontal "
             "only by default: 2 passes); 3-D plans leave it off (8 passes on a CPU)",
+        )
+    else:
+        plan.add(
+            "augmentation", "augment defaults", "medseg's 3-D patch augmentation (medseg.data.transforms3d)"
         )
     plan.add(
         "training length", f"{budget:g} min", f"stopped by the budget; validation every {val_every} epoch(s)"
