@@ -22,6 +22,7 @@ optimizer update is not counted).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -92,12 +93,20 @@ def make_step(
     precision: str,
     threads: int,
     flops: bool = False,
+    runtime: str = "default",
 ):
     """A zero-argument step for one contender; ``step.info`` carries the first call's seconds
-    (compilation, for a compiled contender) and FLOPs per image."""
+    (compilation, for a compiled contender) and FLOPs per image. ``runtime="cli"``: the process
+    settings the ``medseg`` command applies before it trains or predicts (freed memory kept in the
+    heap, subnormal floats flushed; ``medseg.engine.runtime``), whichever library the model is from."""
     import torch
     import torch.nn.functional as F
 
+    if runtime == "cli":
+        from medseg.engine.runtime import flush_denormals, tune_glibc_malloc
+
+        tune_glibc_malloc()
+        flush_denormals()
     torch.set_num_threads(threads)
     classes = 2
     model = _build(source, name, options, shape[0], classes)
@@ -294,7 +303,7 @@ def run_smp(args) -> list[dict[str, Any]]:
             for source in ("medseg", "smp"):
                 # smp ships NCHW: its "shipped" contender is its contiguous one
                 formats = [f if source == "medseg" or f != "shipped" else "contiguous" for f in args.formats]
-                for fmt in dict.fromkeys(formats):
+                for fmt, runtime in itertools.product(dict.fromkeys(formats), args.runtimes):
                     kw = dict(
                         source=source,
                         name="unet_resnet",
@@ -306,10 +315,16 @@ def run_smp(args) -> list[dict[str, Any]]:
                         compiled=False,
                         precision="fp32",
                         threads=args.threads,
+                        runtime=runtime,
                     )
+                    label = fmt if runtime == "default" else f"{fmt}+{runtime}"
                     workers.append(
                         Worker(
-                            f"{source} {size} {mode} {fmt}", make_step, kw, env=_env(args), warmup=args.warmup
+                            f"{source} {size} {mode} {label}",
+                            make_step,
+                            kw,
+                            env=_env(args),
+                            warmup=args.warmup,
                         )
                     )
         rows += _time_group(args, workers, size, part="smp", model="unet_resnet34")
@@ -457,6 +472,13 @@ def main() -> None:
         type=lambda s: s.split(","),
         default=["contiguous", "channels_last"],
         help="smp part: contiguous, channels_last, shipped (medseg's size rule; smp's is NCHW)",
+    )
+    p.add_argument(
+        "--runtimes",
+        type=lambda s: s.split(","),
+        default=["default"],
+        help="smp part: default, cli (the medseg command's process settings: kept freed memory, "
+        "flushed subnormals), applied to both libraries' contenders",
     )
     p.add_argument("--json", type=Path)
     args = p.parse_args()
