@@ -103,10 +103,9 @@ def make_step(
     import torch.nn.functional as F
 
     if runtime == "cli":
-        from medseg.engine.runtime import flush_denormals, tune_glibc_malloc
+        from medseg.engine.runtime import apply_command_settings
 
-        tune_glibc_malloc()
-        flush_denormals()
+        apply_command_settings(runs_networks=True)
     torch.set_num_threads(threads)
     classes = 2
     model = _build(source, name, options, shape[0], classes)
@@ -482,6 +481,8 @@ def main() -> None:
     )
     p.add_argument("--json", type=Path)
     args = p.parse_args()
+    if unknown := set(args.runtimes) - {"default", "cli"}:
+        p.error(f"unknown --runtimes {', '.join(sorted(unknown))}; choose default, cli")
     tmp = None
     if args.inductor_cache is None:
         tmp = tempfile.TemporaryDirectory(prefix="inductor_cold_")

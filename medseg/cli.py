@@ -32,7 +32,7 @@ from medseg.cli_output import (
 )
 from medseg.cli_parser import build_parser
 from medseg.cli_workflow import cmd_cv_report, cmd_ensemble, cmd_plan, cmd_train_folds, planned_config
-from medseg.engine.runtime import flush_denormals, tune_glibc_malloc
+from medseg.engine.runtime import apply_command_settings
 from medseg.errors import MedsegError
 
 if TYPE_CHECKING:
@@ -416,9 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if argv is None:  # a real command-line run, not a call from Python code
-        tune_glibc_malloc()
-        if args.command in NETWORK_COMMANDS:
-            flush_denormals()  # before torch starts its worker threads, which inherit the setting
+        apply_command_settings(runs_networks=args.command in NETWORK_COMMANDS)
     try:
         with warnings_as_notes(enabled=not args.debug):
             return int(COMMANDS[args.command](args) or 0)

@@ -48,3 +48,12 @@ def flush_denormals() -> bool:
     import torch  # deferred: the command's start-up stays cheap for commands without torch
 
     return bool(torch.set_flush_denormal(True))
+
+
+def apply_command_settings(runs_networks: bool) -> None:
+    """The process settings of a ``medseg`` command-line run: freed memory kept in the heap, and
+    for the commands that run networks, subnormal floats flushed (before torch starts its worker
+    threads, which inherit the setting). Also used by ``bench/`` to time a model as the command runs it."""
+    tune_glibc_malloc()
+    if runs_networks:
+        flush_denormals()
